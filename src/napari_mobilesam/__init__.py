@@ -25,7 +25,16 @@ _LAZY = {
     "WeightsError": "napari_mobilesam.weights",
 }
 
-__all__ = ["__version__", *_LAZY]
+__all__ = [
+    "MobileSAM",
+    "SegAnyPredictor",
+    "SegEveryResult",
+    "WeightsError",
+    "__version__",
+    "build_mobile_sam",
+    "segment_everything",
+    "to_rgb_uint8",
+]
 
 if TYPE_CHECKING:
     from napari_mobilesam.imaging import to_rgb_uint8

@@ -1,0 +1,205 @@
+"""Turn a microscopy image of any dtype and channel count into the RGB uint8 input of MobileSAM.
+
+numpy only, so that widgets can import it without loading torch.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+import numpy as np
+from numpy.typing import ArrayLike
+
+__all__ = ["to_rgb_uint8"]
+
+LOW_PERCENTILE = 0.1
+HIGH_PERCENTILE = 99.9
+MIN_SIDE = 2
+STACK_HINT = " For a Z/T stack pass one 2-D slice, e.g. image[z]."
+
+
+def to_rgb_uint8(image: ArrayLike, contrast_limits: Sequence[float] | None = None) -> np.ndarray:
+    """Convert a 2-D microscopy image to the (H, W, 3) uint8 RGB image that MobileSAM takes.
+
+    Parameters
+    ----------
+    image : array_like
+        A 2-D image, either grayscale ``(H, W)`` or channels-last ``(H, W, C)`` with
+        ``C`` in 1..4. Channels are mapped to RGB as follows:
+
+        - 1 channel (or a 2-D image): gray, copied to R, G and B;
+        - 2 channels: R = channel 0, G = channel 1, B = 0;
+        - 3 channels: R, G, B;
+        - 4 channels: RGBA; the alpha channel is dropped.
+
+        Any real dtype is accepted: unsigned/signed integers, floats and bool.
+        Each side must be at least 2 pixels.
+    contrast_limits : sequence of two floats, optional
+        ``(lo, hi)`` display range, e.g. a napari layer's ``contrast_limits``.
+        Values at ``lo`` become 0, values at ``hi`` become 255 and values outside are
+        clipped. Must be finite with ``hi > lo``.
+
+    Returns
+    -------
+    numpy.ndarray
+        A new C-contiguous ``(H, W, 3)`` uint8 array. It is always a copy: the input is
+        never returned or modified.
+
+    Raises
+    ------
+    TypeError
+        If the dtype is not a real number type (e.g. strings, objects, complex).
+    ValueError
+        If the image is not ``(H, W)`` or ``(H, W, C)`` with C in 1..4, a side is under
+        2 pixels, it has no finite values, all its finite values are equal (nothing to
+        segment; this is checked on the data even when ``contrast_limits`` are given),
+        or ``contrast_limits`` are not two finite numbers with ``hi > lo``.
+
+    Notes
+    -----
+    How values become 0..255:
+
+    - uint8 without ``contrast_limits`` is not rescaled: 0..255 already is its display
+      range. An ``(H, W, 3)`` uint8 image is therefore returned with identical values,
+      which is exactly the input the reference MobileSAM implementation expects.
+    - bool maps False to 0 and True to 255. With ``contrast_limits`` the values are
+      treated as 0 and 1 and rescaled like any other number.
+    - Everything else is rescaled linearly from ``(lo, hi)`` to 0..255. Without
+      ``contrast_limits``, ``lo`` and ``hi`` are the 0.1st and 99.9th percentiles of the
+      finite values, so that a few hot or dead pixels do not crush the range; if those
+      percentiles are equal (a sparse image on a flat background) the minimum and
+      maximum of the finite values are used instead. One ``(lo, hi)`` is used for all
+      channels, so that the colour balance between channels is kept.
+    - Scaled values are rounded to the nearest integer with :func:`numpy.rint` (halves
+      to even). NaN becomes 0, +inf becomes 255 and -inf becomes 0.
+    - Arithmetic is done in float32 for dtypes up to 16 bits and float32 itself, and in
+      float64 for wider ones, so a 4096 x 4096 uint16 image needs one float32 copy.
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> image = np.array([[0, 1000], [2000, 4000]], dtype=np.uint16)
+    >>> rgb = to_rgb_uint8(image, contrast_limits=(0, 4000))
+    >>> rgb.shape, rgb.dtype
+    ((2, 2, 3), dtype('uint8'))
+    >>> rgb[..., 0]
+    array([[  0,  64],
+           [128, 255]], dtype=uint8)
+    """
+    channels = _select_rgb_channels(image)
+    limits = None if contrast_limits is None else _validate_contrast_limits(contrast_limits)
+
+    if channels.dtype == np.bool_:
+        channels = channels.view(np.uint8)
+        if limits is None:
+            _check_not_constant(channels)
+            return _to_three_channels(channels * np.uint8(255))
+    if channels.dtype == np.uint8 and limits is None:
+        _check_not_constant(channels)
+        return _to_three_channels(channels)
+
+    finite_values = _finite_values(channels)
+    _check_not_constant(finite_values)
+    if limits is None:
+        limits = _percentile_limits(finite_values)
+    return _to_three_channels(_rescale(channels, *limits))
+
+
+def _select_rgb_channels(image: ArrayLike) -> np.ndarray:
+    """Check the shape and dtype and return an (H, W, C) view with C in 1..3, not yet copied."""
+    # Shape is checked before np.asarray so that a lazy Z/T stack is refused unread.
+    shape = np.shape(image)
+    if len(shape) not in (2, 3):
+        stack_hint = STACK_HINT if len(shape) > 3 else ""
+        raise ValueError(
+            "Expected a 2-D image of shape (H, W) or (H, W, C) with C in 1..4; "
+            f"received an array with {len(shape)} dimensions, shape {shape}.{stack_hint}"
+        )
+    if len(shape) == 3 and not 1 <= shape[2] <= 4:
+        raise ValueError(
+            "Expected channels last, shape (H, W, C) with C in 1..4; "
+            f"received shape {shape} (last axis {shape[2]})."
+            f"{STACK_HINT} For channels-first data use np.moveaxis(image, 0, -1)."
+        )
+    if min(shape[:2]) < MIN_SIDE:
+        raise ValueError(
+            f"Expected an image at least {MIN_SIDE} x {MIN_SIDE} pixels; received shape {shape}."
+        )
+
+    array = np.asarray(image)
+    if array.dtype.kind not in "biuf":
+        raise TypeError(
+            "Expected an image of real numbers (bool, integer or float dtype); "
+            f"received dtype {array.dtype}."
+        )
+    if array.ndim == 2:
+        return array[..., np.newaxis]
+    return array[..., :3]
+
+
+def _validate_contrast_limits(contrast_limits: Sequence[float]) -> tuple[float, float]:
+    try:
+        lo, hi = (float(value) for value in contrast_limits)
+    except (TypeError, ValueError) as exc:
+        raise ValueError(
+            f"Expected contrast_limits as two numbers (lo, hi); received {contrast_limits!r}."
+        ) from exc
+    if not (np.isfinite(lo) and np.isfinite(hi)) or hi <= lo:
+        raise ValueError(
+            f"Expected contrast_limits (lo, hi) to be finite with hi > lo; received ({lo}, {hi})."
+        )
+    return lo, hi
+
+
+def _check_not_constant(channels: np.ndarray) -> None:
+    low, high = channels.min(), channels.max()
+    if low == high:
+        raise ValueError(
+            f"Expected an image with some contrast; every pixel has the value {low}, "
+            "so there is nothing to segment."
+        )
+
+
+def _finite_values(channels: np.ndarray) -> np.ndarray:
+    """Return ``channels`` itself if all values are finite, else a 1-D copy of the finite ones."""
+    if channels.dtype.kind != "f":
+        return channels
+    finite = np.isfinite(channels)
+    if finite.all():
+        return channels
+    values = channels[finite]
+    if values.size == 0:
+        raise ValueError(
+            "Expected an image with finite values; received one made only of NaN and infinity."
+        )
+    return values
+
+
+def _percentile_limits(values: np.ndarray) -> tuple[float, float]:
+    lo, hi = np.percentile(values, [LOW_PERCENTILE, HIGH_PERCENTILE])
+    if lo == hi:
+        # Fewer than 0.1 % of the pixels differ from the background: keep them visible.
+        lo, hi = values.min(), values.max()
+    return float(lo), float(hi)
+
+
+def _rescale(channels: np.ndarray, lo: float, hi: float) -> np.ndarray:
+    work_dtype = np.result_type(channels.dtype, np.float32)
+    scaled = channels.astype(work_dtype)
+    scaled -= lo
+    scaled *= 255.0 / (hi - lo)
+    np.nan_to_num(scaled, copy=False, nan=0.0, posinf=255.0, neginf=0.0)
+    np.clip(scaled, 0.0, 255.0, out=scaled)
+    np.rint(scaled, out=scaled)
+    return scaled.astype(np.uint8)
+
+
+def _to_three_channels(channels: np.ndarray) -> np.ndarray:
+    """(H, W, 1|2|3) uint8 -> new C-contiguous (H, W, 3) uint8: gray copied, B=0 for two."""
+    height, width, count = channels.shape
+    rgb = np.zeros((height, width, 3), dtype=np.uint8)
+    if count == 1:
+        rgb[...] = channels
+    else:
+        rgb[..., :count] = channels
+    return rgb
