@@ -37,7 +37,7 @@ def resize_longest_side(image: np.ndarray, long_side: int = MODEL_SIDE) -> np.nd
     new_h, new_w = preprocess_shape(image.shape[0], image.shape[1], long_side)
     if (new_h, new_w) == image.shape[:2]:
         return image
-    return np.asarray(Image.fromarray(image).resize((new_w, new_h), Image.BILINEAR))
+    return np.array(Image.fromarray(image).resize((new_w, new_h), Image.BILINEAR))
 
 
 def scale_coords(
