@@ -71,3 +71,35 @@ def random_weights(monkeypatch: pytest.MonkeyPatch) -> Path:
         pytest.skip(f"needs the random-weight checkpoint {RANDOM_WEIGHTS} (../shared is absent)")
     monkeypatch.setenv("NAPARI_MOBILESAM_WEIGHTS", str(RANDOM_WEIGHTS))
     return RANDOM_WEIGHTS
+
+
+def build_yolo_checkpoint(folder: Path, base_yaml: str = "yolov8n-seg.yaml", nc: int = 1) -> Path:
+    """Save a random-weight ultralytics YOLOv8 model built from a yaml that ultralytics ships.
+
+    The model scale (n, s, x, ...) is read from the file name, so the copy keeps it.
+    """
+    import os
+
+    import torch
+    import yaml
+
+    os.environ.setdefault("YOLO_OFFLINE", "1")
+    from ultralytics import YOLO
+    from ultralytics.nn.tasks import yaml_model_load
+
+    config = yaml_model_load(base_yaml)
+    config["nc"] = nc
+    name = f"{nc}-class-{Path(base_yaml).stem}"
+    config_path = folder / f"{name}.yaml"
+    config_path.write_text(yaml.safe_dump({k: v for k, v in config.items() if k != "yaml_file"}))
+    torch.manual_seed(0)
+    checkpoint = folder / f"{name}.pt"
+    YOLO(str(config_path)).save(checkpoint)
+    return checkpoint
+
+
+@pytest.fixture(scope="session")
+def yolo_checkpoint(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A one-class YOLOv8n segmentation checkpoint with random weights (the kind of model
+    MobileSAMv2's ObjectAwareModel is)."""
+    return build_yolo_checkpoint(tmp_path_factory.mktemp("yolo"))

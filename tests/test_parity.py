@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
+
 from conftest import PARITY_IMAGES
 
 LOGIT_TOL = 1e-3

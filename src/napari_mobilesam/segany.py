@@ -270,6 +270,30 @@ class SegAnyPredictor:
                 low_res, scores = self._decoder.decode(sparse, None, multimask_output=False)
             yield rows, low_res.float(), scores.float()
 
+    def decode_points(
+        self, points: np.ndarray, multimask_output: bool = True
+    ) -> tuple[torch.Tensor, torch.Tensor]:
+        """Decode each of N foreground points as its own prompt, at low resolution.
+
+        Parameters
+        ----------
+        points : (N, 2) array of (x, y) pixels.
+
+        Returns
+        -------
+        low_res_logits : (N, C, 256, 256) tensor, C = 3 or 1
+        iou_pred : (N, C) tensor
+        """
+        state = self._require_image()
+        coords, labels = _validate_points(points, np.ones(len(points), dtype=np.int64))
+        scaled = scale_coords(coords, state.original_size, self.model.image_size)
+        with self._inference():
+            coords_t = torch.as_tensor(scaled, dtype=torch.float32, device=self.device)[:, None]
+            labels_t = torch.ones((len(coords), 1), dtype=torch.int64, device=self.device)
+            sparse, _ = self.model.prompt_encoder((coords_t, labels_t), None, None)
+            low_res, iou = self._decoder.decode(sparse, None, multimask_output)
+        return low_res.float(), iou.float()
+
     def predict_boxes(
         self,
         boxes: np.ndarray,

@@ -1,0 +1,416 @@
+"""SegEvery: every object of an image as a label image, MobileSAMv2 style.
+
+MobileSAMv2 (Zhang et al., 2023) replaces SAM's grid of point prompts with object
+discovery: a YOLOv8 object-aware model proposes one box per object, and only those boxes are
+decoded, all against the one image embedding. :func:`segment_everything` runs that pipeline
+(or SAM's grid, as a baseline and a detector-free fallback) and merges the masks into one
+label image, batch by batch, without ever holding all full-resolution masks.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import time
+from collections.abc import Callable, Iterator, Sequence
+from dataclasses import dataclass, field
+from functools import cache
+from typing import Any
+
+import numpy as np
+import torch
+from skimage.segmentation import relabel_sequential
+
+from napari_mobilesam.imaging import to_rgb_uint8
+from napari_mobilesam.segany import SegAnyPredictor
+
+logger = logging.getLogger(__name__)
+
+ProgressCallback = Callable[[int, int], Any]
+
+#: Bytes of full-resolution float logits upsampled at once.
+UPSCALE_BUDGET = 256 * 2**20
+
+
+@dataclass(frozen=True)
+class SegEveryResult:
+    """The objects found in an image.
+
+    Attributes
+    ----------
+    labels : (H, W) int32
+        0 is background, objects are 1..N in the order of ``boxes``.
+    boxes : (N, 4) float32
+        x0, y0, x1, y1 of the box that prompted each object (grid mode: the bounding box
+        of its mask).
+    scores : (N,) float32
+        Predicted IoU of each object's mask.
+    areas : (N,) int64
+        Pixels of each object in ``labels`` (after overlaps are resolved).
+    message : str
+        A note for the user, e.g. why nothing was found; empty when objects were found.
+    timings : dict
+        Seconds spent in each stage: "discovery", "embedding", "decoding".
+    """
+
+    labels: np.ndarray
+    boxes: np.ndarray
+    scores: np.ndarray
+    areas: np.ndarray
+    message: str = ""
+    timings: dict[str, float] = field(default_factory=dict)
+
+    @property
+    def n_objects(self) -> int:
+        return len(self.scores)
+
+
+def segment_everything(
+    image: np.ndarray,
+    *,
+    predictor: SegAnyPredictor | None = None,
+    detector: str | os.PathLike | Callable = "auto",
+    boxes: np.ndarray | Sequence | None = None,
+    conf: float = 0.4,
+    iou: float = 0.9,
+    max_objects: int = 320,
+    min_area: int = 0,
+    progress: ProgressCallback | None = None,
+    contrast_limits: Sequence[float] | None = None,
+    points_per_side: int = 32,
+) -> SegEveryResult:
+    """Segment every object of an image into a label image.
+
+    Parameters
+    ----------
+    image : array
+        Anything :meth:`SegAnyPredictor.set_image` accepts: (H, W) or (H, W, C), any dtype.
+    predictor : SegAnyPredictor, optional
+        Reuse a loaded model and its embedding cache. None builds the default one (once
+        per process).
+    detector : str, path or callable
+        How objects are discovered: "auto" (MobileSAMv2's ObjectAwareModel if available,
+        else FastSAM-x), a path to any ultralytics YOLO detection or segmentation
+        checkpoint, a registry name ("object_aware", "fastsam"), "grid" (SAM's automatic
+        mask generation on a ``points_per_side`` grid) or a callable
+        ``image -> (boxes, scores)``. Ignored when ``boxes`` is given.
+    boxes : (N, 4) array, optional
+        x0, y0, x1, y1 prompts; discovery is skipped. Inverted boxes are reordered,
+        boxes are clipped to the image, and empty ones dropped.
+    conf, iou : float
+        Detector confidence threshold and class-agnostic NMS IoU (MobileSAMv2: 0.4, 0.9).
+    max_objects : int
+        Most objects decoded, the most confident first.
+    min_area : int
+        Objects smaller than this many pixels are dropped, before and after overlaps are
+        resolved.
+    progress : callable, optional
+        Called as ``progress(done, total)`` with prompts decoded so far. An exception it
+        raises stops the run and propagates (that is how a GUI cancels).
+    contrast_limits : (lo, hi), optional
+        Display range of the image, see :func:`napari_mobilesam.to_rgb_uint8`.
+    points_per_side : int
+        Grid side for ``detector="grid"``.
+
+    Returns
+    -------
+    SegEveryResult
+        ``labels`` (H, W) int32 and per-object ``boxes``, ``scores`` and ``areas``.
+
+    Notes
+    -----
+    Overlaps: each pixel goes to the smallest object covering it (as if larger masks
+    were pasted first and smaller ones on top), so a nucleus inside a cell survives;
+    among equal areas the earlier (more confident) prompt wins. An object left with no
+    pixels, or fewer than ``min_area``, is dropped; its pixels become background.
+    Identical boxes are decoded once.
+
+    Examples
+    --------
+    >>> from napari_mobilesam import segment_everything
+    >>> result = segment_everything(image, detector="nuclei_yolo.pt")  # doctest: +SKIP
+    >>> result.labels.max() == result.n_objects  # doctest: +SKIP
+    True
+    """
+    _check_fraction(conf, "conf")
+    _check_fraction(iou, "iou")
+    if int(max_objects) != max_objects or max_objects < 1:
+        raise ValueError(f"max_objects must be a positive integer, got {max_objects!r}")
+    if min_area < 0:
+        raise ValueError(f"min_area must be 0 or more pixels, got {min_area!r}")
+    if int(points_per_side) != points_per_side or points_per_side < 1:
+        raise ValueError(f"points_per_side must be a positive integer, got {points_per_side!r}")
+
+    rgb = to_rgb_uint8(image, contrast_limits)
+    shape = rgb.shape[:2]
+    timings: dict[str, float] = {}
+    predictor = predictor if predictor is not None else default_predictor()
+
+    grid = boxes is None and isinstance(detector, str) and detector == "grid"
+    start = time.perf_counter()
+    if boxes is not None:
+        from napari_mobilesam.discovery import clean_boxes
+
+        prompt_boxes, _ = clean_boxes(boxes, shape)
+        prompt_boxes = _unique_rows(prompt_boxes)[:max_objects]
+    elif not grid:
+        from napari_mobilesam.discovery import discover_objects
+
+        prompt_boxes, _ = discover_objects(
+            rgb, detector, conf=conf, iou=iou, max_objects=max_objects
+        )
+        prompt_boxes = _unique_rows(prompt_boxes)
+    timings["discovery"] = time.perf_counter() - start
+
+    if not grid and len(prompt_boxes) == 0:
+        source = "the given boxes" if boxes is not None else f"the detector ({detector})"
+        return _empty_result(
+            shape,
+            f"No objects found: {source} proposed no box inside the image. "
+            "Try a lower confidence threshold, another detector, or detector='grid'.",
+            timings,
+        )
+
+    start = time.perf_counter()
+    predictor.set_image(rgb)
+    timings["embedding"] = time.perf_counter() - start
+
+    start = time.perf_counter()
+    painter = _LabelPainter(shape, min_area)
+    if grid:
+        candidates = _grid_candidates(predictor, points_per_side, progress)
+        for c in candidates:
+            painter.paste(c)
+    else:
+        for c in _box_candidates(predictor, prompt_boxes, progress):
+            painter.paste(c)
+    timings["decoding"] = time.perf_counter() - start
+
+    result = painter.finish(timings)
+    if result.n_objects == 0:
+        return _empty_result(
+            shape,
+            f"No objects found: none of the {painter.n_pasted or 'decoded'} masks was kept "
+            f"(empty, or under min_area={min_area} pixels after overlaps).",
+            timings,
+        )
+    return result
+
+
+@cache
+def default_predictor() -> SegAnyPredictor:
+    """The predictor ``segment_everything`` uses when given none: default weights, built
+    once per process."""
+    from napari_mobilesam.model import build_mobile_sam
+
+    return SegAnyPredictor(build_mobile_sam())
+
+
+@dataclass
+class _Candidate:
+    """One decoded mask, cropped to its bounding box."""
+
+    index: int  # prompt order; earlier wins ties
+    y0: int
+    x0: int
+    mask: np.ndarray  # (h, w) bool, the mask inside its bounding box
+    score: float
+    box: np.ndarray  # (4,) x0, y0, x1, y1
+
+    @property
+    def area(self) -> int:
+        return int(self.mask.sum())
+
+
+class _LabelPainter:
+    """Merges masks into a label image: each pixel goes to the smallest mask covering it."""
+
+    def __init__(self, shape: tuple[int, int], min_area: int) -> None:
+        self.labels = np.zeros(shape, dtype=np.int32)
+        self.owner_area = np.full(shape, np.iinfo(np.int64).max, dtype=np.int64)
+        self.min_area = max(int(min_area), 1)
+        self.boxes: list[np.ndarray] = []
+        self.scores: list[float] = []
+        self.n_pasted = 0
+
+    def paste(self, candidate: _Candidate) -> None:
+        area = candidate.area
+        if area < self.min_area:
+            return
+        h, w = candidate.mask.shape
+        rows = slice(candidate.y0, candidate.y0 + h)
+        cols = slice(candidate.x0, candidate.x0 + w)
+        owner = self.owner_area[rows, cols]
+        take = candidate.mask & (area < owner)
+        self.boxes.append(candidate.box)
+        self.scores.append(candidate.score)
+        self.n_pasted += 1
+        self.labels[rows, cols][take] = self.n_pasted
+        owner[take] = area
+
+    def finish(self, timings: dict[str, float]) -> SegEveryResult:
+        n = self.n_pasted
+        visible = np.bincount(self.labels.ravel(), minlength=n + 1)
+        drop = visible < self.min_area
+        drop[0] = False
+        if drop.any():
+            lut = np.arange(n + 1, dtype=np.int32)
+            lut[drop] = 0
+            self.labels = lut[self.labels]
+        labels, _, inverse = relabel_sequential(self.labels)
+        kept = np.asarray(inverse[np.arange(1, int(labels.max()) + 1)], dtype=np.int64)
+        boxes = np.asarray(self.boxes, dtype=np.float32).reshape(-1, 4)
+        scores = np.asarray(self.scores, dtype=np.float32)
+        return SegEveryResult(
+            labels=labels.astype(np.int32, copy=False),
+            boxes=boxes[kept - 1],
+            scores=scores[kept - 1],
+            areas=visible[kept].astype(np.int64),
+            timings=timings,
+        )
+
+
+def _box_candidates(
+    predictor: SegAnyPredictor,
+    boxes: np.ndarray,
+    progress: ProgressCallback | None,
+) -> Iterator[_Candidate]:
+    total = len(boxes)
+    if progress is not None:
+        progress(0, total)
+    for rows, low_res, scores in predictor.decode_boxes(boxes):
+        for offset, (y0, x0, mask) in enumerate(_threshold_and_crop(predictor, low_res[:, 0])):
+            i = rows.start + offset
+            yield _Candidate(i, y0, x0, mask, float(scores[offset, 0]), boxes[i])
+        if progress is not None:
+            progress(rows.stop, total)
+
+
+def _threshold_and_crop(
+    predictor: SegAnyPredictor, low_res: torch.Tensor
+) -> Iterator[tuple[int, int, np.ndarray]]:
+    """(B, 256, 256) low-res logits -> (y0, x0, cropped bool mask) per mask, upsampling a
+    few masks at a time to bound memory."""
+    h, w = predictor.original_size
+    chunk = max(1, UPSCALE_BUDGET // (4 * h * w))
+    threshold = predictor.model.mask_threshold
+    for start in range(0, len(low_res), chunk):
+        part = low_res[start : start + chunk]
+        with torch.inference_mode():
+            # Masks without a positive low-res logit are empty at full resolution too.
+            nonempty = (part > threshold).flatten(1).any(dim=1)
+            full = predictor.upscale_logits(part[nonempty][:, None])[:, 0] > threshold
+        full_iter = iter(full)
+        for has_pixels in nonempty.tolist():
+            if not has_pixels:
+                yield 0, 0, np.zeros((0, 0), dtype=bool)
+                continue
+            yield _crop(next(full_iter))
+
+
+def _crop(mask: torch.Tensor) -> tuple[int, int, np.ndarray]:
+    rows = torch.nonzero(mask.any(dim=1)).flatten()
+    if len(rows) == 0:
+        return 0, 0, np.zeros((0, 0), dtype=bool)
+    cols = torch.nonzero(mask.any(dim=0)).flatten()
+    y0, y1 = int(rows[0]), int(rows[-1]) + 1
+    x0, x1 = int(cols[0]), int(cols[-1]) + 1
+    return y0, x0, mask[y0:y1, x0:x1].cpu().numpy()
+
+
+# ----------------------------------------------------------------------------- grid mode
+PRED_IOU_THRESH = 0.88
+STABILITY_SCORE_THRESH = 0.95
+STABILITY_SCORE_OFFSET = 1.0
+BOX_NMS_THRESH = 0.7
+POINTS_PER_BATCH = 64
+
+
+def grid_points(points_per_side: int, shape: tuple[int, int]) -> np.ndarray:
+    """SAM's prompt grid: (n*n, 2) (x, y) pixel coordinates of cell centres.
+
+    Examples
+    --------
+    >>> grid_points(2, (100, 200))
+    array([[ 50.,  25.],
+           [150.,  25.],
+           [ 50.,  75.],
+           [150.,  75.]])
+    """
+    offset = 1 / (2 * points_per_side)
+    side = np.linspace(offset, 1 - offset, points_per_side)
+    xs, ys = np.meshgrid(side, side)
+    unit = np.stack([xs.ravel(), ys.ravel()], axis=-1)
+    return unit * np.array([shape[1], shape[0]], dtype=np.float64)
+
+
+def _grid_candidates(
+    predictor: SegAnyPredictor,
+    points_per_side: int,
+    progress: ProgressCallback | None,
+) -> list[_Candidate]:
+    """SAM's automatic mask generation: three masks per grid point, kept where the predicted
+    IoU and the stability score pass SAM's thresholds, then box NMS."""
+    from torchvision.ops import nms
+
+    points = grid_points(points_per_side, predictor.original_size)
+    total = len(points)
+    threshold = predictor.model.mask_threshold
+    if progress is not None:
+        progress(0, total)
+    kept: list[_Candidate] = []
+    for start in range(0, total, POINTS_PER_BATCH):
+        batch = points[start : start + POINTS_PER_BATCH]
+        low_res, iou = predictor.decode_points(batch)  # (B, 3, 256, 256), (B, 3)
+        low_res, iou = low_res.flatten(0, 1), iou.flatten()
+        good = torch.nonzero(iou > PRED_IOU_THRESH).flatten()
+        h, w = predictor.original_size
+        chunk = max(1, UPSCALE_BUDGET // (4 * h * w))
+        for c in range(0, len(good), chunk):
+            idx = good[c : c + chunk]
+            with torch.inference_mode():
+                logits = predictor.upscale_logits(low_res[idx][:, None])[:, 0]
+                inter = (logits > threshold + STABILITY_SCORE_OFFSET).sum(dim=(1, 2))
+                union = (logits > threshold - STABILITY_SCORE_OFFSET).sum(dim=(1, 2))
+                stable = inter / union.clamp(min=1) >= STABILITY_SCORE_THRESH
+            for j in torch.nonzero(stable).flatten().tolist():
+                y0, x0, mask = _crop(logits[j] > threshold)
+                if mask.size == 0:
+                    continue
+                box = np.array([x0, y0, x0 + mask.shape[1], y0 + mask.shape[0]], np.float32)
+                k = int(idx[j])
+                kept.append(_Candidate(start * 3 + k, y0, x0, mask, float(iou[k]), box))
+        if progress is not None:
+            progress(min(start + POINTS_PER_BATCH, total), total)
+    if not kept:
+        return []
+    boxes = torch.as_tensor(np.stack([c.box for c in kept]))
+    scores = torch.as_tensor([c.score for c in kept])
+    order = nms(boxes, scores, BOX_NMS_THRESH).tolist()
+    return [kept[i] for i in order]
+
+
+# ----------------------------------------------------------------------------- helpers
+def _empty_result(shape: tuple[int, int], message: str, timings: dict) -> SegEveryResult:
+    logger.info(message)
+    return SegEveryResult(
+        labels=np.zeros(shape, dtype=np.int32),
+        boxes=np.zeros((0, 4), np.float32),
+        scores=np.zeros(0, np.float32),
+        areas=np.zeros(0, np.int64),
+        message=message,
+        timings=timings,
+    )
+
+
+def _unique_rows(boxes: np.ndarray) -> np.ndarray:
+    """Drop repeated boxes, keeping the first of each (the order is kept)."""
+    if len(boxes) == 0:
+        return boxes
+    _, first = np.unique(boxes, axis=0, return_index=True)
+    return boxes[np.sort(first)]
+
+
+def _check_fraction(value: float, name: str) -> None:
+    if not (0.0 <= float(value) <= 1.0):
+        raise ValueError(f"{name} must be between 0 and 1, got {value!r}")
