@@ -214,7 +214,7 @@ def test_bad_parameters_are_refused(predictor, image, kwargs, message):
 
 def test_bad_detector_file_is_a_clear_error(predictor, image, tmp_path):
     missing = tmp_path / "nuclei.pt"
-    with pytest.raises(Exception, match="nuclei.pt"):
+    with pytest.raises(Exception, match=r"nuclei\.pt"):
         segment_everything(image, predictor=predictor, detector=missing)
     junk = tmp_path / "junk.pt"
     junk.write_bytes(b"not a checkpoint at all")

@@ -40,7 +40,7 @@ def test_prompt_decoding_matches_ultralytics(predictor, ultralytics_sam, parity_
     points = np.array([[220.0, 363.0], [300.0, 200.0]])
     labels = np.array([1, 0])
     box = np.array([55.0, 132.0, 385.0, 594.0])
-    masks, scores, low_res = predictor.predict(
+    _, scores, low_res = predictor.predict(
         point_coords=points, point_labels=labels, box=box, multimask_output=multimask
     )
 

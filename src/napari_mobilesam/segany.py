@@ -285,7 +285,7 @@ class SegAnyPredictor:
         iou_pred : (N, C) tensor
         """
         state = self._require_image()
-        coords, labels = _validate_points(points, np.ones(len(points), dtype=np.int64))
+        coords, _ = _validate_points(points, np.ones(len(points), dtype=np.int64))
         scaled = scale_coords(coords, state.original_size, self.model.image_size)
         with self._inference():
             coords_t = torch.as_tensor(scaled, dtype=torch.float32, device=self.device)[:, None]
