@@ -31,6 +31,11 @@ from napari_mobilesam.model.mask_decoder import MaskDecoder
 from napari_mobilesam.model.transformer import Attention
 
 
+#: Prompts upscaled together: small enough for the (4096 * 16, 32) intermediates of a
+#: chunk to stay in the CPU's cache.
+UPSCALE_CHUNK = 2
+
+
 def _heads(x: torch.Tensor, num_heads: int) -> torch.Tensor:
     """(B, N, D) -> (B, heads, N, D / heads)."""
     b, n, d = x.shape
@@ -218,7 +223,14 @@ class BatchedMaskDecoder:
         hyper = torch.stack(
             [dec.output_hypernetworks_mlps[i](queries[:, 1 + i]) for i in mask_ids], dim=1
         )
-        masks = self._upscale_and_project(keys, hyper)
+        masks = torch.cat(
+            [
+                self._upscale_and_project(
+                    keys[i : i + UPSCALE_CHUNK], hyper[i : i + UPSCALE_CHUNK]
+                )
+                for i in range(0, b, UPSCALE_CHUNK)
+            ]
+        )
         iou = dec.iou_prediction_head(queries[:, 0])
         iou = iou[:, 1:] if multimask_output else iou[:, :1]
         return masks, iou
@@ -241,6 +253,7 @@ class BatchedMaskDecoder:
 
             t2i = block.cross_attn_token_to_image
             q = queries + query_pe
+            keys_pe = None if i == 0 else keys + cache.key_pe
             if i == 0:
                 h = t2i.num_heads
                 qh = _heads(t2i.q_proj(q), h)
@@ -250,7 +263,7 @@ class BatchedMaskDecoder:
                 out = F.scaled_dot_product_attention(qh, k0, v0)
                 attn_out = t2i.out_proj(_merge_heads(out))
             else:
-                attn_out = _tokens_attend_image(t2i, q, keys + cache.key_pe, keys)
+                attn_out = _tokens_attend_image(t2i, q, keys_pe, keys)
             queries = block.norm2(queries + attn_out)
             queries = block.norm3(queries + block.mlp(queries))
 
@@ -260,7 +273,7 @@ class BatchedMaskDecoder:
                 kh = _heads(i2t.k_proj(k_tokens), i2t.num_heads)  # (B, h, T, d)
                 scores = (cache.q0 @ kh.transpose(-2, -1)).permute(0, 2, 1, 3)
             else:
-                scores = _image_query_scores(i2t, keys + cache.key_pe, k_tokens)
+                scores = _image_query_scores(i2t, keys_pe, k_tokens)
             keys = block.norm4(keys + _image_attends_tokens(i2t, scores, queries))
 
         # Only the IoU and mask tokens are read after the final attention.
