@@ -174,6 +174,11 @@ class SegAnyPredictor:
         """(H, W) of the current image."""
         return self._require_image().original_size
 
+    @property
+    def input_size(self) -> tuple[int, int]:
+        """(h, w) of the current image resized into the model's 1024 frame."""
+        return self._require_image().input_size
+
     def get_image_embedding(self) -> torch.Tensor:
         """The current image's embedding, (1, 256, 64, 64)."""
         return self._require_image().embedding

@@ -23,6 +23,7 @@ from skimage.segmentation import relabel_sequential
 
 from napari_mobilesam.imaging import to_rgb_uint8
 from napari_mobilesam.segany import SegAnyPredictor
+from napari_mobilesam.upsampling import MaskUpsampler
 
 logger = logging.getLogger(__name__)
 
@@ -278,34 +279,20 @@ def _box_candidates(
     total = len(boxes)
     if progress is not None:
         progress(0, total)
+    upsample = MaskUpsampler(
+        predictor.original_size,
+        predictor.input_size,
+        model_side=predictor.model.image_size,
+        threshold=predictor.model.mask_threshold,
+    )
     for rows, low_res, scores in predictor.decode_boxes(boxes):
-        for offset, (y0, x0, mask) in enumerate(_threshold_and_crop(predictor, low_res[:, 0])):
+        low_res = low_res.cpu()
+        for offset in range(len(low_res)):
             i = rows.start + offset
+            y0, x0, mask = upsample(low_res[offset, 0])
             yield _Candidate(i, y0, x0, mask, float(scores[offset, 0]), boxes[i])
         if progress is not None:
             progress(rows.stop, total)
-
-
-def _threshold_and_crop(
-    predictor: SegAnyPredictor, low_res: torch.Tensor
-) -> Iterator[tuple[int, int, np.ndarray]]:
-    """(B, 256, 256) low-res logits -> (y0, x0, cropped bool mask) per mask, upsampling a
-    few masks at a time to bound memory."""
-    h, w = predictor.original_size
-    chunk = max(1, UPSCALE_BUDGET // (4 * h * w))
-    threshold = predictor.model.mask_threshold
-    for start in range(0, len(low_res), chunk):
-        part = low_res[start : start + chunk]
-        with torch.inference_mode():
-            # Masks without a positive low-res logit are empty at full resolution too.
-            nonempty = (part > threshold).flatten(1).any(dim=1)
-            full = predictor.upscale_logits(part[nonempty][:, None])[:, 0] > threshold
-        full_iter = iter(full)
-        for has_pixels in nonempty.tolist():
-            if not has_pixels:
-                yield 0, 0, np.zeros((0, 0), dtype=bool)
-                continue
-            yield _crop(next(full_iter))
 
 
 def _crop(mask: torch.Tensor) -> tuple[int, int, np.ndarray]:

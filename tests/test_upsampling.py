@@ -1,0 +1,49 @@
+"""MaskUpsampler gives the reference's full-resolution masks, computed on a crop."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+import torch.nn.functional as F
+
+from napari_mobilesam.transforms import preprocess_shape
+from napari_mobilesam.upsampling import MaskUpsampler
+
+
+def _reference_mask(logits: torch.Tensor, original: tuple[int, int]) -> np.ndarray:
+    h, w = preprocess_shape(*original)
+    up = F.interpolate(logits[None, None], (1024, 1024), mode="bilinear", align_corners=False)
+    up = F.interpolate(up[..., :h, :w], original, mode="bilinear", align_corners=False)
+    return (up[0, 0] > 0).numpy()
+
+
+def _paste(shape, y0, x0, crop):
+    full = np.zeros(shape, bool)
+    full[y0 : y0 + crop.shape[0], x0 : x0 + crop.shape[1]] = crop
+    return full
+
+
+@pytest.mark.parametrize("shape", [(512, 512), (303, 384), (660, 550), (2048, 1536), (37, 100)])
+def test_equals_reference_post_processing(shape):
+    upsample = MaskUpsampler(shape, preprocess_shape(*shape))
+    generator = torch.Generator().manual_seed(0)
+    for _ in range(3):
+        logits = torch.randn((256, 256), generator=generator) - 2.0
+        y0, x0, crop = upsample(logits)
+        np.testing.assert_array_equal(_paste(shape, y0, x0, crop), _reference_mask(logits, shape))
+
+
+def test_small_object_is_computed_on_a_small_crop():
+    shape = (2048, 2048)
+    logits = torch.full((256, 256), -5.0)
+    logits[100:104, 40:43] = 3.0
+    y0, x0, crop = MaskUpsampler(shape, (1024, 1024))(logits)
+    assert crop.shape[0] < 64 and crop.shape[1] < 64
+    assert crop.any(axis=0).all() and crop.any(axis=1).all()  # cropped to its bounding box
+    np.testing.assert_array_equal(_paste(shape, y0, x0, crop), _reference_mask(logits, shape))
+
+
+def test_empty_mask():
+    y0, x0, crop = MaskUpsampler((64, 64), (1024, 1024))(torch.full((256, 256), -1.0))
+    assert crop.shape == (0, 0)
