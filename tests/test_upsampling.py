@@ -45,5 +45,5 @@ def test_small_object_is_computed_on_a_small_crop():
 
 
 def test_empty_mask():
-    y0, x0, crop = MaskUpsampler((64, 64), (1024, 1024))(torch.full((256, 256), -1.0))
+    _, _, crop = MaskUpsampler((64, 64), (1024, 1024))(torch.full((256, 256), -1.0))
     assert crop.shape == (0, 0)
