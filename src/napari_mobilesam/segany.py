@@ -26,6 +26,7 @@ from napari_mobilesam.transforms import (
     scale_boxes,
     scale_coords,
 )
+from napari_mobilesam.upsampling import MaskUpsampler
 
 LOW_RES_SIDE = 256
 PRECISIONS = ("float32", "bfloat16", "float16")
@@ -106,6 +107,7 @@ class SegAnyPredictor:
         self._cache: OrderedDict[str, _ImageState] = OrderedDict()
         self._state: _ImageState | None = None
         self._decoder: BatchedMaskDecoder | None = None
+        self._upsampler: MaskUpsampler | None = None
 
     # ------------------------------------------------------------------ image
     def set_image(
@@ -147,6 +149,13 @@ class SegAnyPredictor:
 
     def _activate(self, state: _ImageState) -> None:
         self._state = state
+        self._upsampler = MaskUpsampler(
+            state.original_size,
+            state.input_size,
+            model_side=self.model.image_size,
+            low_res=LOW_RES_SIDE,
+            threshold=self.model.mask_threshold,
+        )
         pe = self.model.prompt_encoder
         with self._inference():
             self._decoder = BatchedMaskDecoder(
@@ -160,6 +169,7 @@ class SegAnyPredictor:
         """Forget the current image (the cache keeps its embedding)."""
         self._state = None
         self._decoder = None
+        self._upsampler = None
 
     def clear_cache(self) -> None:
         """Drop every cached embedding."""
@@ -250,9 +260,11 @@ class SegAnyPredictor:
                 sparse, dense if masks_t is not None else None, multimask_output
             )
             low_res, scores = low_res.float(), scores.float()
-            masks = self.upscale_logits(low_res)[0]
-        masks = masks if return_logits else masks > self.model.mask_threshold
-        return masks.cpu().numpy(), scores[0].cpu().numpy(), low_res[0].cpu().numpy()
+            if return_logits:
+                masks = self.upscale_logits(low_res)[0].cpu().numpy()
+            else:
+                masks = self.masks_from_logits(low_res[0])
+        return masks, scores[0].cpu().numpy(), low_res[0].cpu().numpy()
 
     def decode_boxes(
         self, boxes: np.ndarray, batch_size: int | None = None
@@ -330,13 +342,34 @@ class SegAnyPredictor:
         scores = np.zeros(n, dtype=np.float32)
         low_res_all = np.zeros((n, LOW_RES_SIDE, LOW_RES_SIDE), dtype=np.float32)
         for rows, low_res, batch_scores in self.decode_boxes(boxes, batch_size):
-            with self._inference():
-                full = self.upscale_logits(low_res)[:, 0]
-            full = full if return_logits else full > self.model.mask_threshold
-            masks[rows] = full.cpu().numpy()
+            if return_logits:
+                with self._inference():
+                    masks[rows] = self.upscale_logits(low_res)[:, 0].cpu().numpy()
+            else:
+                masks[rows] = self.masks_from_logits(low_res[:, 0])
             scores[rows] = batch_scores[:, 0].cpu().numpy()
             low_res_all[rows] = low_res[:, 0].cpu().numpy()
         return masks, scores, low_res_all
+
+    def masks_from_logits(self, low_res: torch.Tensor) -> np.ndarray:
+        """Low-resolution logits (N, 256, 256) -> (N, H, W) bool masks of the image.
+
+        The same masks as thresholding :meth:`upscale_logits`, but each is computed only
+        on the crop where it can be positive (see :mod:`napari_mobilesam.upsampling`).
+        """
+        h, w = self._require_image().original_size
+        masks = np.zeros((len(low_res), h, w), dtype=bool)
+        for mask, logits in zip(masks, low_res.cpu(), strict=True):
+            y0, x0, crop = self._upsampler(logits)
+            mask[y0 : y0 + crop.shape[0], x0 : x0 + crop.shape[1]] = crop
+        return masks
+
+    @property
+    def mask_upsampler(self) -> MaskUpsampler:
+        """Turns one (256, 256) logit map of the current image into a cropped full-size
+        mask; see :class:`napari_mobilesam.upsampling.MaskUpsampler`."""
+        self._require_image()
+        return self._upsampler
 
     def upscale_logits(self, low_res: torch.Tensor) -> torch.Tensor:
         """Low-resolution logits (B, C, 256, 256) -> (B, C, H, W) logits of the image.

@@ -23,7 +23,6 @@ from skimage.segmentation import relabel_sequential
 
 from napari_mobilesam.imaging import to_rgb_uint8
 from napari_mobilesam.segany import SegAnyPredictor
-from napari_mobilesam.upsampling import MaskUpsampler
 
 logger = logging.getLogger(__name__)
 
@@ -279,12 +278,7 @@ def _box_candidates(
     total = len(boxes)
     if progress is not None:
         progress(0, total)
-    upsample = MaskUpsampler(
-        predictor.original_size,
-        predictor.input_size,
-        model_side=predictor.model.image_size,
-        threshold=predictor.model.mask_threshold,
-    )
+    upsample = predictor.mask_upsampler
     for rows, low_res, scores in predictor.decode_boxes(boxes):
         low_res = low_res.cpu()
         for offset in range(len(low_res)):
