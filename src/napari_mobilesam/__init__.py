@@ -23,12 +23,17 @@ _LAZY = {
     "SegEveryResult": "napari_mobilesam.segevery",
     "to_rgb_uint8": "napari_mobilesam.imaging",
     "WeightsError": "napari_mobilesam.weights",
+    # The napari widgets, for scripts that drive a viewer (these import napari and Qt).
+    "SegAnyWidget": "napari_mobilesam._widgets",
+    "SegEveryWidget": "napari_mobilesam._widgets",
 }
 
 __all__ = [
     "MobileSAM",
     "SegAnyPredictor",
+    "SegAnyWidget",
     "SegEveryResult",
+    "SegEveryWidget",
     "WeightsError",
     "__version__",
     "build_mobile_sam",
@@ -37,6 +42,7 @@ __all__ = [
 ]
 
 if TYPE_CHECKING:
+    from napari_mobilesam._widgets import SegAnyWidget, SegEveryWidget
     from napari_mobilesam.imaging import to_rgb_uint8
     from napari_mobilesam.model import MobileSAM, build_mobile_sam
     from napari_mobilesam.segany import SegAnyPredictor
@@ -48,6 +54,9 @@ def __getattr__(name: str) -> Any:
     module = _LAZY.get(name)
     if module is None:
         raise AttributeError(f"module 'napari_mobilesam' has no attribute {name!r}")
+    from napari_mobilesam._torch_guard import prepare_torch_import
+
+    prepare_torch_import()
     value = getattr(importlib.import_module(module), name)
     globals()[name] = value
     return value

@@ -30,7 +30,6 @@ import torch.nn.functional as F
 from napari_mobilesam.model.mask_decoder import MaskDecoder
 from napari_mobilesam.model.transformer import Attention
 
-
 #: Prompts upscaled together: small enough for the (4096 * 16, 32) intermediates of a
 #: chunk to stay in the CPU's cache.
 UPSCALE_CHUNK = 2

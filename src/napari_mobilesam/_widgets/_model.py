@@ -1,0 +1,69 @@
+"""One MobileSAM model per checkpoint file, shared by every widget of the session.
+
+Loading takes a few seconds and about 40 MB, so the SegAny and SegEvery widgets (and a
+second viewer) reuse one model; each keeps its own predictor, which holds its own image.
+Call these functions from a thread worker: they may download the weights.
+"""
+
+from __future__ import annotations
+
+import threading
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+from napari_mobilesam._torch_guard import prepare_torch_import
+
+if TYPE_CHECKING:
+    from napari_mobilesam.model import MobileSAM
+    from napari_mobilesam.segany import SegAnyPredictor
+
+_models: dict[Path, MobileSAM] = {}
+_models_lock = threading.Lock()
+
+
+def expected_errors() -> tuple[type[Exception], ...]:
+    """Errors of the core whose message tells the user what to do (shown as notifications).
+
+    Anything else is a bug, left to napari's worker error report with its traceback.
+    """
+    from napari_mobilesam.discovery import DetectorUnavailableError, InvalidDetectorError
+    from napari_mobilesam.weights import WeightsError
+
+    return (
+        WeightsError,
+        DetectorUnavailableError,
+        InvalidDetectorError,
+        FileNotFoundError,
+        ValueError,
+        TypeError,
+    )
+
+
+def shared_model() -> MobileSAM:
+    """Return the MobileSAM model for the default weights, loading it on first use.
+
+    The weights are those of :func:`napari_mobilesam.weights.fetch_checkpoint`:
+    ``NAPARI_MOBILESAM_WEIGHTS`` if set, else the official file, downloaded once.
+
+    Raises
+    ------
+    napari_mobilesam.WeightsError
+        If the weights cannot be found, downloaded or loaded.
+    """
+    prepare_torch_import()
+    from napari_mobilesam.model import build_mobile_sam
+    from napari_mobilesam.weights import fetch_checkpoint
+
+    path = fetch_checkpoint(progress=False).resolve()
+    with _models_lock:
+        if path not in _models:
+            _models[path] = build_mobile_sam(path)
+        return _models[path]
+
+
+def new_predictor() -> SegAnyPredictor:
+    """Return a new predictor on the shared model (see :func:`shared_model`)."""
+    model = shared_model()
+    from napari_mobilesam.segany import SegAnyPredictor
+
+    return SegAnyPredictor(model)

@@ -1,0 +1,454 @@
+"""SegEvery: segment every object of an image layer (MobileSAMv2) in a thread worker.
+
+:class:`SegEveryJob` is one run: it reads the planes of the image as the viewer shows them
+(its contrast limits), runs :func:`napari_mobilesam.segment_everything` on each, reports
+progress in napari's activity dock (one step per plane, finer steps inside a plane), can be
+cancelled, and adds one Labels layer ``"<image> objects"`` with per-object features at the
+end. Nothing is added when the run is cancelled, fails or finds no object.
+"""
+
+from __future__ import annotations
+
+import itertools
+import threading
+from collections.abc import Callable, Generator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+import numpy as np
+import pandas as pd
+from magicgui.widgets import (
+    ComboBox,
+    Container,
+    FileEdit,
+    FloatSpinBox,
+    Label,
+    PushButton,
+    RadioButtons,
+    SpinBox,
+)
+from napari.layers import Image
+from napari.qt.threading import create_worker
+from napari.utils import cancelable_progress, progress
+from napari.utils.notifications import show_error, show_info
+from superqt.utils import ensure_main_thread
+
+from napari_mobilesam._widgets._model import (
+    expected_errors,
+    new_predictor,
+    prepare_torch_import,
+)
+from napari_mobilesam._widgets._plane import (
+    Plane,
+    PlaneError,
+    displayed_plane,
+    labels_for,
+    layer_in_viewer,
+    model_contrast_limits,
+    spatial_shape,
+    unproxied,
+)
+from napari_mobilesam.imaging import to_rgb_uint8
+
+if TYPE_CHECKING:
+    import napari
+
+DETECTORS = {
+    "auto": "auto",
+    "MobileSAMv2 ObjectAwareModel": "object_aware",
+    "FastSAM": "fastsam",
+    "custom YOLO file": "file",
+    "grid of points": "grid",
+}
+THIS_PLANE = "this slice"
+ALL_PLANES = "all slices"
+FEATURE_COLUMNS = ("label", "score", "area", "box_x0", "box_y0", "box_x1", "box_y1")
+
+# Jobs started without a widget (the menu command) are kept alive here until they finish.
+_running_jobs: set[SegEveryJob] = set()
+
+
+class Cancelled(Exception):
+    """Raised inside the worker to stop a run that was cancelled."""
+
+
+@dataclass(frozen=True)
+class SegEverySettings:
+    """What :func:`napari_mobilesam.segment_everything` is asked to do.
+
+    Parameters
+    ----------
+    detector : str or path
+        ``"auto"``, ``"object_aware"``, ``"fastsam"``, ``"grid"`` or the path of an
+        ultralytics YOLO ``.pt`` checkpoint.
+    conf, iou, max_objects, min_area, points_per_side
+        Passed to :func:`napari_mobilesam.segment_everything` (``points_per_side`` is
+        used by the grid only).
+    all_planes : bool
+        Segment every plane of a stack, not only the one on screen.
+    """
+
+    detector: str | Path = "auto"
+    conf: float = 0.4
+    iou: float = 0.9
+    max_objects: int = 320
+    min_area: int = 0
+    points_per_side: int = 32
+    all_planes: bool = False
+
+
+@dataclass(frozen=True)
+class SegEveryOutcome:
+    """The end of a run: ``labels`` and ``features`` when objects were found."""
+
+    state: str  # "done", "empty", "cancelled" or "failed"
+    message: str
+    labels: np.ndarray | None = None
+    features: pd.DataFrame | None = None
+
+
+def planes_to_segment(viewer: napari.Viewer, image: Image, all_planes: bool) -> list[Plane]:
+    """The plane on screen, or every plane of the stack along the same displayed axes."""
+    shown = displayed_plane(viewer, image)
+    if not all_planes:
+        return [shown]
+    stack_axes = [axis for axis, index in enumerate(shown.fixed) if index is not None]
+    planes = []
+    for position in itertools.product(*(range(shown.shape[axis]) for axis in stack_axes)):
+        fixed = list(shown.fixed)
+        for axis, index in zip(stack_axes, position, strict=True):
+            fixed[axis] = index
+        planes.append(Plane(shape=shown.shape, fixed=tuple(fixed)))
+    return planes
+
+
+class SegEveryJob:
+    """One SegEvery run on an image layer, in a napari thread worker.
+
+    Parameters
+    ----------
+    viewer : napari.Viewer
+        Where the result layer is added.
+    image : napari.layers.Image
+        The image; its data, contrast limits and the planes are read when the job is made.
+    settings : SegEverySettings
+        Detector and thresholds.
+    on_finished : callable, optional
+        Called on the GUI thread with the job once it has ended in any way.
+
+    Examples
+    --------
+    >>> settings = SegEverySettings(detector="grid")
+    >>> job = SegEveryJob(viewer, viewer.layers["cell"], settings)  # doctest: +SKIP
+    >>> job.start()  # doctest: +SKIP
+    >>> job.result_layer  # the Labels layer, once finished  # doctest: +SKIP
+    """
+
+    def __init__(
+        self,
+        viewer: napari.Viewer,
+        image: Image,
+        settings: SegEverySettings,
+        on_finished: Callable[[SegEveryJob], None] | None = None,
+    ) -> None:
+        self.viewer = viewer = unproxied(viewer)
+        self.image = image = unproxied(image)
+        self.settings = settings
+        self.planes = planes_to_segment(viewer, image, settings.all_planes)
+        self.outcome: SegEveryOutcome | None = None
+        self.result_layer: napari.layers.Labels | None = None
+        self._data = image.data
+        self._shape = spatial_shape(image)
+        self._contrast_limits = model_contrast_limits(image)
+        self._on_finished = on_finished
+        self._cancel = threading.Event()
+        self._bar: cancelable_progress | None = None
+        self._plane_bar: progress | None = None
+        self._worker: Any = None
+
+    @property
+    def running(self) -> bool:
+        return self._worker is not None and self.outcome is None
+
+    def start(self) -> None:
+        """Start the run in a thread worker; the result layer is added when it ends."""
+        # Two flat bars: napari 0.9's nested bars (nest_under) crash with PyQt6. Both are
+        # made here, on the GUI thread: creating a bar processes Qt events.
+        self._bar = cancelable_progress(
+            total=len(self.planes),
+            desc=f"SegEvery: {self.image.name}",
+            cancel_callback=self.cancel,
+        )
+        self._plane_bar = progress(total=0, desc=self._plane_description(0))
+        self._worker = create_worker(self._segment_planes, _ignore_errors=True)
+        self._worker.yielded.connect(self._on_plane_done)
+        self._worker.returned.connect(self._on_returned)
+        self._worker.errored.connect(self._on_errored)
+        _running_jobs.add(self)
+        self._worker.start()
+
+    def cancel(self) -> None:
+        """Stop the run as soon as possible; nothing is added to the viewer."""
+        self._cancel.set()
+
+    # --------------------------------------------------------------- worker
+    def _segment_planes(self) -> Generator[int, None, SegEveryOutcome]:
+        prepare_torch_import()
+        from napari_mobilesam.segevery import segment_everything
+
+        expected = expected_errors()
+        settings = self.settings
+        labels = np.zeros(self._shape, dtype=np.int32)
+        tables = []
+        skipped = []
+        notes = []
+        try:
+            predictor = new_predictor()
+            for number, plane in enumerate(self.planes):
+                self._raise_if_cancelled()
+                try:
+                    rgb = to_rgb_uint8(plane.take(self._data), self._contrast_limits)
+                except ValueError as exc:
+                    if len(self.planes) == 1:
+                        raise
+                    skipped.append(f"{plane.describe()}: {exc}")
+                    yield number + 1
+                    continue
+                result = segment_everything(
+                    rgb,
+                    predictor=predictor,
+                    detector=settings.detector,
+                    conf=settings.conf,
+                    iou=settings.iou,
+                    max_objects=settings.max_objects,
+                    min_area=settings.min_area,
+                    points_per_side=settings.points_per_side,
+                    progress=lambda done, total, number=number: self._report(number, done, total),
+                )
+                tables.append(self._write_plane(labels, plane, result))
+                if result.message:
+                    notes.append(result.message)
+                yield number + 1
+        except Cancelled:
+            return SegEveryOutcome("cancelled", "SegEvery was cancelled; nothing was added.")
+        except expected as exc:
+            return SegEveryOutcome("failed", f"SegEvery failed: {exc}")
+        features = pd.concat(tables, ignore_index=True) if tables else None
+        note = f" Skipped {len(skipped)} plane(s): {'; '.join(skipped)}" if skipped else ""
+        if features is None or features.empty:
+            reason = f" {notes[0]}" if len(notes) == 1 else ""
+            return SegEveryOutcome(
+                "empty", f"SegEvery found no objects in {self.image.name!r}.{reason}{note}"
+            )
+        message = f"SegEvery found {len(features)} objects in {self.image.name!r}.{note}"
+        return SegEveryOutcome("done", message, labels, features)
+
+    def _write_plane(self, labels: np.ndarray, plane: Plane, result: Any) -> pd.DataFrame:
+        """Copy one plane's result into ``labels`` under ids after the ones used so far."""
+        offset = int(labels.max())
+        found = result.labels > 0
+        labels[plane.index][found] = result.labels[found] + offset
+        ids = np.arange(1, len(result.scores) + 1) + offset
+        boxes = np.asarray(result.boxes, dtype=float).reshape(-1, 4)
+        table = pd.DataFrame(
+            {
+                # napari maps feature rows to label values through the "index" column.
+                "index": ids,
+                "label": ids,
+                "score": np.asarray(result.scores, dtype=float),
+                "area": np.asarray(result.areas, dtype=np.int64),
+                "box_x0": boxes[:, 0],
+                "box_y0": boxes[:, 1],
+                "box_x1": boxes[:, 2],
+                "box_y1": boxes[:, 3],
+            }
+        )
+        for axis, index in enumerate(plane.fixed):
+            if index is not None:
+                table[f"axis_{axis}"] = index
+        return table
+
+    def _raise_if_cancelled(self) -> None:
+        if self._cancel.is_set() or (self._bar is not None and self._bar.is_canceled):
+            raise Cancelled
+
+    def _report(self, number: int, done: int, total: int) -> None:
+        self._raise_if_cancelled()
+        self._show_plane_progress(number, done, total)
+
+    # ------------------------------------------------------------ GUI thread
+    def _plane_description(self, number: int) -> str:
+        return f"SegEvery: prompts of plane {number + 1} of {len(self.planes)}"
+
+    @ensure_main_thread
+    def _show_plane_progress(self, number: int, done: int, total: int) -> None:
+        bar = self._plane_bar
+        if bar is None:
+            return
+        if bar.total != total:
+            bar.total = total
+        bar.update(done - bar.n)
+
+    def _on_plane_done(self, planes_done: int) -> None:
+        # set_description processes Qt events, so the run may end inside these calls.
+        if (bar := self._bar) is not None:
+            bar.update(planes_done - bar.n)
+        if (plane_bar := self._plane_bar) is not None and planes_done < len(self.planes):
+            plane_bar.set_description(self._plane_description(planes_done))
+
+    def _on_returned(self, outcome: SegEveryOutcome) -> None:
+        if outcome.state == "done" and not layer_in_viewer(self.viewer, self.image):
+            outcome = SegEveryOutcome(
+                "cancelled", f"{self.image.name!r} was removed during SegEvery; nothing was added."
+            )
+        if outcome.state == "done":
+            layer = labels_for(self.image, outcome.labels, f"{self.image.name} objects")
+            layer.features = outcome.features
+            self.result_layer = self.viewer.add_layer(layer)
+        self._finish(outcome)
+        if outcome.state == "failed":
+            show_error(outcome.message)
+        else:
+            show_info(outcome.message)
+
+    def _on_errored(self, exc: Exception) -> None:
+        # napari's worker has already shown the error with its traceback.
+        self._finish(SegEveryOutcome("failed", f"SegEvery failed: {exc}"))
+
+    def _finish(self, outcome: SegEveryOutcome) -> None:
+        self.outcome = outcome
+        for bar in (self._plane_bar, self._bar):
+            if bar is not None:
+                bar.close()
+        self._plane_bar = self._bar = None
+        _running_jobs.discard(self)
+        if self._on_finished is not None:
+            self._on_finished(self)
+
+
+class SegEveryWidget(Container):
+    """Dock widget for SegEvery (MobileSAMv2): every object of an image, one Labels layer.
+
+    Parameters
+    ----------
+    viewer : napari.Viewer
+        The viewer to work on; napari passes it when the widget is opened from the
+        Plugins menu.
+
+    Examples
+    --------
+    >>> widget = SegEveryWidget(viewer)  # doctest: +SKIP
+    >>> viewer.window.add_dock_widget(widget, name="SegEvery (MobileSAMv2)")  # doctest: +SKIP
+    >>> job = widget.run()  # the "<image> objects" layer appears when it ends  # doctest: +SKIP
+    """
+
+    def __init__(self, viewer: napari.viewer.Viewer) -> None:
+        viewer = self.viewer = unproxied(viewer)
+        self.job: SegEveryJob | None = None
+        self._image = ComboBox(label="Image", nullable=True, choices=self._image_choices)
+        self._detector = ComboBox(label="Detector", choices=list(DETECTORS.items()), value="auto")
+        self._detector_file = FileEdit(
+            label="YOLO file", mode="r", filter="*.pt", visible=False, nullable=True
+        )
+        self._conf = FloatSpinBox(label="conf", min=0.0, max=1.0, step=0.05, value=0.4)
+        self._iou = FloatSpinBox(label="iou", min=0.0, max=1.0, step=0.05, value=0.9)
+        self._max_objects = SpinBox(label="max objects", min=1, max=10_000, value=320)
+        self._min_area = SpinBox(label="min area (px)", min=0, max=100_000_000, value=0)
+        self._points_per_side = SpinBox(
+            label="grid points per side", min=1, max=128, value=32, visible=False
+        )
+        self._scope = RadioButtons(
+            label="Scope",
+            choices=[THIS_PLANE, ALL_PLANES],
+            value=THIS_PLANE,
+            orientation="horizontal",
+        )
+        self._run = PushButton(text="Run")
+        self._cancel = PushButton(text="Cancel", enabled=False)
+        self._status = Label(value="")
+        super().__init__(
+            widgets=[
+                self._image,
+                self._detector,
+                self._detector_file,
+                self._conf,
+                self._iou,
+                self._max_objects,
+                self._min_area,
+                self._points_per_side,
+                self._scope,
+                Container(widgets=[self._run, self._cancel], layout="horizontal", labels=False),
+                self._status,
+            ]
+        )
+        self._status.native.setWordWrap(True)
+        self._detector.changed.connect(self._on_detector)
+        self._run.changed.connect(self.run)
+        self._cancel.changed.connect(self.cancel)
+        for emitter in (viewer.layers.events.inserted, viewer.layers.events.removed):
+            emitter.connect(self.reset_choices)
+        self.reset_choices()
+        active = viewer.layers.selection.active
+        images = [layer for layer in viewer.layers if isinstance(layer, Image)]
+        if images:
+            self._image.value = active if isinstance(active, Image) else images[-1]
+
+    def _on_detector(self, detector: str) -> None:
+        self._detector_file.visible = detector == "file"
+        self._points_per_side.visible = detector == "grid"
+
+    def _image_choices(self, _widget: Any) -> list[tuple[str, Image]]:
+        return [(layer.name, layer) for layer in self.viewer.layers if isinstance(layer, Image)]
+
+    def settings(self) -> SegEverySettings:
+        """The settings the widget shows."""
+        detector: str | Path = self._detector.value
+        if detector == "file":
+            path = self._detector_file.value
+            if path is None or not str(path).strip() or Path(path).is_dir():
+                raise ValueError("Choose a YOLO .pt checkpoint file for the custom detector.")
+            detector = Path(path)
+        return SegEverySettings(
+            detector=detector,
+            conf=float(self._conf.value),
+            iou=float(self._iou.value),
+            max_objects=int(self._max_objects.value),
+            min_area=int(self._min_area.value),
+            points_per_side=int(self._points_per_side.value),
+            all_planes=self._scope.value == ALL_PLANES,
+        )
+
+    def run(self) -> SegEveryJob | None:
+        """Start SegEvery on the chosen image; None (and a notification) if it cannot."""
+        if self.job is not None and self.job.running:
+            show_info("SegEvery is already running; cancel it first.")
+            return None
+        image = self._image.value
+        if image is None:
+            show_info("Choose an image layer for SegEvery.")
+            return None
+        try:
+            job = SegEveryJob(self.viewer, image, self.settings(), on_finished=self._on_finished)
+        except (PlaneError, ValueError) as exc:
+            self._status.value = str(exc)
+            show_error(str(exc))
+            return None
+        self.job = job
+        self._run.enabled = False
+        self._cancel.enabled = True
+        planes = len(job.planes)
+        self._status.value = f"Running on {planes} plane(s) of {image.name!r}..."
+        job.start()
+        return job
+
+    def cancel(self) -> None:
+        """Cancel the running job, if any."""
+        if self.job is not None and self.job.running:
+            self.job.cancel()
+            self._status.value = "Cancelling..."
+
+    def _on_finished(self, job: SegEveryJob) -> None:
+        self._run.enabled = True
+        self._cancel.enabled = False
+        self._status.value = job.outcome.message
