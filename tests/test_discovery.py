@@ -1,4 +1,3 @@
-import os
 import shutil
 import socket
 import subprocess
@@ -11,6 +10,7 @@ import pytest
 import torch
 from PIL import Image
 
+from conftest import PARITY_CHECKPOINT, SHARED, build_yolo_checkpoint
 from napari_mobilesam import discovery, weights
 from napari_mobilesam.discovery import (
     FASTSAM_FILENAME,
@@ -26,34 +26,8 @@ from napari_mobilesam.discovery import (
 )
 from napari_mobilesam.weights import CACHE_ENV, WEIGHTS_ENV, WeightsError
 
-SHARED = Path(__file__).resolve().parents[2] / "shared"
-PARITY_CHECKPOINT = SHARED / "fixtures" / "parity" / "mobile_sam_seed0.pt"
 IMGSZ = 320
 HEIGHT, WIDTH = 256, 320
-
-
-def build_checkpoint(folder: Path, base_yaml: str, nc: int) -> Path:
-    """Save a random-weight ultralytics model built from one of the yaml files it ships.
-
-    The model scale (n, s, ...) is read from the file name, so the copy keeps it.
-    """
-    import yaml
-
-    # discovery keeps ultralytics off the network; set the same before importing it here.
-    os.environ.setdefault("YOLO_OFFLINE", "1")
-    from ultralytics import YOLO
-    from ultralytics.nn.tasks import yaml_model_load
-
-    config = yaml_model_load(base_yaml)
-    config["nc"] = nc
-    name = f"{nc}-class-{Path(base_yaml).stem}"
-    config_path = folder / f"{name}.yaml"
-    config_path.write_text(yaml.safe_dump({k: v for k, v in config.items() if k != "yaml_file"}))
-    torch.manual_seed(0)
-    model = YOLO(str(config_path))
-    checkpoint = folder / f"{name}.pt"
-    model.save(checkpoint)
-    return checkpoint
 
 
 @pytest.fixture(scope="session")
@@ -61,8 +35,8 @@ def checkpoints(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
     """One-class YOLOv8n detection and segmentation checkpoints with random weights."""
     folder = tmp_path_factory.mktemp("yolo")
     return {
-        "detect": build_checkpoint(folder, "yolov8n.yaml", nc=1),
-        "segment": build_checkpoint(folder, "yolov8n-seg.yaml", nc=1),
+        "detect": build_yolo_checkpoint(folder, "yolov8n.yaml", nc=1),
+        "segment": build_yolo_checkpoint(folder, "yolov8n-seg.yaml", nc=1),
     }
 
 
@@ -264,7 +238,7 @@ def test_mobile_sam_state_dict_is_not_a_detector():
 
 
 def test_classification_checkpoint_is_refused(tmp_path):
-    path = build_checkpoint(tmp_path, "yolov8n-cls.yaml", nc=2)
+    path = build_yolo_checkpoint(tmp_path, "yolov8n-cls.yaml", nc=2)
     with pytest.raises(InvalidDetectorError, match="'classify' model"):
         load_detector(path)
 

@@ -7,7 +7,6 @@ cancelling and error reports, not the shapes of objects.
 
 from __future__ import annotations
 
-import os
 from pathlib import Path
 
 import numpy as np
@@ -15,6 +14,7 @@ import pytest
 import skimage.data
 from napari.utils.notifications import NotificationSeverity, notification_manager
 
+from conftest import build_yolo_checkpoint
 from napari_mobilesam._commands import segment_everything_in_active_layer
 from napari_mobilesam._widgets import SegEveryWidget
 from napari_mobilesam._widgets._segevery import FEATURE_COLUMNS
@@ -27,23 +27,7 @@ TIMEOUT_MS = 300_000
 @pytest.fixture(scope="module")
 def yolo_file(tmp_path_factory: pytest.TempPathFactory) -> Path:
     """A one-class YOLOv8n detector with random weights, built from ultralytics' yaml."""
-    import torch
-    import yaml
-
-    os.environ.setdefault("YOLO_OFFLINE", "1")
-    from ultralytics import YOLO
-    from ultralytics.nn.tasks import yaml_model_load
-
-    folder = tmp_path_factory.mktemp("yolo")
-    config = yaml_model_load("yolov8n.yaml")
-    config["nc"] = 1
-    # ultralytics reads the model scale (n) from the file name.
-    config_path = folder / "yolov8n-nuclei.yaml"
-    config_path.write_text(yaml.safe_dump({k: v for k, v in config.items() if k != "yaml_file"}))
-    torch.manual_seed(0)
-    checkpoint = folder / "nuclei.pt"
-    YOLO(str(config_path)).save(checkpoint)
-    return checkpoint
+    return build_yolo_checkpoint(tmp_path_factory.mktemp("yolo"), "yolov8n.yaml")
 
 
 @pytest.fixture
