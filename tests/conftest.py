@@ -83,6 +83,9 @@ def build_yolo_checkpoint(folder: Path, base_yaml: str = "yolov8n-seg.yaml", nc:
     import torch
     import yaml
 
+    from napari_mobilesam._torch_guard import prepare_torch_import
+
+    prepare_torch_import()  # a napari viewer may already have loaded OpenGL's LLVM
     os.environ.setdefault("YOLO_OFFLINE", "1")
     from ultralytics import YOLO
     from ultralytics.nn.tasks import yaml_model_load

@@ -15,9 +15,9 @@ from pathlib import Path
 
 
 def prepare_torch_import() -> None:
-    """Call before the first import of torch; does nothing once triton is loaded, outside
-    Linux, or when no LLVM is mapped into the process."""
-    if "triton" in sys.modules or "torch" in sys.modules or not sys.platform.startswith("linux"):
+    """Call before torch, torchvision or ultralytics are imported (torch itself may already
+    be); does nothing once triton is loaded, outside Linux, or when no LLVM is mapped."""
+    if "triton" in sys.modules or not sys.platform.startswith("linux"):
         return
     try:
         mapped = Path("/proc/self/maps").read_text()
