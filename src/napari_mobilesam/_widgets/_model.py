@@ -39,6 +39,28 @@ def expected_errors() -> tuple[type[Exception], ...]:
     )
 
 
+def leave_a_core_for_the_gui() -> int:
+    """Set torch's CPU thread count so that inference does not starve napari's GUI thread.
+
+    torch uses one thread per physical core by default. With four cores or more, one is
+    left to the GUI (and to vispy's drawing); with fewer, inference keeps them all, as a
+    2-core laptop would otherwise run at half speed for a GUI that is mostly idle while
+    it waits. ``NAPARI_MOBILESAM_THREADS`` overrides the count. Returns the count set.
+    """
+    import os
+
+    import torch
+
+    override = os.environ.get("NAPARI_MOBILESAM_THREADS", "").strip()
+    if override.isdigit() and int(override) > 0:
+        threads = int(override)
+    else:
+        cores = torch.get_num_threads()
+        threads = cores - 1 if cores >= 4 else cores
+    torch.set_num_threads(threads)
+    return threads
+
+
 def shared_model() -> MobileSAM:
     """Return the MobileSAM model for the default weights, loading it on first use.
 
@@ -57,6 +79,8 @@ def shared_model() -> MobileSAM:
     path = fetch_checkpoint(progress=False).resolve()
     with _models_lock:
         if path not in _models:
+            if not _models:
+                leave_a_core_for_the_gui()
             _models[path] = build_mobile_sam(path)
         return _models[path]
 
