@@ -15,8 +15,8 @@ from dataclasses import dataclass
 
 import numpy as np
 import torch
-import torch.nn.functional as F
 
+from napari_mobilesam._allocator import keep_large_allocations_in_heap
 from napari_mobilesam.imaging import to_rgb_uint8
 from napari_mobilesam.model.batched_decoder import BatchedMaskDecoder
 from napari_mobilesam.model.sam import MobileSAM
@@ -98,6 +98,8 @@ class SegAnyPredictor:
         if cache_size < 1 or batch_size < 1:
             raise ValueError("cache_size and batch_size must be at least 1")
         self.device = torch.device(device) if device is not None else default_device()
+        if self.device.type == "cpu":
+            keep_large_allocations_in_heap()
         if precision == "float16" and self.device.type != "cuda":
             raise ValueError("precision='float16' needs a CUDA device; use 'bfloat16' on a CPU")
         self.model = model.to(self.device).eval()
@@ -375,25 +377,10 @@ class SegAnyPredictor:
         """Low-resolution logits (B, C, 256, 256) -> (B, C, H, W) logits of the image.
 
         The reference's two bilinear resizes (to the padded 1024 frame, then, after
-        cropping the padding, to the image size); the second is skipped when it would
-        be the identity.
+        cropping the padding, to the image size).
         """
-        state = self._require_image()
-        side = self.model.image_size
-        h, w = state.input_size
-        # Only the low-res rows/columns that reach the unpadded area are interpolated.
-        rows = min(LOW_RES_SIDE, -(-h * LOW_RES_SIDE // side) + 1)
-        cols = min(LOW_RES_SIDE, -(-w * LOW_RES_SIDE // side) + 1)
-        factor = side // LOW_RES_SIDE
-        up = F.interpolate(
-            low_res[..., :rows, :cols],
-            scale_factor=factor,
-            mode="bilinear",
-            align_corners=False,
-        )[..., :h, :w]
-        if (h, w) != state.original_size:
-            up = F.interpolate(up, state.original_size, mode="bilinear", align_corners=False)
-        return up
+        self._require_image()
+        return self._upsampler.full(low_res)
 
     @contextmanager
     def _inference(self) -> Iterator[None]:

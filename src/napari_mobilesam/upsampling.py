@@ -14,6 +14,11 @@ from __future__ import annotations
 
 import numpy as np
 import torch
+import torch.nn.functional as F
+
+#: Above this fraction of the image, a mask's crop is computed with PyTorch's interpolation
+#: of the whole logit map instead of the per-crop gather.
+LARGE_CROP = 0.1
 
 
 def bilinear_taps(
@@ -72,6 +77,10 @@ class MaskUpsampler:
         threshold: float = 0.0,
     ) -> None:
         self.threshold = threshold
+        self.original_size = original_size
+        self.input_size = input_size
+        self.model_side = model_side
+        self.low_res = low_res
         self.rows = self._axis(low_res, model_side, input_size[0], original_size[0])
         self.cols = self._axis(low_res, model_side, input_size[1], original_size[1])
 
@@ -88,9 +97,29 @@ class MaskUpsampler:
             highest,
         )
 
+    def full(self, logits: torch.Tensor) -> torch.Tensor:
+        """The reference post-processing: (B, C, 256, 256) -> (B, C, H, W) logits.
+
+        Bilinear to the padded model frame, crop to ``input_size``, bilinear to
+        ``original_size``; only the low-res rows and columns that reach the unpadded area
+        are interpolated, and the second resize is skipped when it is the identity.
+        """
+        h, w = self.input_size
+        factor = self.model_side // self.low_res
+        rows = min(self.low_res, -(-h // factor) + 1)
+        cols = min(self.low_res, -(-w // factor) + 1)
+        up = F.interpolate(
+            logits[..., :rows, :cols], scale_factor=factor, mode="bilinear", align_corners=False
+        )[..., :h, :w]
+        if (h, w) != self.original_size:
+            up = F.interpolate(up, self.original_size, mode="bilinear", align_corners=False)
+        return up
+
     def __call__(self, logits: torch.Tensor) -> tuple[int, int, np.ndarray]:
-        """(256, 256) logits -> (y0, x0, mask) with ``mask`` the (h, w) bool mask inside its
-        bounding box at full resolution; an empty mask is ``(0, 0, (0, 0) array)``."""
+        """(256, 256) logits -> (y0, x0, mask): ``mask`` is the (h, w) bool crop at full
+        resolution, starting at row y0 and column x0, outside which the mask is empty (its
+        bounding box, give or take the reach of one low-res pixel); an empty mask is
+        ``(0, 0, (0, 0) array)``."""
         positive = logits > self.threshold
         rows = torch.nonzero(positive.any(dim=1)).flatten()
         if len(rows) == 0:
@@ -98,15 +127,13 @@ class MaskUpsampler:
         cols = torch.nonzero(positive.any(dim=0)).flatten()
         y_out = self._reach(self.rows, int(rows[0]), int(rows[-1]))
         x_out = self._reach(self.cols, int(cols[0]), int(cols[-1]))
-        values = self._resample(logits, y_out, x_out)
-        mask = values > self.threshold
-        inside_rows = torch.nonzero(mask.any(dim=1)).flatten()
-        if len(inside_rows) == 0:
-            return 0, 0, np.zeros((0, 0), dtype=bool)
-        inside_cols = torch.nonzero(mask.any(dim=0)).flatten()
-        r0, r1 = int(inside_rows[0]), int(inside_rows[-1]) + 1
-        c0, c1 = int(inside_cols[0]), int(inside_cols[-1]) + 1
-        return y_out.start + r0, x_out.start + c0, mask[r0:r1, c0:c1].numpy()
+        crop_pixels = (y_out.stop - y_out.start) * (x_out.stop - x_out.start)
+        if crop_pixels > LARGE_CROP * self.original_size[0] * self.original_size[1]:
+            # PyTorch's interpolation kernel beats the gather on most of the image.
+            values = self.full(logits[None, None])[0, 0, y_out, x_out]
+        else:
+            values = self._resample(logits, y_out, x_out)
+        return y_out.start, x_out.start, (values > self.threshold).numpy()
 
     @staticmethod
     def _reach(axis: tuple, first: int, last: int) -> slice:

@@ -69,38 +69,43 @@ def _tokens_attend_image(
 
 def _image_attends_tokens(
     attn: Attention,
-    image_scores: torch.Tensor,
+    keys: torch.Tensor,
+    scores: torch.Tensor,
     tokens_v: torch.Tensor,
 ) -> torch.Tensor:
-    """Image-to-token attention from precomputed scores; output projection folded into values.
+    """Image-to-token attention added to the image tokens: ``keys + attn(...)``.
 
-    image_scores: (B, N, h, T) scaled logits; tokens_v: (B, T, C) values. Returns (B, N, C).
+    keys: (B or 1, N, C) image tokens; scores: (B, h, T, N) scaled logits (softmax runs over
+    T, with N innermost so it vectorises); tokens_v: (B, T, C) values. The output projection
+    is folded into the values, and its bias spread over the heads: each head's
+    probabilities sum to 1, so adding ``bias / h`` to every value adds ``bias`` once.
+    Returns (B, N, C).
     """
     h = attn.num_heads
     d = attn.internal_dim // h
-    b, n, _, t = image_scores.shape
+    b, _, t, n = scores.shape
     c = attn.embedding_dim
-    probs = torch.softmax(image_scores, dim=-1).reshape(b, n, h * t)
+    probs = torch.softmax(scores, dim=2).view(b, h * t, n)
     v = _heads(attn.v_proj(tokens_v), h)  # (B, h, T, d)
     w_o = attn.out_proj.weight.view(c, h, d)
-    v_out = torch.einsum("bhtd,chd->bhtc", v, w_o).reshape(b, h * t, c)
-    return torch.baddbmm(attn.out_proj.bias.expand(b, 1, c), probs, v_out)
+    v_out = torch.einsum("bhtd,chd->bhtc", v, w_o) + attn.out_proj.bias / h
+    return torch.bmm(probs.transpose(1, 2), v_out.reshape(b, h * t, c)).add_(keys)
 
 
 def _image_query_scores(
     attn: Attention, q_image: torch.Tensor, k_tokens: torch.Tensor
 ) -> torch.Tensor:
-    """Scaled image-to-token logits (B, N, h, T) with the query projection folded into the
+    """Scaled image-to-token logits (B, h, T, N) with the query projection folded into the
     tokens. q_image: (B or 1, N, C) image (with positional encoding); k_tokens: (B, T, C)."""
     h = attn.num_heads
     d = attn.internal_dim // h
     b, t, c = k_tokens.shape
     kh = _heads(attn.k_proj(k_tokens), h) / math.sqrt(d)  # (B, h, T, d)
     w_q = attn.q_proj.weight.view(h, d, c)
-    k_img = torch.einsum("bhtd,hdc->bcht", kh, w_q).reshape(b, c, h * t)
-    bias = torch.einsum("bhtd,hd->bht", kh, attn.q_proj.bias.view(h, d)).reshape(b, 1, h * t)
-    scores = torch.baddbmm(bias, q_image.expand(b, -1, -1), k_img)
-    return scores.view(b, -1, h, t)
+    k_img = torch.einsum("bhtd,hdc->bhtc", kh, w_q).reshape(b, h * t, c)
+    bias = torch.einsum("bhtd,hd->bht", kh, attn.q_proj.bias.view(h, d)).reshape(b, h * t, 1)
+    scores = torch.baddbmm(bias, k_img, q_image.expand(b, -1, -1).transpose(1, 2))
+    return scores.view(b, h, t, -1)
 
 
 @dataclass
@@ -270,10 +275,10 @@ class BatchedMaskDecoder:
             k_tokens = queries + query_pe
             if i == 0:
                 kh = _heads(i2t.k_proj(k_tokens), i2t.num_heads)  # (B, h, T, d)
-                scores = (cache.q0 @ kh.transpose(-2, -1)).permute(0, 2, 1, 3)
+                scores = kh @ cache.q0.transpose(-2, -1)  # (B, h, T, N)
             else:
                 scores = _image_query_scores(i2t, keys_pe, k_tokens)
-            keys = block.norm4(keys + _image_attends_tokens(i2t, scores, queries))
+            keys = block.norm4(_image_attends_tokens(i2t, keys, scores, queries))
 
         # Only the IoU and mask tokens are read after the final attention.
         n_out = 1 + self.decoder.num_mask_tokens

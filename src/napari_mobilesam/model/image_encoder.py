@@ -45,6 +45,16 @@ class Conv2dBN(nn.Sequential):
         nn.init.constant_(bn.bias, 0.0)
         self.add_module("bn", bn)
 
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        if self.training:
+            return super().forward(x)
+        # In evaluation the normalisation is affine: fold it into the convolution.
+        conv, bn = self.c, self.bn
+        scale = bn.weight * torch.rsqrt(bn.running_var + bn.eps)
+        weight = conv.weight * scale.view(-1, 1, 1, 1)
+        bias = bn.bias - bn.running_mean * scale
+        return F.conv2d(x, weight, bias, conv.stride, conv.padding, conv.dilation, conv.groups)
+
 
 class PatchEmbed(nn.Module):
     """Two stride-2 3x3 convolutions: (B, 3, 1024, 1024) -> (B, C, 256, 256)."""
@@ -187,7 +197,8 @@ class WindowAttention(nn.Module):
         q, k, v = qkv.split([self.key_dim, self.key_dim, self.value_dim], dim=3)
         q, k, v = (t.permute(0, 2, 1, 3) for t in (q, k, v))
         bias = self.attention_biases[:, self.attention_bias_idxs].to(q.dtype)
-        x = F.scaled_dot_product_attention(q, k, v, attn_mask=bias, scale=self.scale)
+        attn = (q @ k.transpose(-2, -1)).mul_(self.scale).add_(bias)
+        x = torch.softmax(attn, dim=-1) @ v
         x = x.transpose(1, 2).reshape(batch, n, self.num_heads * self.value_dim)
         return self.proj(x)
 
@@ -373,7 +384,8 @@ class TinyViT(nn.Module):
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         """(B, 3, 1024, 1024) normalised image -> (B, 256, 64, 64) embedding."""
-        x = self.patch_embed(x)
+        # oneDNN's convolutions are faster on channels-last tensors.
+        x = self.patch_embed(x.contiguous(memory_format=torch.channels_last))
         for layer in self.layers:
             x = layer(x)
         side = self.embedding_side
