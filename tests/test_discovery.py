@@ -234,7 +234,7 @@ def test_folder_is_not_a_checkpoint(tmp_path):
 def test_mobile_sam_state_dict_is_not_a_detector():
     with pytest.raises(ValueError, match="not an ultralytics YOLO checkpoint") as raised:
         load_detector(PARITY_CHECKPOINT)
-    assert str(PARITY_CHECKPOINT) in str(raised.value)
+    assert PARITY_CHECKPOINT.name in str(raised.value)
 
 
 def test_classification_checkpoint_is_refused(tmp_path):
