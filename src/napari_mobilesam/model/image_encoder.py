@@ -119,7 +119,19 @@ class PatchMerging(nn.Module):
         return x.flatten(2).transpose(1, 2)
 
 
-class ConvLayer(nn.Module):
+class Stage(nn.Module):
+    """A sequence of ``blocks``, then an optional patch merge (``downsample``)."""
+
+    blocks: nn.ModuleList
+    downsample: PatchMerging | None
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        for block in self.blocks:
+            x = block(x)
+        return x if self.downsample is None else self.downsample(x)
+
+
+class ConvLayer(Stage):
     """The convolutional first stage: MBConv blocks, then a patch merge."""
 
     def __init__(
@@ -139,11 +151,6 @@ class ConvLayer(nn.Module):
         self.downsample = (
             PatchMerging(input_resolution, dim=dim, out_dim=out_dim) if downsample else None
         )
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        for block in self.blocks:
-            x = block(x)
-        return x if self.downsample is None else self.downsample(x)
 
 
 class FeedForward(nn.Module):
@@ -261,7 +268,7 @@ class TinyViTBlock(nn.Module):
         return x + self.drop_path(self.mlp(x))
 
 
-class BasicLayer(nn.Module):
+class BasicLayer(Stage):
     """An attention stage: TinyViT blocks, then an optional patch merge."""
 
     def __init__(
@@ -293,11 +300,6 @@ class BasicLayer(nn.Module):
         self.downsample = (
             PatchMerging(input_resolution, dim=dim, out_dim=out_dim) if downsample else None
         )
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        for block in self.blocks:
-            x = block(x)
-        return x if self.downsample is None else self.downsample(x)
 
 
 class TinyViT(nn.Module):
