@@ -160,6 +160,8 @@ def segment_everything(
             rgb, detector, conf=conf, iou=iou, max_objects=max_objects
         )
         prompt_boxes = _unique_rows(prompt_boxes)
+    else:
+        prompt_boxes = np.zeros((0, 4), np.float32)  # the grid prompts with points
     timings["discovery"] = time.perf_counter() - start
 
     if not grid and len(prompt_boxes) == 0:
@@ -188,12 +190,18 @@ def segment_everything(
 
     result = painter.finish(timings)
     if result.n_objects == 0:
-        return _empty_result(
-            shape,
-            f"No objects found: none of the {painter.n_pasted or 'decoded'} masks was kept "
-            f"(empty, or under min_area={min_area} pixels after overlaps).",
-            timings,
-        )
+        if grid and painter.n_pasted == 0:
+            reason = (
+                f"no mask of the {points_per_side}x{points_per_side} grid passed SAM's quality "
+                f"filters (predicted IoU >= {PRED_IOU_THRESH}, stability >= "
+                f"{STABILITY_SCORE_THRESH})"
+            )
+        else:
+            reason = (
+                f"none of the {painter.n_pasted or len(prompt_boxes)} decoded masks was kept "
+                f"(empty, or under min_area={min_area} pixels after overlaps)"
+            )
+        return _empty_result(shape, f"No objects found: {reason}.", timings)
     return result
 
 
