@@ -48,3 +48,18 @@ def test_small_object_is_computed_on_a_small_crop():
 def test_empty_mask():
     _, _, crop = MaskUpsampler((64, 64), (1024, 1024))(torch.full((256, 256), -1.0))
     assert crop.shape == (0, 0)
+
+
+@pytest.mark.parametrize("small", [False, True])  # masks over most of the image / small ones
+def test_masks_of_a_batch_equal_reference(small):
+    shape = (660, 550)
+    upsample = MaskUpsampler(shape, preprocess_shape(*shape))
+    logits = torch.randn((3, 256, 256), generator=torch.Generator().manual_seed(1)) - 2.0
+    if small:
+        logits = torch.full((3, 256, 256), -4.0)
+        logits[0, 10:20, 30:35] = 2.0
+        logits[1, 100:130, 60:62] = 1.0  # logits[2] stays empty
+    masks = upsample.masks(logits)
+    assert masks.shape == (3, *shape) and masks.dtype == bool
+    for mask, one in zip(masks, logits, strict=True):
+        np.testing.assert_array_equal(mask, _reference_mask(one, shape))

@@ -359,12 +359,8 @@ class SegAnyPredictor:
         The same masks as thresholding :meth:`upscale_logits`, but each is computed only
         on the crop where it can be positive (see :mod:`napari_mobilesam.upsampling`).
         """
-        h, w = self._require_image().original_size
-        masks = np.zeros((len(low_res), h, w), dtype=bool)
-        for mask, logits in zip(masks, low_res.cpu(), strict=True):
-            y0, x0, crop = self._upsampler(logits)
-            mask[y0 : y0 + crop.shape[0], x0 : x0 + crop.shape[1]] = crop
-        return masks
+        self._require_image()
+        return self._upsampler.masks(low_res.cpu())
 
     @property
     def mask_upsampler(self) -> MaskUpsampler:

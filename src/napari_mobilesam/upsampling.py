@@ -115,20 +115,45 @@ class MaskUpsampler:
             up = F.interpolate(up, self.original_size, mode="bilinear", align_corners=False)
         return up
 
+    def masks(self, logits: torch.Tensor) -> np.ndarray:
+        """(N, 256, 256) logits -> (N, H, W) bool masks, each computed on its crop, or all
+        in one interpolation when every one of them covers most of the image."""
+        h, w = self.original_size
+        crops = [self._crop_of(one) for one in logits]
+        if crops and all(c is not None and self._is_large(*c) for c in crops):
+            return (self.full(logits[None])[0] > self.threshold).numpy()
+        masks = np.zeros((len(logits), h, w), dtype=bool)
+        for mask, one in zip(masks, logits, strict=True):
+            y0, x0, crop = self(one)
+            mask[y0 : y0 + crop.shape[0], x0 : x0 + crop.shape[1]] = crop
+        return masks
+
+    def _crop_of(self, logits: torch.Tensor) -> tuple[slice, slice] | None:
+        """Output rows and columns where the mask can be positive; None if it is empty."""
+        positive = logits > self.threshold
+        rows = torch.nonzero(positive.any(dim=1)).flatten()
+        if len(rows) == 0:
+            return None
+        cols = torch.nonzero(positive.any(dim=0)).flatten()
+        return (
+            self._reach(self.rows, int(rows[0]), int(rows[-1])),
+            self._reach(self.cols, int(cols[0]), int(cols[-1])),
+        )
+
+    def _is_large(self, y_out: slice, x_out: slice) -> bool:
+        crop_pixels = (y_out.stop - y_out.start) * (x_out.stop - x_out.start)
+        return crop_pixels > LARGE_CROP * self.original_size[0] * self.original_size[1]
+
     def __call__(self, logits: torch.Tensor) -> tuple[int, int, np.ndarray]:
         """(256, 256) logits -> (y0, x0, mask): ``mask`` is the (h, w) bool crop at full
         resolution, starting at row y0 and column x0, outside which the mask is empty (its
         bounding box, give or take the reach of one low-res pixel); an empty mask is
         ``(0, 0, (0, 0) array)``."""
-        positive = logits > self.threshold
-        rows = torch.nonzero(positive.any(dim=1)).flatten()
-        if len(rows) == 0:
+        crop = self._crop_of(logits)
+        if crop is None:
             return 0, 0, np.zeros((0, 0), dtype=bool)
-        cols = torch.nonzero(positive.any(dim=0)).flatten()
-        y_out = self._reach(self.rows, int(rows[0]), int(rows[-1]))
-        x_out = self._reach(self.cols, int(cols[0]), int(cols[-1]))
-        crop_pixels = (y_out.stop - y_out.start) * (x_out.stop - x_out.start)
-        if crop_pixels > LARGE_CROP * self.original_size[0] * self.original_size[1]:
+        y_out, x_out = crop
+        if self._is_large(y_out, x_out):
             # PyTorch's interpolation kernel beats the gather on most of the image.
             values = self.full(logits[None, None])[0, 0, y_out, x_out]
         else:
