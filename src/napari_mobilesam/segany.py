@@ -21,7 +21,6 @@ from napari_mobilesam.imaging import to_rgb_uint8
 from napari_mobilesam.model.batched_decoder import BatchedMaskDecoder
 from napari_mobilesam.model.sam import MobileSAM
 from napari_mobilesam.transforms import (
-    preprocess_shape,
     resize_longest_side,
     scale_boxes,
     scale_coords,
@@ -454,4 +453,4 @@ def _validate_mask_input(mask_input: np.ndarray | None) -> np.ndarray | None:
     return mask_input
 
 
-__all__ = ["SegAnyPredictor", "default_device", "preprocess_shape"]
+__all__ = ["SegAnyPredictor", "default_device"]

@@ -347,14 +347,14 @@ def _grid_candidates(
     threshold = predictor.model.mask_threshold
     if progress is not None:
         progress(0, total)
+    h, w = predictor.original_size
+    chunk = max(1, UPSCALE_BUDGET // (4 * h * w))  # full-size logits upsampled at once
     kept: list[_Candidate] = []
     for start in range(0, total, POINTS_PER_BATCH):
         batch = points[start : start + POINTS_PER_BATCH]
         low_res, iou = predictor.decode_points(batch)  # (B, 3, 256, 256), (B, 3)
         low_res, iou = low_res.flatten(0, 1), iou.flatten()
         good = torch.nonzero(iou > PRED_IOU_THRESH).flatten()
-        h, w = predictor.original_size
-        chunk = max(1, UPSCALE_BUDGET // (4 * h * w))
         for c in range(0, len(good), chunk):
             idx = good[c : c + chunk]
             with torch.inference_mode():

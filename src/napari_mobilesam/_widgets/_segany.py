@@ -30,10 +30,10 @@ from napari.qt.threading import create_worker
 from napari.utils.events import EmitterGroup, Event
 from napari.utils.notifications import show_error
 
+from napari_mobilesam._torch_guard import prepare_torch_import
 from napari_mobilesam._widgets._model import (
     expected_errors,
     new_predictor,
-    prepare_torch_import,
 )
 from napari_mobilesam._widgets._plane import (
     Plane,

@@ -34,10 +34,10 @@ from napari.utils import cancelable_progress, progress
 from napari.utils.notifications import show_error, show_info
 from superqt.utils import ensure_main_thread
 
+from napari_mobilesam._torch_guard import prepare_torch_import
 from napari_mobilesam._widgets._model import (
     expected_errors,
     new_predictor,
-    prepare_torch_import,
 )
 from napari_mobilesam._widgets._plane import (
     Plane,
