@@ -22,6 +22,41 @@ PARITY_IMAGES = ("ihc", "coins", "cell")
 RANDOM_WEIGHTS = PARITY_CHECKPOINT
 
 
+V2 = SHARED / "fixtures" / "v2"
+REAL = SHARED / "fixtures" / "real"
+OBJECT_AWARE_CHECKPOINT = V2 / "ObjectAwareModel_seed0.pt"
+REAL_PROMPT_GUIDED = REAL / "Prompt_guided_Mask_Decoder.pt"
+
+
+@pytest.fixture(autouse=True)
+def offline_registry(
+    request: pytest.FixtureRequest,
+    monkeypatch: pytest.MonkeyPatch,
+    tmp_path_factory: pytest.TempPathFactory,
+):
+    """No test reaches the internet or the user's cache.
+
+    Every registered checkpoint URL points at a closed port on this machine (a download
+    fails at once), and the napari-mobilesam cache is an empty folder of the session.
+    Tests marked ``official_registry`` (the download tests, which read the official URLs
+    and serve files from their own local server) keep the registry as it is.
+    """
+    import dataclasses
+    import socket
+
+    from napari_mobilesam import weights
+
+    if request.node.get_closest_marker("official_registry"):
+        return
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        port = sock.getsockname()[1]
+    for name, checkpoint in list(weights.CHECKPOINTS.items()):
+        url = f"http://127.0.0.1:{port}/{checkpoint.filename}"
+        monkeypatch.setitem(weights.CHECKPOINTS, name, dataclasses.replace(checkpoint, url=url))
+    monkeypatch.setenv(weights.CACHE_ENV, str(tmp_path_factory.mktemp("cache")))
+
+
 def _require_parity() -> None:
     if not PARITY_CHECKPOINT.is_file() or not PARITY_CASES.is_file():
         pytest.skip(
@@ -35,6 +70,43 @@ def parity_checkpoint() -> Path:
     """The random-weight checkpoint in the official mobile_sam.pt format."""
     _require_parity()
     return PARITY_CHECKPOINT
+
+
+def require_shared(*paths: Path) -> None:
+    """Skip when ../shared is absent (a user's clone); CI has it, so there the test runs."""
+    missing = [str(path) for path in paths if not path.is_file()]
+    if missing:
+        pytest.skip(f"needs {', '.join(missing)} (../shared beside the checkout; CI has it)")
+
+
+def write_prompt_guided_file(state_dict_path: Path, target: Path) -> Path:
+    """Write the prompt encoder and mask decoder of a mobile_sam.pt-format file in
+    MobileSAMv2's Prompt_guided_Mask_Decoder.pt format ({"PromtEncoder", "MaskDecoder"})."""
+    import torch
+
+    state = torch.load(state_dict_path, map_location="cpu", weights_only=True)
+    parts = {"PromtEncoder": "prompt_encoder.", "MaskDecoder": "mask_decoder."}
+    torch.save(
+        {
+            key: {
+                name[len(prefix) :]: value
+                for name, value in state.items()
+                if name.startswith(prefix)
+            }
+            for key, prefix in parts.items()
+        },
+        target,
+    )
+    return target
+
+
+@pytest.fixture(scope="session")
+def seed0_prompt_guided(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """The seed-0 decoder of ../shared/fixtures/parity in the prompt-guided file format,
+    as the fixtures in ../shared/fixtures/v2 were made."""
+    require_shared(PARITY_CHECKPOINT)
+    folder = tmp_path_factory.mktemp("prompt_guided")
+    return write_prompt_guided_file(PARITY_CHECKPOINT, folder / "seed0_prompt_guided.pt")
 
 
 @pytest.fixture(scope="session")

@@ -1,6 +1,9 @@
 import dataclasses
+import hashlib
 import http.server
 import os
+import re
+import shutil
 import socket
 import subprocess
 import sys
@@ -13,21 +16,45 @@ import pytest
 import torch
 
 from napari_mobilesam import weights
+from napari_mobilesam.model.prompt_decoder import PromptDecoder
 from napari_mobilesam.weights import (
     CACHE_ENV,
     CHECKPOINTS,
     WEIGHTS_ENV,
+    Checkpoint,
     WeightsError,
     cache_dir,
     fetch_checkpoint,
+    file_id,
     load_state_dict,
     load_weights_into,
     resolve_checkpoint,
+    verify_checkpoint_file,
 )
+
+# These tests read the official URLs and serve downloads from their own local server.
+pytestmark = pytest.mark.official_registry
 
 SHARED = Path(__file__).resolve().parents[2] / "shared"
 PARITY_CHECKPOINT = SHARED / "fixtures" / "parity" / "mobile_sam_seed0.pt"
+REAL_PROMPT_GUIDED = SHARED / "fixtures" / "real" / "Prompt_guided_Mask_Decoder.pt"
 PAYLOAD = b"not really weights, but bytes to download\n" * 100
+PAYLOAD_SHA256 = "sha256:" + hashlib.sha256(PAYLOAD).hexdigest()
+PAYLOAD_GITBLOB = (
+    "gitblob:"
+    + hashlib.sha1(b"blob %d\0" % len(PAYLOAD) + PAYLOAD, usedforsecurity=False).hexdigest()
+)
+# The ids of the official files, from ../shared/fixtures/real/README.md.
+MOBILE_SAM_GITBLOB = "gitblob:7ef2d090979fd9853adf17b7a99c8b94a1c5a6a7"
+PROMPT_GUIDED_SHA256 = "sha256:8771b38a57ad67750dbe18fff95e66c8d1789436096738cace37d58bfc06151e"
+PROMPT_GUIDED_GITBLOB = "gitblob:c13b15a3a4496dbcba5f4f0d3e8453f41d818420"
+PROMPT_GUIDED_URL = (
+    "https://github.com/ChaoningZhang/MobileSAM/raw/master/MobileSAMv2/PromptGuidedDecoder/"
+    "Prompt_guided_Mask_Decoder.pt"
+)
+needs_shared = pytest.mark.skipif(
+    not SHARED.is_dir(), reason=f"shared fixtures folder {SHARED} is absent"
+)
 
 
 class FileServer:
@@ -76,11 +103,35 @@ def isolated_env(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> Path:
     cache = tmp_path / "cache"
     monkeypatch.setenv(CACHE_ENV, str(cache))
     monkeypatch.delenv(WEIGHTS_ENV, raising=False)
+    monkeypatch.setattr(weights, "_verified", {})
     return cache
 
 
-def point_registry_at(monkeypatch: pytest.MonkeyPatch, name: str, url: str) -> None:
-    monkeypatch.setitem(CHECKPOINTS, name, dataclasses.replace(CHECKPOINTS[name], url=url))
+def point_registry_at(
+    monkeypatch: pytest.MonkeyPatch, name: str, url: str, known_id: str | None = PAYLOAD_SHA256
+) -> None:
+    """Make checkpoint ``name`` download from ``url``, verified against ``known_id``.
+
+    A checkpoint registered without an id (object_aware) stays unverified.
+    """
+    if CHECKPOINTS[name].known_id is None:
+        known_id = None
+    monkeypatch.setitem(
+        CHECKPOINTS, name, dataclasses.replace(CHECKPOINTS[name], url=url, known_id=known_id)
+    )
+
+
+def count_hashing(monkeypatch: pytest.MonkeyPatch) -> list[str]:
+    """Record the path of every file that weights hashes from now on."""
+    hashed: list[str] = []
+    real_file_id = weights.file_id
+
+    def counting_file_id(path: str | os.PathLike[str], kind: str = "sha256") -> str:
+        hashed.append(str(path))
+        return real_file_id(path, kind)
+
+    monkeypatch.setattr(weights, "file_id", counting_file_id)
+    return hashed
 
 
 @pytest.fixture
@@ -170,15 +221,8 @@ def test_interrupted_download_leaves_nothing_in_the_cache(monkeypatch, isolated_
 
 
 def test_hash_mismatch_is_refused_and_not_cached(monkeypatch, server, isolated_env):
-    wrong_hash = "sha256:" + "0" * 64
-    monkeypatch.setitem(
-        CHECKPOINTS,
-        "mobile_sam",
-        dataclasses.replace(
-            CHECKPOINTS["mobile_sam"], url=server.url("mobile_sam.pt"), known_hash=wrong_hash
-        ),
-    )
-    with pytest.raises(WeightsError, match="Could not download"):
+    point_registry_at(monkeypatch, "mobile_sam", server.url("mobile_sam.pt"), "sha256:" + "0" * 64)
+    with pytest.raises(WeightsError, match="not the expected file"):
         fetch_checkpoint(progress=False)
     assert not (isolated_env / "mobile_sam.pt").exists()
 
@@ -301,7 +345,9 @@ def test_truncated_file_is_reported_as_damaged(tmp_path, small_model):
     damaged_message_checks(str(excinfo.value), path)
 
 
-def test_damaged_file_in_the_cache_says_to_delete_it(isolated_env):
+def test_damaged_file_in_the_cache_says_to_delete_it(monkeypatch, isolated_env):
+    # Without a known id the file reaches torch.load, whose failure is explained.
+    point_registry_at(monkeypatch, "mobile_sam", CHECKPOINTS["mobile_sam"].url, known_id=None)
     isolated_env.mkdir()
     path = isolated_env / "mobile_sam.pt"
     path.write_bytes(b"<html>rate limited</html>")
@@ -392,3 +438,252 @@ def test_importing_the_module_does_not_import_torch():
     code = f"import sys, {weights.__name__}; sys.exit('torch' in sys.modules)"
     result = subprocess.run([sys.executable, "-c", code], check=False)
     assert result.returncode == 0
+
+
+# --- The prompt-guided decoder and verified downloads ---------------------------------------
+
+
+def test_registry_has_the_official_prompt_guided_decoder():
+    prompt_guided = CHECKPOINTS["prompt_guided"]
+    assert prompt_guided.url == PROMPT_GUIDED_URL
+    assert prompt_guided.filename == "Prompt_guided_Mask_Decoder.pt"
+    assert prompt_guided.known_id == PROMPT_GUIDED_SHA256
+    assert "prompt-guided" in prompt_guided.description
+    assert CHECKPOINTS["mobile_sam"].known_id == MOBILE_SAM_GITBLOB
+    assert CHECKPOINTS["object_aware"].known_id is None
+    assert "without verification" in CHECKPOINTS["object_aware"].description
+
+
+def test_every_known_id_is_well_formed():
+    pattern = re.compile(r"sha256:[0-9a-f]{64}|gitblob:[0-9a-f]{40}")
+    for name, checkpoint in CHECKPOINTS.items():
+        assert checkpoint.name == name
+        assert checkpoint.known_id is None or pattern.fullmatch(checkpoint.known_id), name
+
+
+@pytest.mark.parametrize(
+    "bad_id", ["sha256:abc", "md5:" + "0" * 32, "gitblob:" + "0" * 64, "SHA256:" + "a" * 64]
+)
+def test_malformed_known_id_is_refused(bad_id):
+    with pytest.raises(ValueError, match=r"Expected the known_id of checkpoint 'x'.*received"):
+        Checkpoint(
+            name="x",
+            url="https://example.org/x.pt",
+            filename="x.pt",
+            description="x",
+            known_id=bad_id,
+        )
+
+
+@needs_shared
+def test_file_id_of_the_real_decoder_is_its_published_id():
+    assert file_id(REAL_PROMPT_GUIDED) == PROMPT_GUIDED_SHA256
+    assert file_id(REAL_PROMPT_GUIDED, "gitblob") == PROMPT_GUIDED_GITBLOB
+    assert REAL_PROMPT_GUIDED.stat().st_size == 16_310_784
+    assert verify_checkpoint_file(REAL_PROMPT_GUIDED, "prompt_guided") is True
+
+
+@pytest.mark.skipif(shutil.which("git") is None, reason="git is not installed")
+@pytest.mark.parametrize("content", [b"", b"hello\n", PAYLOAD])
+def test_gitblob_id_is_what_git_hash_object_says(tmp_path, content):
+    path = tmp_path / "blob.bin"
+    path.write_bytes(content)
+    result = subprocess.run(
+        ["git", "hash-object", "--no-filters", str(path)],
+        check=True,
+        capture_output=True,
+        text=True,
+        cwd=tmp_path,
+    )
+    assert file_id(path, "gitblob") == "gitblob:" + result.stdout.strip()
+
+
+def test_file_id_reads_in_chunks(monkeypatch, tmp_path):
+    monkeypatch.setattr(weights, "_HASH_CHUNK_BYTES", 7)
+    path = tmp_path / "payload.bin"
+    path.write_bytes(PAYLOAD)
+    assert file_id(path) == PAYLOAD_SHA256
+    assert file_id(path, "gitblob") == PAYLOAD_GITBLOB
+
+
+def test_file_id_refuses_an_unknown_kind_and_a_missing_file(tmp_path):
+    with pytest.raises(ValueError, match=r"'sha256', 'gitblob'; received 'md5'"):
+        file_id(tmp_path, "md5")
+    with pytest.raises(WeightsError, match="Could not read"):
+        file_id(tmp_path / "missing.pt")
+
+
+def test_download_that_does_not_match_is_discarded(monkeypatch, server, isolated_env):
+    point_registry_at(monkeypatch, "mobile_sam", server.url("mobile_sam.pt"), MOBILE_SAM_GITBLOB)
+    target = isolated_env / "mobile_sam.pt"
+    for attempt in (1, 2):
+        with pytest.raises(WeightsError) as excinfo:
+            fetch_checkpoint(progress=False)
+        assert len(server.requests) == attempt  # nothing was kept: each call downloads again
+        assert not isolated_env.exists() or not any(isolated_env.iterdir())
+    message = str(excinfo.value)
+    assert "mobile_sam.pt" in message
+    assert str(target) in message
+    assert server.url("mobile_sam.pt") in message
+    assert f"expected {MOBILE_SAM_GITBLOB}, found {PAYLOAD_GITBLOB} (4,200 bytes)" in message
+    assert "discarded" in message
+    assert "Try again later" in message
+    assert WEIGHTS_ENV in message
+
+
+@pytest.mark.parametrize("known_id", [PAYLOAD_SHA256, PAYLOAD_GITBLOB])
+def test_download_that_matches_is_verified_once(monkeypatch, server, isolated_env, known_id):
+    point_registry_at(monkeypatch, "prompt_guided", server.url("pg.pt"), known_id)
+    hashed = count_hashing(monkeypatch)
+    path = fetch_checkpoint("prompt_guided", progress=False)
+    assert path == isolated_env / "Prompt_guided_Mask_Decoder.pt"
+    assert path.read_bytes() == PAYLOAD
+    assert len(server.requests) == 1
+    assert len(hashed) == 1
+    assert sorted(entry.name for entry in isolated_env.iterdir()) == [path.name]
+
+    assert fetch_checkpoint("prompt_guided", progress=False) == path
+    assert resolve_checkpoint("prompt_guided", progress=False) == path
+    assert len(server.requests) == 1
+    assert len(hashed) == 1
+
+
+def test_changed_cached_file_is_checked_again(monkeypatch, server, isolated_env):
+    point_registry_at(monkeypatch, "mobile_sam", server.url("mobile_sam.pt"))
+    hashed = count_hashing(monkeypatch)
+    path = fetch_checkpoint(progress=False)
+    path.write_bytes(PAYLOAD[:-1] + b"?")
+    with pytest.raises(WeightsError, match=r"is not the official mobile_sam\.pt"):
+        fetch_checkpoint(progress=False)
+    assert len(hashed) == 2
+
+
+def test_user_copy_in_the_cache_with_other_bytes_is_moved_aside(monkeypatch, server, isolated_env):
+    point_registry_at(monkeypatch, "mobile_sam", server.url("mobile_sam.pt"))
+    isolated_env.mkdir()
+    target = isolated_env / "mobile_sam.pt"
+    rejected = isolated_env / "mobile_sam.pt.rejected"
+    target.write_bytes(b"a copy of something else")
+    rejected.write_bytes(b"an older rejected file")
+
+    with pytest.raises(WeightsError) as excinfo:
+        fetch_checkpoint(progress=False)
+    message = str(excinfo.value)
+    assert f"The cached file {target} is not the official mobile_sam.pt" in message
+    assert f"expected {PAYLOAD_SHA256}, found sha256:" in message
+    assert "(24 bytes)" in message
+    assert f"moved aside to {rejected}" in message
+    assert server.url("mobile_sam.pt") in message
+    assert WEIGHTS_ENV in message
+    assert not target.exists()
+    assert rejected.read_bytes() == b"a copy of something else"
+    assert server.requests == []
+
+    # The next call downloads the file afresh.
+    assert fetch_checkpoint(progress=False) == target
+    assert target.read_bytes() == PAYLOAD
+    assert server.requests == ["/mobile_sam.pt"]
+
+
+def test_wrong_prompt_guided_file_in_the_cache_is_refused(isolated_env):
+    isolated_env.mkdir()
+    target = isolated_env / "Prompt_guided_Mask_Decoder.pt"
+    target.write_bytes(PAYLOAD)
+    with pytest.raises(WeightsError, match=PROMPT_GUIDED_SHA256) as excinfo:
+        fetch_checkpoint("prompt_guided", progress=False)
+    assert PROMPT_GUIDED_URL in str(excinfo.value)
+    assert not target.exists()
+    assert (isolated_env / "Prompt_guided_Mask_Decoder.pt.rejected").read_bytes() == PAYLOAD
+
+
+def test_files_named_by_the_user_are_not_verified(monkeypatch, tmp_path, isolated_env):
+    hashed = count_hashing(monkeypatch)
+    own_file = tmp_path / "fine_tuned.pt"
+    own_file.write_bytes(PAYLOAD)
+    monkeypatch.setenv(WEIGHTS_ENV, str(own_file))
+    assert fetch_checkpoint("mobile_sam", progress=False) == own_file
+
+    folder = tmp_path / "weights"
+    folder.mkdir()
+    (folder / "Prompt_guided_Mask_Decoder.pt").write_bytes(PAYLOAD)
+    monkeypatch.setenv(WEIGHTS_ENV, str(folder))
+    assert (
+        fetch_checkpoint("prompt_guided", progress=False)
+        == folder / "Prompt_guided_Mask_Decoder.pt"
+    )
+    assert own_file.read_bytes() == PAYLOAD
+    assert (folder / "Prompt_guided_Mask_Decoder.pt").read_bytes() == PAYLOAD
+    assert sorted(path.name for path in folder.iterdir()) == ["Prompt_guided_Mask_Decoder.pt"]
+    assert hashed == []
+    assert not isolated_env.exists()
+
+
+def test_verify_checkpoint_file(tmp_path):
+    path = tmp_path / "mobile_sam.pt"
+    path.write_bytes(PAYLOAD)
+    with pytest.raises(WeightsError) as excinfo:
+        verify_checkpoint_file(path, "mobile_sam")
+    message = str(excinfo.value)
+    assert f"expected {MOBILE_SAM_GITBLOB}, found {PAYLOAD_GITBLOB} (4,200 bytes)" in message
+    assert CHECKPOINTS["mobile_sam"].url in message
+    assert path.read_bytes() == PAYLOAD  # nothing is moved
+    assert verify_checkpoint_file(path, "object_aware") is False
+
+
+def save_prompt_guided_format(state: dict[str, torch.Tensor], path: Path) -> None:
+    """Save a PromptDecoder state dict the way MobileSAMv2 stores it."""
+    parts: dict[str, dict[str, torch.Tensor]] = {"PromtEncoder": {}, "MaskDecoder": {}}
+    for key, value in state.items():
+        module, _, name = key.partition(".")
+        parts["PromtEncoder" if module == "prompt_encoder" else "MaskDecoder"][name] = value
+    torch.save(parts, path)
+
+
+def test_prompt_guided_format_loads_into_a_prompt_decoder(tmp_path):
+    torch.manual_seed(0)
+    original = PromptDecoder()
+    path = tmp_path / "Prompt_guided_Mask_Decoder.pt"
+    save_prompt_guided_format(original.state_dict(), path)
+    assert list(load_state_dict(path)) == list(original.state_dict())
+
+    torch.manual_seed(1)
+    fresh = PromptDecoder()
+    load_weights_into(fresh, path)
+    for key, value in original.state_dict().items():
+        torch.testing.assert_close(fresh.state_dict()[key], value)
+
+
+@needs_shared
+def test_real_prompt_guided_decoder_loads_strictly():
+    raw = torch.load(REAL_PROMPT_GUIDED, map_location="cpu", weights_only=True)
+    state = load_state_dict(REAL_PROMPT_GUIDED)
+    assert len(state) == 17 + 120
+    assert sum(key.startswith("prompt_encoder.") for key in state) == 17
+    assert sum(key.startswith("mask_decoder.") for key in state) == 120
+
+    model = PromptDecoder()
+    load_weights_into(model, REAL_PROMPT_GUIDED)
+    loaded = model.state_dict()
+    for name, value in raw["MaskDecoder"].items():
+        torch.testing.assert_close(loaded[f"mask_decoder.{name}"], value)
+    for name, value in raw["PromtEncoder"].items():
+        torch.testing.assert_close(loaded[f"prompt_encoder.{name}"], value)
+
+
+def test_prompt_guided_file_with_a_wrong_key_names_the_expected_file(tmp_path):
+    state = PromptDecoder().state_dict()
+    renamed = "mask_decoder.iou_prediction_head.layers.0.weight"
+    state["mask_decoder.iou_head.layers.0.weight"] = state.pop(renamed)
+    path = tmp_path / "Prompt_guided_Mask_Decoder.pt"
+    save_prompt_guided_format(state, path)
+    with pytest.raises(WeightsError) as excinfo:
+        load_weights_into(PromptDecoder(), path)
+    message = str(excinfo.value)
+    assert "(PromptDecoder)" in message
+    assert "1 of the model's 137 weights are missing" in message
+    assert repr(renamed) in message
+    assert "'mask_decoder.iou_head.layers.0.weight'" in message
+    assert "not MobileSAMv2's prompt-guided mask decoder" in message
+    assert "Prompt_guided_Mask_Decoder.pt" in message
+    assert PROMPT_GUIDED_URL in message
+    assert "MobileSAM (vit_t)" not in message

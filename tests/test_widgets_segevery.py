@@ -237,3 +237,76 @@ def test_menu_command_runs_on_the_selected_image(
     wait_until_finished(qtbot, job)
     assert job.outcome.state == "done", job.outcome.message
     assert "cell objects" in viewer.layers
+
+
+@pytest.fixture
+def mobilesamv2_folder(tmp_path, monkeypatch) -> Path:
+    """A NAPARI_MOBILESAM_WEIGHTS folder with MobileSAMv2's files as a user sets it up:
+    mobile_sam.pt and ObjectAwareModel.pt (the real format, random weights)."""
+    from conftest import OBJECT_AWARE_CHECKPOINT, RANDOM_WEIGHTS, require_shared
+
+    require_shared(OBJECT_AWARE_CHECKPOINT, RANDOM_WEIGHTS)
+    folder = tmp_path / "weights"
+    folder.mkdir()
+    (folder / "mobile_sam.pt").symlink_to(RANDOM_WEIGHTS)
+    (folder / "ObjectAwareModel.pt").symlink_to(OBJECT_AWARE_CHECKPOINT)
+    monkeypatch.setenv("NAPARI_MOBILESAM_WEIGHTS", str(folder))
+    return folder
+
+
+@pytest.fixture
+def coffee() -> np.ndarray:
+    from conftest import V2, require_shared
+
+    require_shared(V2 / "official_seed0.npz")
+    with np.load(V2 / "official_seed0.npz") as data:
+        return data["coffee/image"]
+
+
+def test_object_aware_model_with_the_prompt_guided_decoder(
+    make_napari_viewer, qtbot, coffee, mobilesamv2_folder, notifications
+):
+    from conftest import REAL_PROMPT_GUIDED
+
+    (mobilesamv2_folder / "Prompt_guided_Mask_Decoder.pt").symlink_to(REAL_PROMPT_GUIDED)
+    _viewer, widget = open_widget(make_napari_viewer, qtbot, coffee, rgb=True)
+    assert widget._detector.value == "auto" and widget._decoder.value == "auto"
+    widget._max_objects.value = 8
+    job = widget.run()
+    wait_until_finished(qtbot, job)
+    assert job.outcome.state in {"done", "empty"}, job.outcome.message
+    assert "mobile_sam.pt's mask decoder" not in job.outcome.message
+
+
+def test_decoder_fallback_is_said_in_a_notification(
+    make_napari_viewer, qtbot, coffee, mobilesamv2_folder, notifications
+):
+    viewer, widget = open_widget(make_napari_viewer, qtbot, coffee, rgb=True)
+    widget._max_objects.value = 8
+    widget._conf.value = 0.4
+    job = widget.run()
+    wait_until_finished(qtbot, job)
+    assert job.outcome.state == "done", job.outcome.message
+    assert "cell objects" in viewer.layers
+    infos = [message for severity, message in notifications if severity == "info"]
+    assert any("mobile_sam.pt's mask decoder" in message for message in infos), infos
+
+
+def test_prompt_guided_decoder_missing_is_an_error_notification(
+    make_napari_viewer, qtbot, coffee, mobilesamv2_folder, notifications
+):
+    viewer, widget = open_widget(make_napari_viewer, qtbot, coffee, rgb=True)
+    widget._decoder.value = "prompt_guided"
+    job = widget.run()
+    wait_until_finished(qtbot, job)
+    assert job.outcome.state == "failed"
+    assert "cell objects" not in viewer.layers
+    errors = [message for severity, message in notifications if severity == "error"]
+    assert any("Prompt_guided_Mask_Decoder.pt" in message for message in errors), errors
+
+
+def test_grid_hides_the_decoder_choice(make_napari_viewer, qtbot, cell):
+    _viewer, widget = open_widget(make_napari_viewer, qtbot, cell)
+    assert widget._decoder.visible
+    widget._detector.value = "grid"
+    assert not widget._decoder.visible

@@ -19,8 +19,10 @@ import torch
 from napari_mobilesam._allocator import keep_large_allocations_in_heap
 from napari_mobilesam.imaging import to_rgb_uint8
 from napari_mobilesam.model.batched_decoder import BatchedMaskDecoder
+from napari_mobilesam.model.prompt_decoder import PromptDecoder
 from napari_mobilesam.model.sam import MobileSAM
 from napari_mobilesam.transforms import (
+    preprocess_shape,
     resize_longest_side,
     scale_boxes,
     scale_coords,
@@ -108,6 +110,8 @@ class SegAnyPredictor:
         self._cache: OrderedDict[str, _ImageState] = OrderedDict()
         self._state: _ImageState | None = None
         self._decoder: BatchedMaskDecoder | None = None
+        # Other prompt decoders (MobileSAMv2's box decoder) on the current embedding.
+        self._other_decoders: dict[int, tuple[PromptDecoder, BatchedMaskDecoder]] = {}
         self._upsampler: MaskUpsampler | None = None
 
     # ------------------------------------------------------------------ image
@@ -140,6 +144,35 @@ class SegAnyPredictor:
             self._cache.move_to_end(key)
         self._activate(state)
 
+    def set_embedding(
+        self, embedding: torch.Tensor | np.ndarray, image_shape: Sequence[int]
+    ) -> None:
+        """Use a precomputed image embedding instead of running the encoder.
+
+        Parameters
+        ----------
+        embedding : (1, 256, 64, 64) tensor or array
+            The image encoder's output, e.g. from :meth:`get_image_embedding` of an
+            earlier session.
+        image_shape : (H, W)
+            Size of the image the embedding was computed from; prompts are given in its
+            pixels.
+        """
+        embedding = torch.as_tensor(
+            np.asarray(embedding) if not torch.is_tensor(embedding) else embedding
+        )
+        side = self.model.image_size // 16
+        if tuple(embedding.shape) != (1, 256, side, side):
+            raise ValueError(
+                f"embedding must have shape (1, 256, {side}, {side}), got {tuple(embedding.shape)}"
+            )
+        height, width = (int(side_) for side_ in tuple(image_shape)[:2])
+        if height < 1 or width < 1:
+            raise ValueError(f"image_shape must be (H, W) with H, W >= 1, got {image_shape!r}")
+        input_size = preprocess_shape(height, width, self.model.image_size)
+        embedding = embedding.to(device=self.device, dtype=torch.float32)
+        self._activate(_ImageState(embedding, (height, width), input_size))
+
     def _encode(self, rgb: np.ndarray) -> _ImageState:
         resized = resize_longest_side(rgb, self.model.image_size)
         x = torch.as_tensor(np.ascontiguousarray(resized), device=self.device)
@@ -157,10 +190,16 @@ class SegAnyPredictor:
             low_res=LOW_RES_SIDE,
             threshold=self.model.mask_threshold,
         )
-        pe = self.model.prompt_encoder
+        self._decoder = self._batched_decoder(self.model, state)
+        self._other_decoders = {}
+
+    def _batched_decoder(
+        self, decoder: MobileSAM | PromptDecoder, state: _ImageState
+    ) -> BatchedMaskDecoder:
+        pe = decoder.prompt_encoder
         with self._inference():
-            self._decoder = BatchedMaskDecoder(
-                self.model.mask_decoder,
+            return BatchedMaskDecoder(
+                decoder.mask_decoder,
                 state.embedding,
                 pe.get_dense_pe(),
                 pe.no_mask_embed.weight,
@@ -170,6 +209,7 @@ class SegAnyPredictor:
         """Forget the current image (the cache keeps its embedding)."""
         self._state = None
         self._decoder = None
+        self._other_decoders = {}
         self._upsampler = None
 
     def clear_cache(self) -> None:
@@ -268,25 +308,50 @@ class SegAnyPredictor:
         return masks, scores[0].cpu().numpy(), low_res[0].cpu().numpy()
 
     def decode_boxes(
-        self, boxes: np.ndarray, batch_size: int | None = None
+        self,
+        boxes: np.ndarray,
+        batch_size: int | None = None,
+        decoder: PromptDecoder | None = None,
     ) -> Iterator[tuple[slice, torch.Tensor, torch.Tensor]]:
         """Decode box prompts in batches, single-mask output, at low resolution.
 
         Yields ``(rows, low_res_logits (b, 1, 256, 256), scores (b, 1))`` tensors per batch,
         where ``rows`` is the slice of ``boxes`` decoded. This is the building block of
         :meth:`predict_boxes` and of SegEvery, which never hold all full-size masks.
+
+        ``decoder`` decodes with another prompt encoder and mask decoder on the same image
+        embedding, such as MobileSAMv2's prompt-guided decoder; None uses the model's own.
         """
         state = self._require_image()
         boxes = _validate_boxes(boxes)
+        prompt_encoder, batched = self._decoder_parts(decoder, state)
         scaled = scale_boxes(boxes, state.original_size, self.model.image_size)
         boxes_t = torch.as_tensor(scaled, dtype=torch.float32, device=self.device)
         step = batch_size or self.batch_size
         for start in range(0, len(boxes_t), step):
             rows = slice(start, min(start + step, len(boxes_t)))
             with self._inference():
-                sparse, _ = self.model.prompt_encoder(None, boxes_t[rows], None)
-                low_res, scores = self._decoder.decode(sparse, None, multimask_output=False)
+                sparse, _ = prompt_encoder(None, boxes_t[rows], None)
+                low_res, scores = batched.decode(sparse, None, multimask_output=False)
             yield rows, low_res.float(), scores.float()
+
+    def _decoder_parts(
+        self, decoder: PromptDecoder | None, state: _ImageState
+    ) -> tuple[torch.nn.Module, BatchedMaskDecoder]:
+        """The prompt encoder and batched mask decoder of ``decoder`` on this image."""
+        if decoder is None:
+            return self.model.prompt_encoder, self._decoder
+        if not isinstance(decoder, PromptDecoder):
+            raise TypeError(
+                "decoder must be None or a PromptDecoder (see "
+                f"napari_mobilesam.decoders.load_box_decoder), got {type(decoder).__name__}"
+            )
+        entry = self._other_decoders.get(id(decoder))
+        if entry is None:
+            decoder.to(self.device).eval()
+            entry = (decoder, self._batched_decoder(decoder, state))
+            self._other_decoders[id(decoder)] = entry
+        return decoder.prompt_encoder, entry[1]
 
     def decode_points(
         self, points: np.ndarray, multimask_output: bool = True

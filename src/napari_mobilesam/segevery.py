@@ -21,7 +21,9 @@ import numpy as np
 import torch
 from skimage.segmentation import relabel_sequential
 
+from napari_mobilesam.decoders import BoxDecoder, load_box_decoder
 from napari_mobilesam.imaging import to_rgb_uint8
+from napari_mobilesam.model.prompt_decoder import PromptDecoder
 from napari_mobilesam.segany import SegAnyPredictor
 
 logger = logging.getLogger(__name__)
@@ -48,9 +50,13 @@ class SegEveryResult:
     areas : (N,) int64
         Pixels of each object in ``labels`` (after overlaps are resolved).
     message : str
-        A note for the user, e.g. why nothing was found; empty when objects were found.
+        A note for the user: why nothing was found, or that the boxes were decoded with
+        ``mobile_sam.pt``'s decoder because the prompt-guided one is not available;
+        empty otherwise.
     timings : dict
         Seconds spent in each stage: "discovery", "embedding", "decoding".
+    decoder : str
+        The decoder of the boxes: "prompt_guided", "mobile_sam" or a file path.
     """
 
     labels: np.ndarray
@@ -59,6 +65,7 @@ class SegEveryResult:
     areas: np.ndarray
     message: str = ""
     timings: dict[str, float] = field(default_factory=dict)
+    decoder: str = "mobile_sam"
 
     @property
     def n_objects(self) -> int:
@@ -71,9 +78,10 @@ def segment_everything(
     predictor: SegAnyPredictor | None = None,
     detector: str | os.PathLike | Callable = "auto",
     boxes: np.ndarray | Sequence | None = None,
+    decoder: str | os.PathLike | PromptDecoder | None = "auto",
     conf: float = 0.4,
     iou: float = 0.9,
-    max_objects: int = 320,
+    max_objects: int = 300,
     min_area: int = 0,
     progress: ProgressCallback | None = None,
     contrast_limits: Sequence[float] | None = None,
@@ -97,10 +105,19 @@ def segment_everything(
     boxes : (N, 4) array, optional
         x0, y0, x1, y1 prompts; discovery is skipped. Inverted boxes are reordered,
         boxes are clipped to the image, and empty ones dropped.
+    decoder : str, path or PromptDecoder
+        What decodes the boxes, against the predictor's image embedding: "auto"
+        (MobileSAMv2's prompt-guided decoder ``Prompt_guided_Mask_Decoder.pt`` if it is
+        there or can be downloaded, else ``mobile_sam.pt``'s own decoder, and
+        ``result.message`` says so), "prompt_guided" (that decoder, or an error),
+        "mobile_sam" (the predictor's own decoder), or a file in the prompt-guided
+        format. See :func:`napari_mobilesam.decoders.load_box_decoder`. The grid's point
+        prompts always use the predictor's own decoder.
     conf, iou : float
         Detector confidence threshold and class-agnostic NMS IoU (MobileSAMv2: 0.4, 0.9).
     max_objects : int
-        Most objects decoded, the most confident first.
+        Most objects decoded, the most confident first (MobileSAMv2's detector returns
+        at most 300).
     min_area : int
         Objects smaller than this many pixels are dropped, before and after overlaps are
         resolved.
@@ -115,7 +132,8 @@ def segment_everything(
     Returns
     -------
     SegEveryResult
-        ``labels`` (H, W) int32 and per-object ``boxes``, ``scores`` and ``areas``.
+        ``labels`` (H, W) int32 and per-object ``boxes``, ``scores`` and ``areas``;
+        ``decoder`` names the decoder used.
 
     Notes
     -----
@@ -147,6 +165,7 @@ def segment_everything(
     predictor = predictor if predictor is not None else default_predictor()
 
     grid = boxes is None and isinstance(detector, str) and detector == "grid"
+    box_decoder = BoxDecoder(None, "mobile_sam") if grid else load_box_decoder(decoder)
     start = time.perf_counter()
     if boxes is not None:
         from napari_mobilesam.discovery import clean_boxes
@@ -166,12 +185,11 @@ def segment_everything(
 
     if not grid and len(prompt_boxes) == 0:
         source = "the given boxes" if boxes is not None else f"the detector ({detector})"
-        return _empty_result(
-            shape,
+        message = (
             f"No objects found: {source} proposed no box inside the image. "
-            "Try a lower confidence threshold, another detector, or detector='grid'.",
-            timings,
+            "Try a lower confidence threshold, another detector, or detector='grid'."
         )
+        return _empty_result(shape, message, timings, box_decoder.name)
 
     start = time.perf_counter()
     predictor.set_image(rgb)
@@ -184,11 +202,11 @@ def segment_everything(
         for c in candidates:
             painter.paste(c)
     else:
-        for c in _box_candidates(predictor, prompt_boxes, progress):
+        for c in _box_candidates(predictor, prompt_boxes, progress, box_decoder.decoder):
             painter.paste(c)
     timings["decoding"] = time.perf_counter() - start
 
-    result = painter.finish(timings)
+    result = painter.finish(timings, box_decoder)
     if result.n_objects == 0:
         if grid and painter.n_pasted == 0:
             reason = (
@@ -201,7 +219,8 @@ def segment_everything(
                 f"none of the {painter.n_pasted or len(prompt_boxes)} decoded masks was kept "
                 f"(empty, or under min_area={min_area} pixels after overlaps)"
             )
-        return _empty_result(shape, f"No objects found: {reason}.", timings)
+        message = _join(f"No objects found: {reason}.", box_decoder.message)
+        return _empty_result(shape, message, timings, box_decoder.name)
     return result
 
 
@@ -256,7 +275,7 @@ class _LabelPainter:
         self.labels[rows, cols][take] = self.n_pasted
         owner[take] = area
 
-    def finish(self, timings: dict[str, float]) -> SegEveryResult:
+    def finish(self, timings: dict[str, float], box_decoder: BoxDecoder) -> SegEveryResult:
         n = self.n_pasted
         visible = np.bincount(self.labels.ravel(), minlength=n + 1)
         drop = visible < self.min_area
@@ -274,7 +293,9 @@ class _LabelPainter:
             boxes=boxes[kept - 1],
             scores=scores[kept - 1],
             areas=visible[kept].astype(np.int64),
+            message=box_decoder.message,
             timings=timings,
+            decoder=box_decoder.name,
         )
 
 
@@ -282,12 +303,13 @@ def _box_candidates(
     predictor: SegAnyPredictor,
     boxes: np.ndarray,
     progress: ProgressCallback | None,
+    decoder: PromptDecoder | None = None,
 ) -> Iterator[_Candidate]:
     total = len(boxes)
     if progress is not None:
         progress(0, total)
     upsample = predictor.mask_upsampler
-    for rows, low_res, scores in predictor.decode_boxes(boxes):
+    for rows, low_res, scores in predictor.decode_boxes(boxes, decoder=decoder):
         low_res = low_res.cpu()
         for offset in range(len(low_res)):
             i = rows.start + offset
@@ -380,7 +402,9 @@ def _grid_candidates(
 
 
 # ----------------------------------------------------------------------------- helpers
-def _empty_result(shape: tuple[int, int], message: str, timings: dict) -> SegEveryResult:
+def _empty_result(
+    shape: tuple[int, int], message: str, timings: dict, decoder: str = "mobile_sam"
+) -> SegEveryResult:
     logger.info(message)
     return SegEveryResult(
         labels=np.zeros(shape, dtype=np.int32),
@@ -389,7 +413,12 @@ def _empty_result(shape: tuple[int, int], message: str, timings: dict) -> SegEve
         areas=np.zeros(0, np.int64),
         message=message,
         timings=timings,
+        decoder=decoder,
     )
+
+
+def _join(*notes: str) -> str:
+    return " ".join(note for note in notes if note)
 
 
 def _unique_rows(boxes: np.ndarray) -> np.ndarray:

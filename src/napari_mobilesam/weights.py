@@ -3,11 +3,21 @@
 Every failure a user can meet here (offline, a damaged download, the wrong file) is raised as
 :class:`WeightsError` with a message that says what to do. torch is imported only by the
 functions that load weights, so importing this module is cheap.
+
+Checkpoints with a known id (:attr:`Checkpoint.known_id`) are verified before
+:func:`fetch_checkpoint` returns them from the cache: a download that does not match is
+discarded, and a cached file that does not match is moved aside, so that a wrong file is never
+used silently. Files named through ``NAPARI_MOBILESAM_WEIGHTS`` are the user's choice (they may
+be fine-tuned weights) and are not checked.
 """
 
 from __future__ import annotations
 
+import hashlib
+import logging
 import os
+import re
+import tempfile
 from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
@@ -22,14 +32,17 @@ __all__ = [
     "CACHE_ENV",
     "CHECKPOINTS",
     "DEFAULT_CHECKPOINT",
+    "ID_KINDS",
     "WEIGHTS_ENV",
     "Checkpoint",
     "WeightsError",
     "cache_dir",
     "fetch_checkpoint",
+    "file_id",
     "load_state_dict",
     "load_weights_into",
     "resolve_checkpoint",
+    "verify_checkpoint_file",
 ]
 
 WEIGHTS_ENV = "NAPARI_MOBILESAM_WEIGHTS"
@@ -37,6 +50,21 @@ CACHE_ENV = "NAPARI_MOBILESAM_CACHE"
 DEFAULT_CHECKPOINT = "mobile_sam"
 
 _EXAMPLES_SHOWN = 3
+
+#: The kinds of file id understood by :func:`file_id` and :attr:`Checkpoint.known_id`.
+ID_KINDS = ("sha256", "gitblob")
+_ID_PATTERN = re.compile(r"(sha256:[0-9a-f]{64}|gitblob:[0-9a-f]{40})")
+_HASH_CHUNK_BYTES = 1 << 20
+_REJECTED_SUFFIX = ".rejected"
+
+# MobileSAMv2's Prompt_guided_Mask_Decoder.pt: part name in the file (upstream's spelling)
+# -> prefix of the same parameters in mobile_sam.pt and in PromptDecoder.
+_PROMPT_GUIDED_PARTS = {"PromtEncoder": "prompt_encoder.", "MaskDecoder": "mask_decoder."}
+
+# Files found to match their known id in this process: (resolved path, size, mtime_ns) -> id.
+_verified: dict[tuple[str, int, int], str] = {}
+
+_logger = logging.getLogger(__name__)
 
 
 class WeightsError(RuntimeError):
@@ -58,15 +86,31 @@ class Checkpoint:
         ``NAPARI_MOBILESAM_WEIGHTS``.
     description : str
         One line for people: what the file is and where it comes from.
-    known_hash : str, optional
-        ``"sha256:..."`` checked by pooch after download; None to skip the check.
+    known_id : str, optional
+        The id of the official file, ``"sha256:<64 hex digits>"`` or
+        ``"gitblob:<40 hex digits>"`` (see :func:`file_id`). :func:`fetch_checkpoint`
+        checks downloaded and cached copies against it. None when no id is known: the file
+        is then used without verification.
+
+    Raises
+    ------
+    ValueError
+        If ``known_id`` is neither None nor a well-formed id.
     """
 
     name: str
     url: str
     filename: str
     description: str
-    known_hash: str | None = None
+    known_id: str | None = None
+
+    def __post_init__(self) -> None:
+        if self.known_id is not None and not _ID_PATTERN.fullmatch(self.known_id):
+            raise ValueError(
+                f"Expected the known_id of checkpoint {self.name!r} to be None, "
+                "'sha256:' followed by 64 lowercase hex digits or 'gitblob:' followed by 40; "
+                f"received {self.known_id!r}."
+            )
 
 
 CHECKPOINTS: dict[str, Checkpoint] = {
@@ -80,6 +124,21 @@ CHECKPOINTS: dict[str, Checkpoint] = {
                 "MobileSAM (vit_t) weights, the official file from the MobileSAM repository "
                 "(Apache-2.0, about 40 MB)"
             ),
+            known_id="gitblob:7ef2d090979fd9853adf17b7a99c8b94a1c5a6a7",
+        ),
+        Checkpoint(
+            name="prompt_guided",
+            url=(
+                "https://github.com/ChaoningZhang/MobileSAM/raw/master/MobileSAMv2/"
+                "PromptGuidedDecoder/Prompt_guided_Mask_Decoder.pt"
+            ),
+            filename="Prompt_guided_Mask_Decoder.pt",
+            description=(
+                "MobileSAMv2 prompt-guided mask decoder (SAM's prompt encoder and mask decoder "
+                "fine-tuned for box prompts), the official file from the MobileSAM repository "
+                "(Apache-2.0, about 16 MB)"
+            ),
+            known_id="sha256:8771b38a57ad67750dbe18fff95e66c8d1789436096738cace37d58bfc06151e",
         ),
         Checkpoint(
             name="object_aware",
@@ -90,7 +149,8 @@ CHECKPOINTS: dict[str, Checkpoint] = {
                 "distribution is a Google Drive zip "
                 "(https://drive.google.com/file/d/1dE-YAG-1mFCBmao2rHDp0n-PP4eH7SjE/view) that "
                 "cannot be downloaded automatically; this URL is a community mirror on "
-                "Hugging Face"
+                "Hugging Face. No id of the official file is known, so it is used without "
+                "verification"
             ),
         ),
     )
@@ -125,16 +185,23 @@ def fetch_checkpoint(name: str = DEFAULT_CHECKPOINT, *, progress: bool = True) -
 
     1. ``$NAPARI_MOBILESAM_WEIGHTS``: a folder is searched for the checkpoint's file
        name (for every checkpoint); a file is used as the ``"mobile_sam"`` weights and is
-       ignored for other checkpoints.
+       ignored for other checkpoints. Such files are used as they are, without
+       verification, so that fine-tuned weights can be given this way.
     2. The file in :func:`cache_dir`.
-    3. A download from the checkpoint's URL into :func:`cache_dir`. pooch downloads into a
-       temporary file and moves it into place only once complete, so an interrupted
-       download never leaves a truncated file behind.
+    3. A download from the checkpoint's URL (with pooch's HTTP downloader) into a
+       temporary file in :func:`cache_dir`, moved into place only once complete and
+       verified, so an interrupted or wrong download never leaves a file behind.
+
+    A file returned from the cache is checked against the checkpoint's
+    :attr:`~Checkpoint.known_id`, when it has one, before it is returned. The check is
+    remembered for the rest of the process as long as the file's size and modification time
+    stay the same, so repeated calls do not read the file again.
 
     Parameters
     ----------
     name : str
-        A key of :data:`CHECKPOINTS`, e.g. ``"mobile_sam"`` or ``"object_aware"``.
+        A key of :data:`CHECKPOINTS`, e.g. ``"mobile_sam"``, ``"prompt_guided"`` or
+        ``"object_aware"``.
     progress : bool
         Show a progress bar while downloading.
 
@@ -150,7 +217,10 @@ def fetch_checkpoint(name: str = DEFAULT_CHECKPOINT, *, progress: bool = True) -
     WeightsError
         If ``$NAPARI_MOBILESAM_WEIGHTS`` points at nothing usable, or the download fails.
         The message names the URL, the path where a manually downloaded file can be put
-        and the environment variable to use instead.
+        and the environment variable to use instead. Also if the downloaded or cached file
+        does not match the known id: a download is then discarded, and a cached file is
+        renamed to ``<file name>.rejected`` in the same folder (replacing an older one), so
+        that the next call downloads it afresh.
 
     Examples
     --------
@@ -161,21 +231,121 @@ def fetch_checkpoint(name: str = DEFAULT_CHECKPOINT, *, progress: bool = True) -
     checkpoint = _lookup(name)
     from_env = _checkpoint_from_env(checkpoint)
     if from_env is not None:
+        _logger.debug(
+            "Using %s as %s, named by %s; files named there are not verified.",
+            from_env,
+            checkpoint.filename,
+            WEIGHTS_ENV,
+        )
         return from_env
 
     target = cache_dir() / checkpoint.filename
+    if target.is_file():
+        _check_cached_file(target, checkpoint)
+        return target
+    return _download(checkpoint, target, progress=progress)
+
+
+def file_id(path: str | os.PathLike[str], kind: str = "sha256") -> str:
+    """Compute the id of a file's contents, in the form used by :attr:`Checkpoint.known_id`.
+
+    The file is read in chunks of 1 MiB, so large checkpoints are not held in memory.
+
+    Parameters
+    ----------
+    path : str or os.PathLike
+        The file.
+    kind : {"sha256", "gitblob"}
+        ``"sha256"``: the SHA-256 of the file's bytes. ``"gitblob"``: the id git gives the
+        file (``git hash-object``, what GitHub shows for a file), the SHA-1 of
+        ``b"blob <size in bytes>\\0"`` followed by the file's bytes.
+
+    Returns
+    -------
+    str
+        ``"sha256:"`` followed by 64 lowercase hex digits, or ``"gitblob:"`` followed by 40.
+
+    Raises
+    ------
+    ValueError
+        If ``kind`` is not one of :data:`ID_KINDS`.
+    WeightsError
+        If the file cannot be read, or changed size while it was read.
+
+    Examples
+    --------
+    >>> file_id("mobile_sam.pt", "gitblob")  # doctest: +SKIP
+    'gitblob:7ef2d090979fd9853adf17b7a99c8b94a1c5a6a7'
+    """
+    if kind not in ID_KINDS:
+        kinds = ", ".join(repr(known) for known in ID_KINDS)
+        raise ValueError(f"Expected kind to be one of {kinds}; received {kind!r}.")
+    path = Path(path)
+    digest = hashlib.sha256() if kind == "sha256" else hashlib.sha1(usedforsecurity=False)
     try:
-        downloaded = pooch.retrieve(
-            checkpoint.url,
-            known_hash=checkpoint.known_hash,
-            fname=checkpoint.filename,
-            path=target.parent,
-            progressbar=progress,
+        with path.open("rb") as stream:
+            size = os.fstat(stream.fileno()).st_size
+            if kind == "gitblob":
+                digest.update(f"blob {size}\0".encode("ascii"))
+            read = 0
+            while chunk := stream.read(_HASH_CHUNK_BYTES):
+                digest.update(chunk)
+                read += len(chunk)
+    except OSError as exc:
+        raise WeightsError(f"Could not read {path} to compute its {kind} id: {exc}") from exc
+    if read != size:
+        raise WeightsError(
+            f"{path} changed while its {kind} id was computed ({size} bytes at the start, "
+            f"{read} read). Wait until whatever writes it has finished, then try again."
         )
-    # requests' errors are OSErrors; pooch raises ValueError when the hash does not match.
-    except (OSError, ValueError) as exc:
-        raise WeightsError(_download_failed_message(checkpoint, target, exc)) from exc
-    return Path(downloaded)
+    return f"{kind}:{digest.hexdigest()}"
+
+
+def verify_checkpoint_file(path: str | os.PathLike[str], name: str = DEFAULT_CHECKPOINT) -> bool:
+    """Check that a file is the official file of a named checkpoint, byte for byte.
+
+    Nothing is moved or deleted. A successful check is remembered for the rest of the
+    process as long as the file's size and modification time stay the same.
+
+    Parameters
+    ----------
+    path : str or os.PathLike
+        The file to check.
+    name : str
+        A key of :data:`CHECKPOINTS`.
+
+    Returns
+    -------
+    bool
+        True if the file matches the checkpoint's :attr:`~Checkpoint.known_id`; False if
+        no id is known for that checkpoint, so the file cannot be verified.
+
+    Raises
+    ------
+    ValueError
+        If ``name`` is not in :data:`CHECKPOINTS`.
+    WeightsError
+        If the file cannot be read, or does not match: the message gives the expected id,
+        the file's id and size, and where to download the official file.
+
+    Examples
+    --------
+    >>> verify_checkpoint_file("/data/weights/mobile_sam.pt", "mobile_sam")  # doctest: +SKIP
+    True
+    """
+    checkpoint = _lookup(name)
+    if checkpoint.known_id is None:
+        return False
+    path = Path(path)
+    mismatch = _find_mismatch(path, checkpoint)
+    if mismatch is not None:
+        found, size = mismatch
+        raise WeightsError(
+            f"{path} is not the official {checkpoint.filename} ({checkpoint.description}): "
+            f"expected {checkpoint.known_id}, found {found} ({size:,} bytes). Download the "
+            f"official file again from {checkpoint.url} and replace {path}."
+        )
+    return True
 
 
 def resolve_checkpoint(
@@ -242,18 +412,23 @@ def load_state_dict(path: str | os.PathLike[str]) -> dict[str, torch.Tensor]:
 
     The file is read with ``torch.load(..., weights_only=True)``, which refuses to run
     code stored in the file. A state dict wrapped in a dict under ``"state_dict"`` or
-    ``"model"`` (as some training scripts save it) is unwrapped.
+    ``"model"`` (as some training scripts save it) is unwrapped. MobileSAMv2's
+    ``Prompt_guided_Mask_Decoder.pt``, a dict ``{"PromtEncoder": state_dict,
+    "MaskDecoder": state_dict}`` (upstream's spelling), is flattened into one state dict
+    whose names start with ``prompt_encoder.`` and ``mask_decoder.``, as in
+    ``mobile_sam.pt`` and in :class:`~napari_mobilesam.model.prompt_decoder.PromptDecoder`.
 
     Parameters
     ----------
     path : str or os.PathLike
         A file written by ``torch.save(model.state_dict(), path)``, such as the official
-        ``mobile_sam.pt``.
+        ``mobile_sam.pt``, or MobileSAMv2's ``Prompt_guided_Mask_Decoder.pt``.
 
     Returns
     -------
     dict of str to torch.Tensor
-        The tensors, in the file's order.
+        The tensors, in the file's order (for the prompt-guided decoder: the prompt
+        encoder's, then the mask decoder's).
 
     Raises
     ------
@@ -267,6 +442,8 @@ def load_state_dict(path: str | os.PathLike[str]) -> dict[str, torch.Tensor]:
     >>> state = load_state_dict(fetch_checkpoint("mobile_sam"))  # doctest: +SKIP
     >>> len(state)  # doctest: +SKIP
     439
+    >>> len(load_state_dict(fetch_checkpoint("prompt_guided")))  # doctest: +SKIP
+    137
     """
     import torch
 
@@ -297,7 +474,9 @@ def load_weights_into(model: torch.nn.Module, path: str | os.PathLike[str]) -> N
     Parameters
     ----------
     model : torch.nn.Module
-        The model to fill, e.g. a freshly built MobileSAM (vit_t).
+        The model to fill, e.g. a freshly built MobileSAM (vit_t), or a
+        :class:`~napari_mobilesam.model.prompt_decoder.PromptDecoder` for MobileSAMv2's
+        ``Prompt_guided_Mask_Decoder.pt``.
     path : str or os.PathLike
         The checkpoint file, see :func:`load_state_dict`.
 
@@ -306,7 +485,8 @@ def load_weights_into(model: torch.nn.Module, path: str | os.PathLike[str]) -> N
     WeightsError
         If the file cannot be read (see :func:`load_state_dict`) or does not fit the model:
         the message counts the missing and unexpected weights with a few examples of each,
-        lists shape mismatches, and says that the file is not a MobileSAM checkpoint.
+        lists shape mismatches, and names the file the model expects (``mobile_sam.pt``,
+        or ``Prompt_guided_Mask_Decoder.pt`` for a ``PromptDecoder``) and its URL.
 
     Examples
     --------
@@ -363,6 +543,121 @@ def _checkpoint_from_env(checkpoint: Checkpoint) -> Path | None:
         f"{WEIGHTS_ENV} is set to {path}, which does not exist. Set it to the MobileSAM "
         f"weights file ({CHECKPOINTS[DEFAULT_CHECKPOINT].filename}) or to a folder holding "
         f"the checkpoint files, or unset it to have them downloaded automatically."
+    )
+
+
+def _verified_key(path: Path) -> tuple[str, int, int]:
+    stat = path.stat()
+    return (str(path.resolve()), stat.st_size, stat.st_mtime_ns)
+
+
+def _find_mismatch(
+    path: Path, checkpoint: Checkpoint, *, remember: bool = True
+) -> tuple[str, int] | None:
+    """Return the file's id and size if it differs from the known id, else None.
+
+    Uses the per-process record of verified files, and adds ``path`` to it when it matches
+    and ``remember`` is true. Raises WeightsError when the file cannot be read.
+    """
+    expected = checkpoint.known_id
+    if expected is None:
+        return None
+    try:
+        key = _verified_key(path)
+    except OSError as exc:
+        raise WeightsError(f"Could not read {path} to verify it: {exc}") from exc
+    if _verified.get(key) == expected:
+        return None
+    found = file_id(path, expected.partition(":")[0])
+    if found != expected:
+        return found, key[1]
+    if remember:
+        _verified[key] = expected
+    return None
+
+
+def _check_cached_file(target: Path, checkpoint: Checkpoint) -> None:
+    """Raise WeightsError, after moving the file aside, if a cached file is not the right one."""
+    mismatch = _find_mismatch(target, checkpoint)
+    if mismatch is None:
+        return
+    found, size = mismatch
+    what_was_done = _set_aside(target)
+    env_target = "the file itself or " if checkpoint.name == DEFAULT_CHECKPOINT else ""
+    raise WeightsError(
+        f"The cached file {target} is not the official {checkpoint.filename} "
+        f"({checkpoint.description}): expected {checkpoint.known_id}, found {found} "
+        f"({size:,} bytes). {what_was_done}\n"
+        "Try again to download it afresh from\n"
+        f"    {checkpoint.url}\n"
+        "or, without internet access, download that file on another computer and copy it to "
+        f"{target}. To use other weights on purpose (e.g. fine-tuned ones), set the "
+        f"environment variable {WEIGHTS_ENV} to {env_target}the folder holding them; files "
+        "named there are not verified."
+    )
+
+
+def _set_aside(path: Path) -> str:
+    """Move a rejected file out of the way of the next lookup; say what was done."""
+    rejected = path.with_name(path.name + _REJECTED_SUFFIX)
+    try:
+        os.replace(path, rejected)
+    except OSError as move_error:
+        try:
+            path.unlink()
+        except OSError:
+            return (
+                f"It could not be moved aside ({move_error}); delete it, or it will be refused "
+                "again."
+            )
+        return "It has been deleted."
+    return f"It has been moved aside to {rejected} (delete that file when you no longer need it)."
+
+
+def _download(checkpoint: Checkpoint, target: Path, *, progress: bool) -> Path:
+    """Download into a temporary file beside ``target``; verify, then move into place."""
+    _logger.info("Downloading %s from %s to %s", checkpoint.filename, checkpoint.url, target)
+    try:
+        target.parent.mkdir(parents=True, exist_ok=True)
+        handle, temporary_name = tempfile.mkstemp(
+            prefix=f".{checkpoint.filename}.", suffix=".part", dir=target.parent
+        )
+        os.close(handle)
+    except OSError as exc:
+        raise WeightsError(_download_failed_message(checkpoint, target, exc)) from exc
+    temporary = Path(temporary_name)
+    try:
+        try:
+            pooch.HTTPDownloader(progressbar=progress)(checkpoint.url, str(temporary), None)
+        # requests' errors are OSErrors; pooch raises ValueError for a bad progress bar.
+        except (OSError, ValueError) as exc:
+            raise WeightsError(_download_failed_message(checkpoint, target, exc)) from exc
+        mismatch = _find_mismatch(temporary, checkpoint, remember=False)
+        if mismatch is not None:
+            raise WeightsError(_wrong_download_message(checkpoint, target, *mismatch))
+        os.replace(temporary, target)
+        if checkpoint.known_id is not None:
+            # Verified above as the temporary file; the move keeps its size and mtime.
+            _verified[_verified_key(target)] = checkpoint.known_id
+    except OSError as exc:
+        raise WeightsError(_download_failed_message(checkpoint, target, exc)) from exc
+    finally:
+        temporary.unlink(missing_ok=True)
+    return target
+
+
+def _wrong_download_message(checkpoint: Checkpoint, target: Path, found: str, size: int) -> str:
+    env_target = "the file itself or " if checkpoint.name == DEFAULT_CHECKPOINT else ""
+    return (
+        f"Downloaded {checkpoint.filename} ({checkpoint.description}) from\n"
+        f"    {checkpoint.url}\n"
+        f"but it is not the expected file: expected {checkpoint.known_id}, found {found} "
+        f"({size:,} bytes). The download was discarded and not saved to {target}.\n"
+        "A proxy or login page may have answered instead of the server, or the file at that "
+        "URL has changed. Try again later, or download that file yourself (on another "
+        f"computer if need be) and copy it to {target}. To use a different file on purpose, "
+        f"set the environment variable {WEIGHTS_ENV} to {env_target}the folder holding it; "
+        "files named there are not verified."
     )
 
 
@@ -446,10 +741,17 @@ def _as_state_dict(loaded: Any) -> dict[str, torch.Tensor] | None:
 
     if is_state_dict(loaded):
         return dict(loaded)
-    if isinstance(loaded, Mapping):
-        for key in ("state_dict", "model"):
-            if is_state_dict(loaded.get(key)):
-                return dict(loaded[key])
+    if not isinstance(loaded, Mapping):
+        return None
+    if all(is_state_dict(loaded.get(part)) for part in _PROMPT_GUIDED_PARTS):
+        return {
+            prefix + key: value
+            for part, prefix in _PROMPT_GUIDED_PARTS.items()
+            for key, value in loaded[part].items()
+        }
+    for key in ("state_dict", "model"):
+        if is_state_dict(loaded.get(key)):
+            return dict(loaded[key])
     return None
 
 
@@ -480,11 +782,27 @@ def _mismatch_message(
         )
         if len(wrong_shapes) > _EXAMPLES_SHOWN:
             lines.append(f"      ... and {len(wrong_shapes) - _EXAMPLES_SHOWN} more")
-    lines.append(
+    lines.append(_expected_file_hint(model))
+    return "\n".join(lines)
+
+
+def _expected_file_hint(model: torch.nn.Module) -> str:
+    """Say which file ``model`` takes, for the end of a mismatch message."""
+    from napari_mobilesam.model.prompt_decoder import PromptDecoder
+
+    if isinstance(model, PromptDecoder):
+        prompt_guided = CHECKPOINTS["prompt_guided"]
+        parts = ", ".join(f"{part!r}: ..." for part in _PROMPT_GUIDED_PARTS)
+        return (
+            "This file is not MobileSAMv2's prompt-guided mask decoder: expected "
+            f"{prompt_guided.filename}, a dict {{{parts}}} of the prompt encoder's and mask "
+            "decoder's weights (mobile_sam.pt's own decoder is a different file). Use "
+            f"{prompt_guided.filename} from {prompt_guided.url}."
+        )
+    return (
         "This file is not a MobileSAM (vit_t) checkpoint; checkpoints of the original SAM "
         f"(vit_b, vit_l, vit_h) do not fit either. {_use_mobile_sam_hint()}"
     )
-    return "\n".join(lines)
 
 
 def _examples(keys: list[str]) -> str:

@@ -61,6 +61,11 @@ DETECTORS = {
     "custom YOLO file": "file",
     "grid of points": "grid",
 }
+DECODERS = {
+    "auto (prompt-guided, else MobileSAM)": "auto",
+    "MobileSAMv2 prompt-guided": "prompt_guided",
+    "MobileSAM (mobile_sam.pt)": "mobile_sam",
+}
 THIS_PLANE = "this slice"
 ALL_PLANES = "all slices"
 FEATURE_COLUMNS = ("label", "score", "area", "box_x0", "box_y0", "box_x1", "box_y1")
@@ -82,6 +87,9 @@ class SegEverySettings:
     detector : str or path
         ``"auto"``, ``"object_aware"``, ``"fastsam"``, ``"grid"`` or the path of an
         ultralytics YOLO ``.pt`` checkpoint.
+    decoder : str
+        What decodes the boxes: ``"auto"``, ``"prompt_guided"`` or ``"mobile_sam"``; see
+        :func:`napari_mobilesam.decoders.load_box_decoder`.
     conf, iou, max_objects, min_area, points_per_side
         Passed to :func:`napari_mobilesam.segment_everything` (``points_per_side`` is
         used by the grid only).
@@ -90,9 +98,10 @@ class SegEverySettings:
     """
 
     detector: str | Path = "auto"
+    decoder: str = "auto"
     conf: float = 0.4
     iou: float = 0.9
-    max_objects: int = 320
+    max_objects: int = 300
     min_area: int = 0
     points_per_side: int = 32
     all_planes: bool = False
@@ -219,6 +228,7 @@ class SegEveryJob:
                     rgb,
                     predictor=predictor,
                     detector=settings.detector,
+                    decoder=settings.decoder,
                     conf=settings.conf,
                     iou=settings.iou,
                     max_objects=settings.max_objects,
@@ -227,7 +237,7 @@ class SegEveryJob:
                     progress=lambda done, total, number=number: self._report(number, done, total),
                 )
                 tables.append(self._write_plane(labels, plane, result))
-                if result.message:
+                if result.message and result.message not in notes:
                     notes.append(result.message)
                 yield number + 1
         except Cancelled:
@@ -242,6 +252,8 @@ class SegEveryJob:
                 "empty", f"SegEvery found no objects in {self.image.name!r}.{reason}{note}"
             )
         message = f"SegEvery found {len(features)} objects in {self.image.name!r}.{note}"
+        # Notes of planes with objects, e.g. which decoder was used.
+        message = " ".join([message, *(n for n in notes if not n.startswith("No objects"))])
         return SegEveryOutcome("done", message, labels, features)
 
     def _write_plane(self, labels: np.ndarray, plane: Plane, result: Any) -> pd.DataFrame:
@@ -351,9 +363,15 @@ class SegEveryWidget(Container):
         self._detector_file = FileEdit(
             label="YOLO file", mode="r", filter="*.pt", visible=False, nullable=True
         )
+        self._decoder = ComboBox(label="Decoder", choices=list(DECODERS.items()), value="auto")
+        self._decoder.tooltip = (
+            "What decodes the detector's boxes into masks. MobileSAMv2 uses its "
+            "prompt-guided decoder (Prompt_guided_Mask_Decoder.pt, downloaded once); auto "
+            "falls back to mobile_sam.pt's decoder when it is not available, and says so."
+        )
         self._conf = FloatSpinBox(label="conf", min=0.0, max=1.0, step=0.05, value=0.4)
         self._iou = FloatSpinBox(label="iou", min=0.0, max=1.0, step=0.05, value=0.9)
-        self._max_objects = SpinBox(label="max objects", min=1, max=10_000, value=320)
+        self._max_objects = SpinBox(label="max objects", min=1, max=10_000, value=300)
         self._min_area = SpinBox(label="min area (px)", min=0, max=100_000_000, value=0)
         self._points_per_side = SpinBox(
             label="grid points per side", min=1, max=128, value=32, visible=False
@@ -372,6 +390,7 @@ class SegEveryWidget(Container):
                 self._image,
                 self._detector,
                 self._detector_file,
+                self._decoder,
                 self._conf,
                 self._iou,
                 self._max_objects,
@@ -397,6 +416,7 @@ class SegEveryWidget(Container):
     def _on_detector(self, detector: str) -> None:
         self._detector_file.visible = detector == "file"
         self._points_per_side.visible = detector == "grid"
+        self._decoder.visible = detector != "grid"
 
     def _image_choices(self, _widget: Any) -> list[tuple[str, Image]]:
         return [(layer.name, layer) for layer in self.viewer.layers if isinstance(layer, Image)]
@@ -411,6 +431,7 @@ class SegEveryWidget(Container):
             detector = Path(path)
         return SegEverySettings(
             detector=detector,
+            decoder=self._decoder.value,
             conf=float(self._conf.value),
             iou=float(self._iou.value),
             max_objects=int(self._max_objects.value),
