@@ -6,7 +6,8 @@ import numpy as np
 import pytest
 
 from napari_mobilesam import segment_everything
-from napari_mobilesam.segevery import _Candidate, _LabelPainter, grid_points
+from napari_mobilesam.label_canvas import Candidate, LabelCanvas
+from napari_mobilesam.segevery import grid_points
 
 
 def _smallest_owner_labels(masks: np.ndarray, min_area: int = 1) -> np.ndarray:
@@ -63,39 +64,39 @@ def test_boxes_route_matches_reference_masks(predictor, parity_cases, name):
 
 
 def test_smaller_object_survives_inside_larger():
-    painter = _LabelPainter((10, 10), min_area=0)
+    painter = LabelCanvas((10, 10), min_area=0)
     cell = np.ones((8, 8), bool)
     nucleus = np.ones((2, 2), bool)
-    painter.paste(_Candidate(0, 3, 3, nucleus, 0.9, np.array([3, 3, 5, 5])))
-    painter.paste(_Candidate(1, 1, 1, cell, 0.8, np.array([1, 1, 9, 9])))
-    result = painter.finish({})
-    assert result.n_objects == 2
-    assert (result.labels[3:5, 3:5] == 1).all()  # the nucleus, pasted first, is kept on top
-    assert (result.labels == 2).sum() == 64 - 4
-    np.testing.assert_array_equal(result.areas, [4, 60])
+    painter.paste(Candidate(0, 3, 3, nucleus, 0.9, np.array([3, 3, 5, 5])))
+    painter.paste(Candidate(1, 1, 1, cell, 0.8, np.array([1, 1, 9, 9])))
+    boxes, _scores, areas = painter.finish()
+    assert len(boxes) == 2
+    assert (painter.labels[3:5, 3:5] == 1).all()  # the nucleus, pasted first, is kept on top
+    assert (painter.labels == 2).sum() == 64 - 4
+    np.testing.assert_array_equal(areas, [4, 60])
 
 
 def test_equal_masks_keep_the_earlier_prompt_and_drop_the_duplicate():
-    painter = _LabelPainter((6, 6), min_area=0)
+    painter = LabelCanvas((6, 6), min_area=0)
     mask = np.ones((3, 3), bool)
-    painter.paste(_Candidate(0, 0, 0, mask, 0.9, np.array([0, 0, 3, 3])))
-    painter.paste(_Candidate(1, 0, 0, mask, 0.5, np.array([0, 0, 3, 3])))
-    result = painter.finish({})
-    assert result.n_objects == 1
-    assert result.scores.tolist() == [pytest.approx(0.9)]
+    painter.paste(Candidate(0, 0, 0, mask, 0.9, np.array([0, 0, 3, 3])))
+    painter.paste(Candidate(1, 0, 0, mask, 0.5, np.array([0, 0, 3, 3])))
+    boxes, scores, _areas = painter.finish()
+    assert len(boxes) == 1
+    assert scores.tolist() == [pytest.approx(0.9)]
 
 
 def test_min_area_applies_after_overlaps():
-    painter = _LabelPainter((10, 10), min_area=5)
+    painter = LabelCanvas((10, 10), min_area=5)
     big = np.ones((4, 4), bool)  # 16 px, 12 of them covered by a smaller object
     small = np.ones((3, 4), bool)
-    painter.paste(_Candidate(0, 0, 0, big, 0.9, np.array([0, 0, 4, 4])))
-    painter.paste(_Candidate(1, 0, 0, small, 0.9, np.array([0, 0, 4, 3])))
-    painter.paste(_Candidate(2, 8, 8, np.ones((2, 2), bool), 0.9, np.array([8, 8, 10, 10])))
-    result = painter.finish({})
-    assert result.n_objects == 1  # big keeps 4 px < 5; the 2x2 one is under 5 px itself
-    assert (result.labels == 1).sum() == 12
-    assert result.labels[3].sum() == 0
+    painter.paste(Candidate(0, 0, 0, big, 0.9, np.array([0, 0, 4, 4])))
+    painter.paste(Candidate(1, 0, 0, small, 0.9, np.array([0, 0, 4, 3])))
+    painter.paste(Candidate(2, 8, 8, np.ones((2, 2), bool), 0.9, np.array([8, 8, 10, 10])))
+    boxes, _scores, _areas = painter.finish()
+    assert len(boxes) == 1  # big keeps 4 px < 5; the 2x2 one is under 5 px itself
+    assert (painter.labels == 1).sum() == 12
+    assert painter.labels[3].sum() == 0
 
 
 def test_yolo_checkpoint_route_runs_offline(predictor, image, yolo_checkpoint):

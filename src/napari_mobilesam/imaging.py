@@ -105,6 +105,49 @@ def to_rgb_uint8(image: ArrayLike, contrast_limits: Sequence[float] | None = Non
     return _to_three_channels(_rescale(channels, *limits))
 
 
+def display_range(image: ArrayLike, max_samples: int = 2**22) -> tuple[float, float] | None:
+    """The contrast limits :func:`to_rgb_uint8` would use for a whole image, read sparsely.
+
+    For tiles of one large image to look alike, they must share one display range. This
+    is the 0.1st-99.9th percentile range of :func:`to_rgb_uint8`, computed on the whole
+    image when it has at most ``max_samples`` values and otherwise on a regular
+    subsample of rows and columns (a dask or zarr array reads only those).
+
+    Parameters
+    ----------
+    image : array-like
+        (H, W) or (H, W, C), numpy, dask or zarr.
+    max_samples : int
+        Most values read.
+
+    Returns
+    -------
+    (lo, hi) or None
+        None for uint8 and bool images, which are used as they are.
+
+    Examples
+    --------
+    >>> lo, hi = display_range(np.arange(1000, dtype=np.uint16).reshape(10, 100))
+    >>> round(lo, 3), round(hi, 3)
+    (0.999, 998.001)
+    """
+    dtype = np.dtype(getattr(image, "dtype", np.asarray(image).dtype))
+    if dtype in (np.uint8, np.bool_):
+        return None
+    shape = np.shape(image)
+    if len(shape) not in (2, 3):
+        _select_rgb_channels(image)  # raises the usual shape error
+    values_per_pixel = min(shape[2], 3) if len(shape) == 3 else 1
+    step = max(1, int(np.ceil(np.sqrt(shape[0] * shape[1] * values_per_pixel / max_samples))))
+    sample = image[::step, ::step]
+    if hasattr(sample, "compute"):
+        sample = sample.compute()
+    channels = _select_rgb_channels(np.asarray(sample))
+    values = _finite_values(channels)
+    _check_not_constant(values)
+    return _percentile_limits(values)
+
+
 def _select_rgb_channels(image: ArrayLike) -> np.ndarray:
     """Check the shape and dtype and return an (H, W, C) view with C in 1..3, not yet copied."""
     # Shape is checked before np.asarray so that a lazy Z/T stack is refused unread.

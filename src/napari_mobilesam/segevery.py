@@ -13,18 +13,19 @@ import logging
 import os
 import time
 from collections.abc import Callable, Iterator, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from functools import cache
 from typing import Any
 
 import numpy as np
 import torch
-from skimage.segmentation import relabel_sequential
 
 from napari_mobilesam.decoders import BoxDecoder, load_box_decoder
 from napari_mobilesam.imaging import to_rgb_uint8
+from napari_mobilesam.label_canvas import Candidate, LabelCanvas
 from napari_mobilesam.model.prompt_decoder import PromptDecoder
 from napari_mobilesam.segany import SegAnyPredictor
+from napari_mobilesam.tiling import DEFAULT_HALO, DEFAULT_TILE_SHAPE, TileGrid, needs_tiling
 
 logger = logging.getLogger(__name__)
 
@@ -57,6 +58,8 @@ class SegEveryResult:
         Seconds spent in each stage: "discovery", "embedding", "decoding".
     decoder : str
         The decoder of the boxes: "prompt_guided", "mobile_sam" or a file path.
+    tiles_encoded : int
+        Image embeddings computed (1 untiled; one per tile and coarse view when tiled).
     """
 
     labels: np.ndarray
@@ -66,6 +69,7 @@ class SegEveryResult:
     message: str = ""
     timings: dict[str, float] = field(default_factory=dict)
     decoder: str = "mobile_sam"
+    tiles_encoded: int = 1
 
     @property
     def n_objects(self) -> int:
@@ -86,13 +90,21 @@ def segment_everything(
     progress: ProgressCallback | None = None,
     contrast_limits: Sequence[float] | None = None,
     points_per_side: int = 32,
+    tiling: bool = True,
+    tile_shape: int | Sequence[int] = DEFAULT_TILE_SHAPE,
+    halo: int | Sequence[int] = DEFAULT_HALO,
+    level: int | None = None,
+    out: Any = None,
 ) -> SegEveryResult:
     """Segment every object of an image into a label image.
 
     Parameters
     ----------
-    image : array
-        Anything :meth:`SegAnyPredictor.set_image` accepts: (H, W) or (H, W, C), any dtype.
+    image : array-like or list of array-likes
+        (H, W) or (H, W, C) with C in 1..4, any dtype: a numpy array or memory map, or a
+        dask or zarr array (read one tile at a time when tiled). A list or tuple of them
+        is a multiscale pyramid (napari's multiscale layer data), largest first; see
+        ``level``.
     predictor : SegAnyPredictor, optional
         Reuse a loaded model and its embedding cache. None builds the default one (once
         per process).
@@ -127,13 +139,34 @@ def segment_everything(
     contrast_limits : (lo, hi), optional
         Display range of the image, see :func:`napari_mobilesam.to_rgb_uint8`.
     points_per_side : int
-        Grid side for ``detector="grid"``.
+        Grid side for ``detector="grid"`` (per tile when tiled).
+    tiling : bool
+        True (default): an image with a side longer than the model's 1024-pixel input is
+        cut into tiles, each encoded at full resolution (see
+        :class:`napari_mobilesam.tiling.TileGrid`); an image that fits the model's input,
+        or that one tile covers, gives exactly the untiled result whatever the tile
+        settings. False: the whole image is resized into the model's 1024 pixels (coarse
+        objects, one embedding).
+    tile_shape, halo : int or (rows, columns)
+        Tile size and the margin added on each side (defaults 768 and 128: each tile is
+        encoded at exactly 1024 pixels). Objects up to ``2 * halo`` pixels across are
+        never cut; larger ones that cross a seam are joined across tiles, and one larger
+        than a tile with its halo is decoded on a coarser view (``result.message`` says
+        so). Tiled, ``max_objects`` applies per tile and ``progress`` counts tiles.
+    level : int, optional
+        For a multiscale ``image``: the level to segment (0, the default, is full
+        resolution; a coarser level suits large objects). Labels are at that level's size.
+    out : array-like, optional
+        An (H, W) integer array of zeros to write the labels into, e.g. a zarr array:
+        tiled, it is written one tile window at a time, so an image larger than memory
+        can be segmented. ``result.labels`` is then ``out``.
 
     Returns
     -------
     SegEveryResult
-        ``labels`` (H, W) int32 and per-object ``boxes``, ``scores`` and ``areas``;
-        ``decoder`` names the decoder used.
+        ``labels`` (H, W) int32 and per-object ``boxes`` (image pixels), ``scores`` and
+        ``areas``; ``decoder`` names the decoder used and ``tiles_encoded`` the number of
+        embeddings computed.
 
     Notes
     -----
@@ -159,6 +192,65 @@ def segment_everything(
     if int(points_per_side) != points_per_side or points_per_side < 1:
         raise ValueError(f"points_per_side must be a positive integer, got {points_per_side!r}")
 
+    image = select_level(image, level)
+    shape = spatial_shape(image)
+    tiles = TileGrid(shape, tile_shape, halo)
+    if out is not None:
+        _check_out(out, shape)
+    if tiling and needs_tiling(shape) and not tiles.is_single:
+        predictor = predictor if predictor is not None else default_predictor()
+        return _segment_tiled(
+            image,
+            tiles,
+            predictor=predictor,
+            detector=detector,
+            boxes=boxes,
+            decoder=decoder,
+            conf=conf,
+            iou=iou,
+            max_objects=max_objects,
+            min_area=min_area,
+            progress=progress,
+            contrast_limits=contrast_limits,
+            points_per_side=points_per_side,
+            out=out,
+        )
+    result = _segment_whole(
+        image,
+        predictor=predictor,
+        detector=detector,
+        boxes=boxes,
+        decoder=decoder,
+        conf=conf,
+        iou=iou,
+        max_objects=max_objects,
+        min_area=min_area,
+        progress=progress,
+        contrast_limits=contrast_limits,
+        points_per_side=points_per_side,
+    )
+    if out is not None:
+        out[...] = result.labels
+        result = replace(result, labels=out)
+    return result
+
+
+def _segment_whole(
+    image: Any,
+    *,
+    predictor: SegAnyPredictor | None,
+    detector: str | os.PathLike | Callable,
+    boxes: np.ndarray | Sequence | None,
+    decoder: str | os.PathLike | PromptDecoder | None,
+    conf: float,
+    iou: float,
+    max_objects: int,
+    min_area: int,
+    progress: ProgressCallback | None,
+    contrast_limits: Sequence[float] | None,
+    points_per_side: int,
+) -> SegEveryResult:
+    """SegEvery on the whole image resized into the model's frame (one embedding)."""
     rgb = to_rgb_uint8(image, contrast_limits)
     shape = rgb.shape[:2]
     timings: dict[str, float] = {}
@@ -168,7 +260,7 @@ def segment_everything(
     box_decoder = BoxDecoder(None, "mobile_sam") if grid else load_box_decoder(decoder)
     start = time.perf_counter()
     if boxes is not None:
-        from napari_mobilesam.discovery import clean_boxes
+        from napari_mobilesam.boxes import clean_boxes
 
         prompt_boxes, _ = clean_boxes(boxes, shape)
         prompt_boxes = _unique_rows(prompt_boxes)[:max_objects]
@@ -196,7 +288,7 @@ def segment_everything(
     timings["embedding"] = time.perf_counter() - start
 
     start = time.perf_counter()
-    painter = _LabelPainter(shape, min_area)
+    painter = LabelCanvas(shape, min_area)
     if grid:
         candidates = _grid_candidates(predictor, points_per_side, progress)
         for c in candidates:
@@ -206,7 +298,16 @@ def segment_everything(
             painter.paste(c)
     timings["decoding"] = time.perf_counter() - start
 
-    result = painter.finish(timings, box_decoder)
+    kept_boxes, kept_scores, areas = painter.finish()
+    result = SegEveryResult(
+        painter.labels,
+        kept_boxes,
+        kept_scores,
+        areas,
+        message=box_decoder.message,
+        timings=timings,
+        decoder=box_decoder.name,
+    )
     if result.n_objects == 0:
         if grid and painter.n_pasted == 0:
             reason = (
@@ -224,6 +325,113 @@ def segment_everything(
     return result
 
 
+def _segment_tiled(
+    image: Any,
+    tiles: TileGrid,
+    *,
+    predictor: SegAnyPredictor,
+    detector: str | os.PathLike | Callable,
+    boxes: np.ndarray | Sequence | None,
+    decoder: str | os.PathLike | PromptDecoder | None,
+    conf: float,
+    iou: float,
+    max_objects: int,
+    min_area: int,
+    progress: ProgressCallback | None,
+    contrast_limits: Sequence[float] | None,
+    points_per_side: int,
+    out: Any,
+) -> SegEveryResult:
+    """SegEvery tile by tile (see :mod:`napari_mobilesam.segevery_tiled`)."""
+    from napari_mobilesam.boxes import clean_boxes
+    from napari_mobilesam.segevery_tiled import TiledSegEvery
+
+    grid = boxes is None and isinstance(detector, str) and detector == "grid"
+    box_decoder = BoxDecoder(None, "mobile_sam") if grid else load_box_decoder(decoder)
+    run = TiledSegEvery(
+        image,
+        tiles,
+        predictor=predictor,
+        box_decoder=box_decoder,
+        contrast_limits=None if contrast_limits is None else tuple(contrast_limits),
+        progress=progress,
+    )
+    canvas = LabelCanvas(tiles.shape, min_area, out)
+    if grid:
+        run.decode_grid(points_per_side, canvas)
+    else:
+        if boxes is not None:
+            prompt_boxes, _ = clean_boxes(boxes, tiles.shape)
+            prompt_boxes = _unique_rows(prompt_boxes)
+        else:
+            from napari_mobilesam.discovery import load_detector
+
+            detect = load_detector(detector, conf=conf, iou=iou, max_det=max(300, max_objects))
+            prompt_boxes, _ = run.discover(detect, max_objects, iou)
+            prompt_boxes = _unique_rows(prompt_boxes)
+        run.decode(prompt_boxes, canvas)
+    kept_boxes, kept_scores, areas = canvas.finish()
+    message = _join(
+        "" if len(kept_scores) else "No objects found in any tile.",
+        *run.notes,
+        box_decoder.message,
+    )
+    return SegEveryResult(
+        canvas.labels,
+        kept_boxes,
+        kept_scores,
+        areas,
+        message=message,
+        timings=run.timings,
+        decoder=box_decoder.name,
+        tiles_encoded=run.tiles_encoded,
+    )
+
+
+def select_level(image: Any, level: int | None) -> Any:
+    """The array of a multiscale pyramid (a list or tuple of arrays) at ``level``.
+
+    A single array is returned as it is (``level`` must then be None or 0).
+    """
+    multiscale = (
+        isinstance(image, list | tuple)
+        and len(image) > 0
+        and all(hasattr(part, "shape") and len(part.shape) >= 2 for part in image)
+    )
+    if level is not None and (isinstance(level, bool) or int(level) != level):
+        raise ValueError(f"level must be an integer, got {level!r}")
+    if not multiscale:
+        if level not in (None, 0):
+            raise ValueError(
+                f"level {level} does not exist: the image is not multiscale (it has level 0 only)"
+            )
+        return image
+    index = 0 if level is None else int(level)
+    if not 0 <= index < len(image):
+        raise ValueError(
+            f"level {level} does not exist: the image has levels 0 to {len(image) - 1}"
+        )
+    return image[index]
+
+
+def spatial_shape(image: Any) -> tuple[int, int]:
+    """(H, W) of an (H, W) or (H, W, C) array-like, without reading it."""
+    shape = tuple(int(side) for side in np.shape(image))
+    if len(shape) not in (2, 3):
+        to_rgb_uint8(np.zeros(shape[:4] or (0,), np.uint8))  # raises the usual shape message
+    return shape[0], shape[1]
+
+
+def _check_out(out: Any, shape: tuple[int, int]) -> None:
+    if tuple(getattr(out, "shape", ())) != tuple(shape):
+        raise ValueError(
+            f"out must be an array of the image's shape {tuple(shape)}; got "
+            f"{tuple(getattr(out, 'shape', ())) or type(out).__name__}"
+        )
+    if np.dtype(out.dtype).kind not in "iu":
+        raise ValueError(f"out must have an integer dtype, got {out.dtype}")
+
+
 @cache
 def default_predictor() -> SegAnyPredictor:
     """The predictor ``segment_everything`` uses when given none: default weights, built
@@ -233,78 +441,12 @@ def default_predictor() -> SegAnyPredictor:
     return SegAnyPredictor(build_mobile_sam())
 
 
-@dataclass
-class _Candidate:
-    """One decoded mask, cropped to its bounding box."""
-
-    index: int  # prompt order; earlier wins ties
-    y0: int
-    x0: int
-    mask: np.ndarray  # (h, w) bool, the mask inside its bounding box
-    score: float
-    box: np.ndarray  # (4,) x0, y0, x1, y1
-
-    @property
-    def area(self) -> int:
-        return int(self.mask.sum())
-
-
-class _LabelPainter:
-    """Merges masks into a label image: each pixel goes to the smallest mask covering it."""
-
-    def __init__(self, shape: tuple[int, int], min_area: int) -> None:
-        self.labels = np.zeros(shape, dtype=np.int32)
-        self.owner_area = np.full(shape, np.iinfo(np.int64).max, dtype=np.int64)
-        self.min_area = max(int(min_area), 1)
-        self.boxes: list[np.ndarray] = []
-        self.scores: list[float] = []
-        self.n_pasted = 0
-
-    def paste(self, candidate: _Candidate) -> None:
-        area = candidate.area
-        if area < self.min_area:
-            return
-        h, w = candidate.mask.shape
-        rows = slice(candidate.y0, candidate.y0 + h)
-        cols = slice(candidate.x0, candidate.x0 + w)
-        owner = self.owner_area[rows, cols]
-        take = candidate.mask & (area < owner)
-        self.boxes.append(candidate.box)
-        self.scores.append(candidate.score)
-        self.n_pasted += 1
-        self.labels[rows, cols][take] = self.n_pasted
-        owner[take] = area
-
-    def finish(self, timings: dict[str, float], box_decoder: BoxDecoder) -> SegEveryResult:
-        n = self.n_pasted
-        visible = np.bincount(self.labels.ravel(), minlength=n + 1)
-        drop = visible < self.min_area
-        drop[0] = False
-        if drop.any():
-            lut = np.arange(n + 1, dtype=np.int32)
-            lut[drop] = 0
-            self.labels = lut[self.labels]
-        labels, _, inverse = relabel_sequential(self.labels)
-        kept = np.asarray(inverse[np.arange(1, int(labels.max()) + 1)], dtype=np.int64)
-        boxes = np.asarray(self.boxes, dtype=np.float32).reshape(-1, 4)
-        scores = np.asarray(self.scores, dtype=np.float32)
-        return SegEveryResult(
-            labels=labels.astype(np.int32, copy=False),
-            boxes=boxes[kept - 1],
-            scores=scores[kept - 1],
-            areas=visible[kept].astype(np.int64),
-            message=box_decoder.message,
-            timings=timings,
-            decoder=box_decoder.name,
-        )
-
-
 def _box_candidates(
     predictor: SegAnyPredictor,
     boxes: np.ndarray,
     progress: ProgressCallback | None,
     decoder: PromptDecoder | None = None,
-) -> Iterator[_Candidate]:
+) -> Iterator[Candidate]:
     total = len(boxes)
     if progress is not None:
         progress(0, total)
@@ -314,7 +456,7 @@ def _box_candidates(
         for offset in range(len(low_res)):
             i = rows.start + offset
             y0, x0, mask = upsample(low_res[offset, 0])
-            yield _Candidate(i, y0, x0, mask, float(scores[offset, 0]), boxes[i])
+            yield Candidate(i, y0, x0, mask, float(scores[offset, 0]), boxes[i])
         if progress is not None:
             progress(rows.stop, total)
 
@@ -359,7 +501,7 @@ def _grid_candidates(
     predictor: SegAnyPredictor,
     points_per_side: int,
     progress: ProgressCallback | None,
-) -> list[_Candidate]:
+) -> list[Candidate]:
     """SAM's automatic mask generation: three masks per grid point, kept where the predicted
     IoU and the stability score pass SAM's thresholds, then box NMS."""
     from torchvision.ops import nms
@@ -371,7 +513,7 @@ def _grid_candidates(
         progress(0, total)
     h, w = predictor.original_size
     chunk = max(1, UPSCALE_BUDGET // (4 * h * w))  # full-size logits upsampled at once
-    kept: list[_Candidate] = []
+    kept: list[Candidate] = []
     for start in range(0, total, POINTS_PER_BATCH):
         batch = points[start : start + POINTS_PER_BATCH]
         low_res, iou = predictor.decode_points(batch)  # (B, 3, 256, 256), (B, 3)
@@ -390,7 +532,7 @@ def _grid_candidates(
                     continue
                 box = np.array([x0, y0, x0 + mask.shape[1], y0 + mask.shape[0]], np.float32)
                 k = int(idx[j])
-                kept.append(_Candidate(start * 3 + k, y0, x0, mask, float(iou[k]), box))
+                kept.append(Candidate(start * 3 + k, y0, x0, mask, float(iou[k]), box))
         if progress is not None:
             progress(min(start + POINTS_PER_BATCH, total), total)
     if not kept:
