@@ -7,7 +7,7 @@ import pytest
 
 from napari_mobilesam import segment_everything
 from napari_mobilesam.label_canvas import Candidate, LabelCanvas
-from napari_mobilesam.segevery import grid_points
+from napari_mobilesam.mask_candidates import grid_points
 
 
 def _smallest_owner_labels(masks: np.ndarray, min_area: int = 1) -> np.ndarray:
@@ -180,14 +180,14 @@ def test_grid_points_are_cell_centres():
 
 
 def test_grid_mode_filters_and_suppresses(predictor, image, monkeypatch):
-    import napari_mobilesam.segevery as segevery
+    import napari_mobilesam.mask_candidates as mask_candidates
 
     # Random weights predict low IoUs: SAM's thresholds keep nothing, which is reported.
     empty = segment_everything(image, predictor=predictor, detector="grid", points_per_side=4)
     assert empty.n_objects == 0 and empty.message
 
-    monkeypatch.setattr(segevery, "PRED_IOU_THRESH", -np.inf)
-    monkeypatch.setattr(segevery, "STABILITY_SCORE_THRESH", 0.0)
+    monkeypatch.setattr(mask_candidates, "PRED_IOU_THRESH", -np.inf)
+    monkeypatch.setattr(mask_candidates, "STABILITY_SCORE_THRESH", 0.0)
     result = segment_everything(image, predictor=predictor, detector="grid", points_per_side=4)
     assert 0 < result.n_objects <= 48
     assert result.labels.max() == result.n_objects
@@ -196,7 +196,7 @@ def test_grid_mode_filters_and_suppresses(predictor, image, monkeypatch):
 
     ious = box_iou(torch.as_tensor(result.boxes), torch.as_tensor(result.boxes))
     ious.fill_diagonal_(0)
-    assert (ious <= segevery.BOX_NMS_THRESH + 1e-6).all()
+    assert (ious <= mask_candidates.BOX_NMS_THRESH + 1e-6).all()
 
 
 @pytest.mark.parametrize(

@@ -13,7 +13,7 @@ import pytest
 from skimage.draw import ellipse
 from skimage.measure import label, regionprops
 
-from napari_mobilesam import segevery
+from napari_mobilesam import mask_candidates, segevery
 from napari_mobilesam.label_canvas import Candidate
 from napari_mobilesam.tiling import TileGrid
 
@@ -73,7 +73,7 @@ def perfect_decoder(monkeypatch):
             mask = rgb[y0:y1, x0:x1, 0] > 128
             yield Candidate(index, int(y0), int(x0), mask, 0.9, box.astype(np.float32))
 
-    monkeypatch.setattr(segevery, "_box_candidates", candidates)
+    monkeypatch.setattr(mask_candidates, "box_candidates", candidates)
     return decoded
 
 
@@ -270,3 +270,22 @@ def test_bad_tile_settings_and_levels_are_clear_errors():
         segevery.segment_everything(
             image, detector=perfect_detector, out=np.zeros((10, 10), np.int32)
         )
+
+
+def test_max_objects_applies_to_each_tiles_own_objects(perfect_decoder):
+    image, truth = ellipses_on_noise((2000, 2000), 400, seed=8)
+    grid = TileGrid(image.shape, 768, 128)
+    props = regionprops(truth)
+    owners = grid.owners(np.array([[p.bbox[1], p.bbox[0], p.bbox[3], p.bbox[2]] for p in props]))
+    expected = sum(min(5, int((owners == i).sum())) for i in range(len(grid)))
+
+    result = segevery.segment_everything(
+        image,
+        predictor=RecordingPredictor(),
+        detector=perfect_detector,
+        decoder="mobile_sam",
+        max_objects=5,
+    )
+
+    # Halo boxes, which belong to the neighbours, do not use up a tile's quota.
+    assert result.n_objects == expected == 5 * len(grid)

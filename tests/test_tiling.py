@@ -5,8 +5,8 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
+from napari_mobilesam.imaging import select_level
 from napari_mobilesam.label_canvas import Candidate, LabelCanvas
-from napari_mobilesam.segevery import select_level
 from napari_mobilesam.segevery_tiled import join_cut_boxes
 from napari_mobilesam.tiling import TileGrid, needs_tiling, read_region
 

@@ -19,7 +19,10 @@ def segment_everything_in_active_layer(viewer: napari.viewer.Viewer) -> SegEvery
 
     The plane on screen is segmented in a thread worker, with progress and a cancel
     button in the activity dock; the Labels layer ``"<image> objects"`` is added when it
-    ends.
+    ends. A plane with a side longer than 1024 pixels is segmented tile by tile (768-pixel
+    tiles, 128-pixel halo; dask and zarr data are read one tile at a time) and a
+    multiscale image at full resolution (level 0); the SegEvery widget offers the other
+    levels and tile settings.
 
     Parameters
     ----------

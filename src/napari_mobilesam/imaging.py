@@ -6,6 +6,7 @@ numpy only, so that widgets can import it without loading torch.
 from __future__ import annotations
 
 from collections.abc import Sequence
+from typing import Any
 
 import numpy as np
 from numpy.typing import ArrayLike
@@ -146,6 +147,40 @@ def display_range(image: ArrayLike, max_samples: int = 2**22) -> tuple[float, fl
     values = _finite_values(channels)
     _check_not_constant(values)
     return _percentile_limits(values)
+
+
+def select_level(image: Any, level: int | None) -> Any:
+    """The array of a multiscale pyramid (a list or tuple of arrays) at ``level``.
+
+    A single array is returned as it is (``level`` must then be None or 0).
+    """
+    multiscale = (
+        isinstance(image, list | tuple)
+        and len(image) > 0
+        and all(hasattr(part, "shape") and len(part.shape) >= 2 for part in image)
+    )
+    if level is not None and (isinstance(level, bool) or int(level) != level):
+        raise ValueError(f"level must be an integer, got {level!r}")
+    if not multiscale:
+        if level not in (None, 0):
+            raise ValueError(
+                f"level {level} does not exist: the image is not multiscale (it has level 0 only)"
+            )
+        return image
+    index = 0 if level is None else int(level)
+    if not 0 <= index < len(image):
+        raise ValueError(
+            f"level {level} does not exist: the image has levels 0 to {len(image) - 1}"
+        )
+    return image[index]
+
+
+def spatial_shape(image: Any) -> tuple[int, int]:
+    """(H, W) of an (H, W) or (H, W, C) array-like, without reading it."""
+    shape = tuple(int(side) for side in np.shape(image))
+    if len(shape) not in (2, 3):
+        _select_rgb_channels(np.zeros(shape[:4] or (0,), np.uint8))  # the usual shape message
+    return shape[0], shape[1]
 
 
 def _select_rgb_channels(image: ArrayLike) -> np.ndarray:

@@ -19,6 +19,7 @@ from typing import Any
 
 import numpy as np
 
+from napari_mobilesam import mask_candidates
 from napari_mobilesam.decoders import BoxDecoder
 from napari_mobilesam.imaging import display_range, to_rgb_uint8
 from napari_mobilesam.label_canvas import Candidate, LabelCanvas
@@ -30,6 +31,8 @@ __all__ = ["TiledSegEvery"]
 #: Two cut boxes of neighbouring tiles are one object when they share this much of the
 #: smaller one.
 JOIN_OVERLAP = 0.25
+#: No cap: discover_objects returns every box the detector gives.
+_ALL = 2**31 - 1
 #: A box decoded on a coarser view is shown with this much context on each side.
 COARSE_CONTEXT = 0.1
 
@@ -97,15 +100,18 @@ class TiledSegEvery:
         for number, tile in enumerate(self.grid.tiles):
             start = time.perf_counter()
             rgb = self._rgb(tile)
-            boxes, scores = discover_objects(rgb, detect, iou=iou, max_objects=max_objects)
+            # Every box the detector returns, then this tile's own, then the cap: halo
+            # boxes, which belong to the neighbours, must not use up this tile's quota.
+            boxes, scores = discover_objects(rgb, detect, iou=iou, max_objects=_ALL)
             self.timings["discovery"] += time.perf_counter() - start
             oy, ox = tile.offset
             boxes = shift_boxes(boxes, oy, ox)
             mine = self.grid.owners(boxes) == number
-            found_boxes.append(boxes[mine])
-            found_scores.append(scores[mine])
-            cut.append(self._cut_by_outer_edge(tile, boxes[mine]))
-            owner.append(np.full(int(mine.sum()), number))
+            boxes, scores = boxes[mine][:max_objects], scores[mine][:max_objects]
+            found_boxes.append(boxes)
+            found_scores.append(scores)
+            cut.append(self._cut_by_outer_edge(tile, boxes))
+            owner.append(np.full(len(boxes), number))
             self._step()
         boxes = np.concatenate(found_boxes) if found_boxes else np.zeros((0, 4))
         scores = np.concatenate(found_scores) if found_scores else np.zeros(0)
@@ -136,15 +142,13 @@ class TiledSegEvery:
 
     def decode_grid(self, points_per_side: int, canvas: LabelCanvas) -> None:
         """SAM's automatic mask generation in each tile; masks kept by their box centre."""
-        from napari_mobilesam.segevery import _grid_candidates
-
         self._total = len(self.grid)
         for number, tile in enumerate(self.grid.tiles):
             self._encode(tile)
             start = time.perf_counter()
             oy, ox = tile.offset
             with canvas.window(*tile.outer):
-                for c in _grid_candidates(self.predictor, points_per_side, None):
+                for c in mask_candidates.grid_candidates(self.predictor, points_per_side, None):
                     box = shift_boxes(c.box, oy, ox)
                     if self.grid.owners(box)[0] == number:
                         canvas.paste(
@@ -162,14 +166,14 @@ class TiledSegEvery:
     def _decode_in(
         self, tile: Tile, boxes: np.ndarray, rows: np.ndarray, canvas: LabelCanvas
     ) -> None:
-        from napari_mobilesam.segevery import _box_candidates
-
         self._encode(tile)
         start = time.perf_counter()
         oy, ox = tile.offset
         local = shift_boxes(boxes[rows], -oy, -ox).astype(np.float32)
         with canvas.window(*tile.outer):
-            for c in _box_candidates(self.predictor, local, None, self.box_decoder.decoder):
+            for c in mask_candidates.box_candidates(
+                self.predictor, local, None, self.box_decoder.decoder
+            ):
                 canvas.paste(
                     Candidate(
                         int(rows[c.index]),

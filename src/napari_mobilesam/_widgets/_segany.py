@@ -13,6 +13,14 @@ Prompt rules (also in the README):
   best is shown, the others can be picked), several points give one mask.
   One rectangle: it and the points make one object (one mask).
   Several rectangles: each is its own object, decoded in one batch; points are not used.
+
+Large planes (a side longer than the model's 1024-pixel input) are segmented tile by tile
+(:mod:`napari_mobilesam.segany_tiled`): the prompts of an object are decoded on the tile
+that holds them with the most margin, encoded at full resolution the first time it is
+used; a box larger than a tile is decoded on a coarser view. Multiscale (pyramid) layers
+are segmented at a chosen level (default 0, full resolution, tiled); prompts are in the
+layer's data coordinates (level 0) and are scaled to the level, and the preview and output
+labels have the level's shape, scaled to overlay the image.
 """
 
 from __future__ import annotations
@@ -24,7 +32,15 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
-from magicgui.widgets import CheckBox, ComboBox, Container, Label, PushButton, RadioButtons
+from magicgui.widgets import (
+    CheckBox,
+    ComboBox,
+    Container,
+    Label,
+    PushButton,
+    RadioButtons,
+    SpinBox,
+)
 from napari.layers import Image, Labels, Points, Shapes
 from napari.qt.threading import create_worker
 from napari.utils.events import EmitterGroup, Event
@@ -42,10 +58,21 @@ from napari_mobilesam._widgets._plane import (
     displayed_plane,
     labels_for,
     layer_in_viewer,
+    level_count,
+    level_data,
+    level_downsample,
     model_contrast_limits,
     spatial_shape,
     unproxied,
 )
+from napari_mobilesam.segany_tiled import (
+    TiledSegAnyPredictor,
+    coarse_window,
+    combine_predictions,
+    describe_tile,
+    route_prompts,
+)
+from napari_mobilesam.tiling import DEFAULT_HALO, DEFAULT_TILE_SHAPE, Tile, TileGrid, needs_tiling
 
 if TYPE_CHECKING:
     import napari
@@ -89,11 +116,25 @@ class Prompts:
 
 @dataclass(frozen=True)
 class Decoded:
-    """Decoder output: ``separate_objects`` False means candidate masks of one object."""
+    """Decoder output: ``separate_objects`` False means candidate masks of one object.
 
-    masks: np.ndarray  # (C, H, W) bool
+    ``masks`` cover the ``window`` (y0, y1, x0, x1) of the plane: the whole plane for an
+    image that is not tiled, the tile (or tiles) they were decoded on otherwise. ``note``
+    says where they were decoded (for the status line), empty when not tiled.
+    """
+
+    masks: np.ndarray  # (C, h, w) bool over the window
     scores: np.ndarray  # (C,)
     separate_objects: bool
+    window: tuple[int, int, int, int] | None = None
+    note: str = ""
+
+    @property
+    def region(self) -> tuple[int, int, int, int]:
+        """(y0, y1, x0, x1) of the masks in the plane."""
+        if self.window is not None:
+            return self.window
+        return 0, self.masks.shape[1], 0, self.masks.shape[2]
 
     def object_masks(self, candidate: int) -> list[np.ndarray]:
         """The masks to write: every object, or the chosen candidate of the one object."""
@@ -107,7 +148,8 @@ class Decoded:
         return np.argsort(-self.scores, kind="stable")
 
     def label_image(self, candidate: int) -> np.ndarray:
-        """(H, W) uint16 image: object i as i + 1; where objects overlap, the first wins."""
+        """(h, w) uint16 image of the window: object i as i + 1; where objects overlap, the
+        first wins."""
         masks = self.object_masks(candidate)
         labels = np.zeros(masks[0].shape, dtype=np.uint16)
         for value, mask in enumerate(masks, start=1):
@@ -130,9 +172,58 @@ def decode_prompts(predictor: SegAnyPredictor, prompts: Prompts) -> Decoded:
     return Decoded(masks, scores, separate_objects=False)
 
 
+def decode_tiled(
+    tiled: TiledSegAnyPredictor, prompts: Prompts, encoded_before: set | frozenset = frozenset()
+) -> Decoded:
+    """Decode ``prompts`` tile by tile on a large image, by the rules in the module doc.
+
+    ``encoded_before`` holds the outer regions of tiles encoded for previews that were
+    superseded: the status still says they were encoded now.
+    """
+    if len(prompts.boxes) > 1:
+        predictions = tiled.predict_boxes(prompts.boxes)
+        masks, window = combine_predictions(predictions)
+        scores = np.concatenate([p.scores for p in predictions])
+        note = _tile_note(tiled, predictions, encoded_before)
+        return Decoded(masks, scores, True, window, note)
+    has_points = len(prompts.point_coords) > 0
+    prediction = tiled.predict(
+        point_coords=prompts.point_coords if has_points else None,
+        point_labels=prompts.point_labels if has_points else None,
+        box=prompts.boxes[0] if len(prompts.boxes) else None,
+        multimask_output=len(prompts.boxes) == 0 and len(prompts.point_coords) == 1,
+    )
+    return Decoded(
+        prediction.masks,
+        prediction.scores,
+        False,
+        prediction.window,
+        _tile_note(tiled, [prediction], encoded_before),
+    )
+
+
+def _tile_note(
+    tiled: TiledSegAnyPredictor, predictions: list, encoded_before: set | frozenset
+) -> str:
+    """Where masks were decoded, e.g. "Tile (2, 3) of 6×6, cached.", one part per tile."""
+    parts: dict[tuple, str] = {}
+    for prediction in predictions:
+        key = tuple(prediction.tile.outer)
+        encoded_now = prediction.encoded_now or key in encoded_before
+        if key not in parts or encoded_now:
+            state = "encoded now" if encoded_now else "cached"
+            parts[key] = f"{tiled.describe(prediction.tile)}, {state}"
+    text = "; ".join(parts.values())
+    return text[:1].upper() + text[1:] + "."
+
+
 @dataclass(frozen=True)
 class _Request:
-    """Everything a preview needs, captured on the GUI thread when the prompts changed."""
+    """Everything a preview needs, captured on the GUI thread when the prompts changed.
+
+    ``tiling`` is (tile size, halo) when the plane is segmented tile by tile, and ``tiles``
+    the tiles (or coarse windows) the prompts are routed to.
+    """
 
     generation: int
     image: Image
@@ -141,6 +232,9 @@ class _Request:
     contrast_limits: tuple[float, float] | None
     image_key: tuple
     prompts: Prompts
+    level: int = 0
+    tiling: tuple[int, int] | None = None
+    tiles: tuple[Tile, ...] = ()
 
 
 class _PreviewEngine:
@@ -150,9 +244,24 @@ class _PreviewEngine:
         self._lock = threading.Lock()
         self._predictor: SegAnyPredictor | None = None
         self._image_key: tuple | None = None
+        self._tiled: TiledSegAnyPredictor | None = None
+        self._tiled_key: tuple | None = None
+        # Tiles encoded by runs whose preview was superseded (not yet reported).
+        self._unreported: set[tuple[int, int, int, int]] = set()
 
     def is_embedded(self, image_key: tuple) -> bool:
         return self._image_key == image_key
+
+    def tiled_for(self, request: _Request) -> TiledSegAnyPredictor | None:
+        """The tiled predictor of ``request``'s plane and tile settings, if set up."""
+        if self._tiled_key == (request.image_key, request.tiling):
+            return self._tiled
+        return None
+
+    def needs_encoding(self, request: _Request) -> list[Tile]:
+        """The tiles of a tiled request that are not encoded yet (read nothing)."""
+        tiled = self.tiled_for(request)
+        return [tile for tile in request.tiles if tiled is None or not tiled.is_encoded(tile)]
 
     def run(self, request: _Request, is_current: Callable[[], bool]) -> Decoded | str | None:
         """Decode ``request``: the masks, an error message for the user, or None if a newer
@@ -164,6 +273,8 @@ class _PreviewEngine:
             try:
                 if self._predictor is None:
                     self._predictor = new_predictor()
+                if request.tiling is not None:
+                    return self._run_tiled(request, is_current)
                 if self._image_key != request.image_key:
                     self._image_key = None
                     self._predictor.set_image(
@@ -176,12 +287,50 @@ class _PreviewEngine:
             except expected_errors() as exc:
                 return str(exc)
 
+    def _run_tiled(self, request: _Request, is_current: Callable[[], bool]) -> Decoded | None:
+        key = (request.image_key, request.tiling)
+        if self._tiled_key != key:
+            self._tiled_key = None
+            self._unreported = set()
+            tile, halo = request.tiling
+            tiled = TiledSegAnyPredictor(self._predictor, tile_shape=tile, halo=halo)
+            tiled.set_image(
+                request.plane.lazy(request.data), contrast_limits=request.contrast_limits
+            )
+            self._tiled, self._tiled_key = tiled, key
+        self._image_key = None  # the predictor's current image is now a tile
+        before = set(self._tiled.encoded_tiles)
+        decoded = decode_tiled(self._tiled, request.prompts, self._unreported)
+        if not is_current():
+            self._unreported |= set(self._tiled.encoded_tiles) - before
+            return None
+        self._unreported = set()
+        return decoded
+
 
 @dataclass
 class _Preview:
     request: _Request
     decoded: Decoded
     candidate: int = 0
+
+
+def _route(grid: TileGrid, prompts: Prompts) -> tuple[Tile, ...]:
+    """The tiles (or coarse windows) the prompts are decoded on, as decode_tiled does."""
+    if len(prompts.boxes) > 1:
+        best, whole = grid.best_tiles(prompts.boxes)
+        tiles = [
+            grid.tiles[int(index)] if ok else coarse_window(grid, box)
+            for index, ok, box in zip(best, whole, prompts.boxes, strict=True)
+        ]
+        return tuple(dict.fromkeys(tiles))
+    has_points = len(prompts.point_coords) > 0
+    tile, _ = route_prompts(
+        grid,
+        prompts.point_coords if has_points else None,
+        prompts.boxes[0] if len(prompts.boxes) else None,
+    )
+    return (tile,)
 
 
 class SegAnyController:
@@ -221,12 +370,15 @@ class SegAnyController:
         self.preview_layer: Labels | None = None
         self.overwrite = False
         self.background_clicks = False
+        self.tile_size = DEFAULT_TILE_SHAPE[0]
+        self.halo = DEFAULT_HALO[0]
+        self.level = 0
         self.preview: _Preview | None = None
         self.status = ""
         self._generation = 0
         self._image_version = 0
         self._engine = _PreviewEngine()
-        self._drawn: tuple[Labels, Plane] | None = None
+        self._drawn: tuple[Labels, Plane, tuple[int, int, int, int]] | None = None
         self._workers: set = set()
         self._shift_click = False
 
@@ -252,6 +404,7 @@ class SegAnyController:
             self.image.events.contrast_limits.disconnect(self._on_image_changed)
         self._clear_preview()
         self.image = layer
+        self.level = 0
         self._image_version += 1
         if layer is None:
             self.events.layers()
@@ -259,7 +412,7 @@ class SegAnyController:
             return
         layer.events.data.connect(self._on_image_changed)
         layer.events.contrast_limits.connect(self._on_image_changed)
-        self.output = self._find(Labels, f"{layer.name} labels")
+        self.output = self._find(Labels, self._output_name(layer))
         self.set_points_layer(self._find(Points, f"{layer.name} prompts") or self._new_points())
         self.set_boxes_layer(self._find(Shapes, f"{layer.name} boxes") or self._new_boxes())
         self.viewer.layers.selection.active = self.points
@@ -305,6 +458,39 @@ class SegAnyController:
         """Write accepted objects into ``layer``; None creates ``"<image> labels"``."""
         self.output = unproxied(layer)
         self.events.layers()
+
+    def set_tiling(self, tile_size: int | None = None, halo: int | None = None) -> None:
+        """Tile size and halo (pixels) for planes larger than the model's 1024-pixel input.
+
+        Checked when the next preview is computed: an invalid pair (a halo over half the
+        tile) is reported in the status line.
+        """
+        if tile_size is not None:
+            self.tile_size = int(tile_size)
+        if halo is not None:
+            self.halo = int(halo)
+        self.refresh()
+
+    def set_level(self, level: int) -> None:
+        """Segment ``level`` of a multiscale image (0 = full resolution).
+
+        The output becomes ``"<image> labels"`` for level 0 and ``"<image> labels level N"``
+        for level N, shaped like that level.
+        """
+        level = int(level)
+        if self.image is None or level == self.level:
+            return
+        level_data(self.image, level)  # raises PlaneError for a level that does not exist
+        self._clear_preview()
+        self.level = level
+        self.output = self._find(Labels, self._output_name(self.image))
+        self.events.layers()
+        self.refresh()
+
+    def _output_name(self, image: Image) -> str:
+        if self.level:
+            return f"{image.name} labels level {self.level}"
+        return f"{image.name} labels"
 
     def _find(self, kind: type, name: str) -> Any:
         if name in self.viewer.layers and isinstance(self.viewer.layers[name], kind):
@@ -417,7 +603,7 @@ class SegAnyController:
         point_labels = np.zeros(0, dtype=int)
         point_rows = np.zeros(0, dtype=int)
         if self.points is not None and len(self.points.data):
-            coords = coords_in_image(self.points, self.image, self.points.data)
+            coords = plane.from_layer(coords_in_image(self.points, self.image, self.points.data))
             point_rows = np.flatnonzero(plane.contains(coords))
             point_coords = plane.to_xy(coords[point_rows])
             if PROMPT_FEATURE in self.points.features:
@@ -434,7 +620,7 @@ class SegAnyController:
             ):
                 if kind != "rectangle":
                     continue
-                corners = coords_in_image(self.boxes, self.image, vertices)
+                corners = plane.from_layer(coords_in_image(self.boxes, self.image, vertices))
                 if plane.contains(corners).all():
                     xy = plane.to_xy(corners)
                     found.append((row, [*xy.min(axis=0), *xy.max(axis=0)]))
@@ -451,7 +637,7 @@ class SegAnyController:
             self._set_status("Choose an image layer.")
             return
         try:
-            plane = displayed_plane(self.viewer, self.image)
+            plane = self._plane()
             prompts = self.collect_prompts(plane)
         except PlaneError as exc:
             self._clear_preview()
@@ -464,39 +650,71 @@ class SegAnyController:
             )
             return
         limits = model_contrast_limits(self.image)
+        tiling, tiles, grid = None, (), None
+        if needs_tiling(plane.size):
+            tiling = (self.tile_size, self.halo)
+            try:
+                grid = TileGrid(plane.size, tile_shape=self.tile_size, halo=self.halo)
+                tiles = _route(grid, prompts)
+            except ValueError as exc:
+                self._clear_preview()
+                self._set_status(f"Cannot segment tile by tile: {exc}")
+                return
         request = _Request(
             generation=self._generation,
             image=self.image,
-            data=self.image.data,
+            data=level_data(self.image, self.level),
             plane=plane,
             contrast_limits=limits,
-            image_key=(id(self.image), self._image_version, plane.fixed, limits),
+            image_key=(id(self.image), self._image_version, plane.fixed, limits, self.level),
             prompts=prompts,
+            level=self.level,
+            tiling=tiling,
+            tiles=tiles,
         )
-        embedding_needed = not self._engine.is_embedded(request.image_key)
+        if tiling is None:
+            to_encode = [] if self._engine.is_embedded(request.image_key) else [None]
+        else:
+            to_encode = self._engine.needs_encoding(request)
         generation = request.generation
         worker = create_worker(
             self._engine.run,
             request,
             lambda: self._generation == generation,
-            _progress={"total": 0, "desc": "MobileSAM: image embedding"}
-            if embedding_needed
-            else None,
+            _progress={"total": 0, "desc": "MobileSAM: image embedding"} if to_encode else None,
             _ignore_errors=True,
         )
         worker.returned.connect(lambda decoded: self._on_decoded(request, decoded))
         worker.errored.connect(self._on_worker_error)
         worker.finished.connect(lambda: self._workers.discard(worker))
         self._workers.add(worker)
-        if embedding_needed:
-            where = plane.describe()
+        where = plane.describe()
+        where = f" {where}" if where else ""
+        if self.level:
+            where += f" at level {self.level}"
+        if to_encode and tiling is None:
             self._set_status(
-                f"Computing the image embedding of {self.image.name!r}"
-                f"{' ' + where if where else ''} (once per plane)..."
+                f"Computing the image embedding of {self.image.name!r}{where} (once per plane)..."
+            )
+        elif len(to_encode) == 1:
+            self._set_status(
+                f"Encoding {describe_tile(grid, to_encode[0])} of {self.image.name!r}{where} "
+                "(once per tile)..."
+            )
+        elif to_encode:
+            rows, cols = grid.grid_shape
+            self._set_status(
+                f"Encoding {len(to_encode)} tiles of {rows}×{cols} of {self.image.name!r}"
+                f"{where} (once per tile)..."
             )
         else:
             self._set_status("Updating the preview...")
         worker.start()
+
+    def _plane(self) -> Plane:
+        """The plane on screen, at the chosen level of a multiscale image."""
+        level = self.level if self.image.multiscale else None
+        return displayed_plane(self.viewer, self.image, level)
 
     @property
     def busy(self) -> bool:
@@ -539,15 +757,21 @@ class SegAnyController:
         self._draw_preview()
         self.events.preview()
 
-    def _preview_layer(self) -> Labels:
+    def _preview_layer(self, level: int) -> Labels:
         layer = self.preview_layer
-        if not layer_in_viewer(self.viewer, layer) or layer.data.shape != spatial_shape(
-            self.image
-        ):
+        shape = spatial_shape(self.image, level)
+        if layer_in_viewer(self.viewer, layer) and layer.data.shape != shape:
+            # Another level of a multiscale image: reshape the layer we have.
+            self._erase_drawn()
+            layer.data = np.zeros(shape, dtype=np.uint16)
+            downsample = level_downsample(self.image, level) if level else 1.0
+            layer.scale = np.asarray(self.image.scale, dtype=float) * downsample
+        if not layer_in_viewer(self.viewer, layer):
             layer = labels_for(
                 self.image,
-                np.zeros(spatial_shape(self.image), dtype=np.uint16),
+                np.zeros(shape, dtype=np.uint16),
                 f"{self.image.name} preview",
+                level,
             )
             layer.opacity = 0.5
             layer.metadata[PREVIEW_TAG] = True
@@ -560,11 +784,12 @@ class SegAnyController:
 
     def _draw_preview(self) -> None:
         preview = self.preview
-        layer = self._preview_layer()
+        layer = self._preview_layer(preview.request.level)
         self._erase_drawn()
         plane = preview.request.plane
-        layer.data[plane.index] = preview.decoded.label_image(preview.candidate)
-        self._drawn = (layer, plane)
+        window = preview.decoded.region
+        layer.data[plane.region_index(window)] = preview.decoded.label_image(preview.candidate)
+        self._drawn = (layer, plane, window)
         layer.refresh()
         self._set_status(self._describe_preview())
 
@@ -580,14 +805,16 @@ class SegAnyController:
             )
         if preview.request.prompts.points_ignored:
             text += " Points are not used with several rectangles."
+        if decoded.note:
+            text += f" {decoded.note}"
         return text + " Accept: Ctrl+Enter."
 
     def _erase_drawn(self) -> None:
         if self._drawn is None:
             return
-        layer, plane = self._drawn
-        if layer_in_viewer(self.viewer, layer):
-            layer.data[plane.index] = 0
+        layer, plane, window = self._drawn
+        if layer_in_viewer(self.viewer, layer) and layer.data.shape == plane.shape:
+            layer.data[plane.region_index(window)] = 0
             layer.refresh()
         self._drawn = None
 
@@ -613,13 +840,15 @@ class SegAnyController:
             self._set_status("The preview is being updated; accept once it is shown.")
             return 0
         image, plane = preview.request.image, preview.request.plane
-        output = self._output_layer(image)
+        output = self._output_layer(image, preview.request.level)
         if output is None:
             return 0
-        existing = plane.take(output.data)
-        writable = np.ones(plane.size, dtype=bool) if self.overwrite else existing == 0
+        window = preview.decoded.region
+        region = plane.region_index(window)
+        existing = np.asarray(output.data[region])
+        writable = np.ones(existing.shape, dtype=bool) if self.overwrite else existing == 0
         next_id = int(output.data.max()) + 1
-        new_labels = np.zeros(plane.size, dtype=output.data.dtype)
+        new_labels = np.zeros(existing.shape, dtype=output.data.dtype)
         for mask in preview.decoded.object_masks(preview.candidate):
             pixels = mask & writable & (new_labels == 0)
             if pixels.any():
@@ -628,7 +857,9 @@ class SegAnyController:
         written = len(np.unique(new_labels)) - 1
         if written:
             pixels = new_labels > 0
-            output.data_setitem(plane.data_indices(pixels), new_labels[pixels])
+            output.data_setitem(
+                plane.data_indices(pixels, offset=(window[0], window[2])), new_labels[pixels]
+            )
         self._remove_prompts(preview.request.prompts)
         if written:
             self._set_status(
@@ -646,7 +877,7 @@ class SegAnyController:
         if self.image is None:
             return
         try:
-            plane = displayed_plane(self.viewer, self.image)
+            plane = self._plane()
         except PlaneError as exc:
             self._set_status(str(exc))
             return
@@ -660,13 +891,15 @@ class SegAnyController:
             self.boxes.selected_data = set(prompts.box_rows.tolist())
             self.boxes.remove_selected()
 
-    def _output_layer(self, image: Image) -> Labels | None:
+    def _output_layer(self, image: Image, level: int = 0) -> Labels | None:
         output = self.output
+        shape = spatial_shape(image, level)
         if output is not None and layer_in_viewer(self.viewer, output):
-            if output.data.shape != spatial_shape(image):
+            if output.data.shape != shape:
+                at_level = f" at level {level}" if level else ""
                 message = (
                     f"The output layer {output.name!r} has shape {output.data.shape}, but the "
-                    f"image {image.name!r} has shape {spatial_shape(image)}; choose another "
+                    f"image {image.name!r}{at_level} has shape {shape}; choose another "
                     "output layer or '(new layer)'."
                 )
                 self._set_status(message)
@@ -674,7 +907,7 @@ class SegAnyController:
                 return None
             return output
         output = labels_for(
-            image, np.zeros(spatial_shape(image), dtype=np.int32), f"{image.name} labels"
+            image, np.zeros(shape, dtype=np.int32), self._output_name(image), level
         )
         active = self.viewer.layers.selection.active
         self.viewer.layers.insert(self.viewer.layers.index(image) + 1, output)
@@ -725,6 +958,33 @@ class SegAnyWidget(Container):
             tooltip="Labels layer that accepted objects go to; '(new layer)' makes one",
         )
         self._overwrite = CheckBox(text="Overwrite existing labels", value=False)
+        self._level = ComboBox(
+            label="Level",
+            choices=self._level_choices,
+            tooltip="Resolution level of a multiscale image to segment (0 = full resolution, "
+            "tile by tile)",
+        )
+        tiling_tip = (
+            "Planes larger than 1024 px on a side are segmented tile by tile: each object on "
+            "the tile that holds its prompts, encoded at full resolution when first used. "
+            "Tile + 2 × halo = 1024 (the defaults) is the model's input size."
+        )
+        self._tile_size = SpinBox(
+            label="Tile size (px)",
+            value=DEFAULT_TILE_SHAPE[0],
+            min=64,
+            max=8192,
+            step=64,
+            tooltip=tiling_tip,
+        )
+        self._halo = SpinBox(
+            label="Tile halo (px)",
+            value=DEFAULT_HALO[0],
+            min=0,
+            max=4096,
+            step=16,
+            tooltip="Pixels added on each side of a tile (at most half the tile). " + tiling_tip,
+        )
         self._accept = PushButton(text="Accept (Ctrl+Enter)")
         self._clear = PushButton(text="Clear prompts")
         self._status = Label(value="")
@@ -737,6 +997,9 @@ class SegAnyWidget(Container):
                 self._candidate,
                 self._output,
                 self._overwrite,
+                self._level,
+                self._tile_size,
+                self._halo,
                 Container(widgets=[self._accept, self._clear], layout="horizontal", labels=False),
                 self._status,
             ]
@@ -750,6 +1013,9 @@ class SegAnyWidget(Container):
             lambda value: self.controller.set_output_layer(None if value == NEW_LAYER else value)
         )
         self._overwrite.changed.connect(self._on_overwrite)
+        self._level.changed.connect(self._on_level)
+        self._tile_size.changed.connect(lambda value: self.controller.set_tiling(tile_size=value))
+        self._halo.changed.connect(lambda value: self.controller.set_tiling(halo=value))
         self._click.changed.connect(
             lambda value: self.controller.set_background_clicks(value == BACKGROUND)
         )
@@ -793,6 +1059,25 @@ class SegAnyWidget(Container):
             if combo.value is not layer:
                 with combo.changed.blocked():
                     combo.value = layer
+        self._sync_levels()
+
+    def _level_choices(self, _widget: Any = None) -> list[tuple[str, int]]:
+        image = self.controller.image
+        count = level_count(image) if image is not None else 0
+        choices: list[tuple[str, int]] = []
+        for level in range(count):
+            rows, cols = spatial_shape(image, level)[-2:]
+            full = " (full resolution)" if level == 0 else ""
+            choices.append((f"{level}: {rows}×{cols}{full}", level))
+        return choices
+
+    def _sync_levels(self) -> None:
+        with self._level.changed.blocked():
+            self._level.reset_choices()
+            if self._level.choices:
+                self._level.value = self.controller.level
+        image = self.controller.image
+        self._level.visible = image is not None and level_count(image) > 1
 
     def _sync_candidates(self, _event: Any = None) -> None:
         preview = self.controller.preview
@@ -812,6 +1097,10 @@ class SegAnyWidget(Container):
     def _on_candidate(self, candidate: int | None) -> None:
         if candidate is not None:
             self.controller.select_candidate(candidate)
+
+    def _on_level(self, level: int | None) -> None:
+        if level is not None:
+            self.controller.set_level(level)
 
     def _on_overwrite(self, value: bool) -> None:
         self.controller.overwrite = bool(value)

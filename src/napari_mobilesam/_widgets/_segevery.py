@@ -5,6 +5,15 @@
 progress in napari's activity dock (one step per plane, finer steps inside a plane), can be
 cancelled, and adds one Labels layer ``"<image> objects"`` with per-object features at the
 end. Nothing is added when the run is cancelled, fails or finds no object.
+
+Large images: a plane with a side longer than the model's 1024-pixel input is segmented
+tile by tile (see :mod:`napari_mobilesam.tiling`); the second progress bar then counts
+tiles ("finding objects: tile k of N", then "decoding: tile k of N") and a cancel takes
+effect between tiles. A dask or zarr plane is handed to the core as it is, so only one
+tile region is in memory at a time. Multiscale layers: one resolution level is segmented
+(``SegEverySettings.level``, 0 = full resolution); the labels have that level's shape and
+the layer's scale times the level's downsampling factor, which puts them on the image as
+napari draws that level.
 """
 
 from __future__ import annotations
@@ -45,14 +54,20 @@ from napari_mobilesam._widgets._plane import (
     displayed_plane,
     labels_for,
     layer_in_viewer,
+    level_data,
     model_contrast_limits,
     spatial_shape,
     unproxied,
 )
 from napari_mobilesam.imaging import to_rgb_uint8
+from napari_mobilesam.tiling import DEFAULT_HALO, DEFAULT_TILE_SHAPE, TileGrid, needs_tiling
 
 if TYPE_CHECKING:
     import napari
+
+#: Widget defaults of the tile settings (the core's, as single integers).
+TILE_SIZE = int(DEFAULT_TILE_SHAPE[0])
+HALO = int(DEFAULT_HALO[0])
 
 DETECTORS = {
     "auto": "auto",
@@ -66,6 +81,8 @@ DECODERS = {
     "MobileSAMv2 prompt-guided": "prompt_guided",
     "MobileSAM (mobile_sam.pt)": "mobile_sam",
 }
+#: The core tiles only planes with a side longer than 1024 px that one tile does not cover.
+TILING = {"auto": True, "off": False}
 THIS_PLANE = "this slice"
 ALL_PLANES = "all slices"
 FEATURE_COLUMNS = ("label", "score", "area", "box_x0", "box_y0", "box_x1", "box_y1")
@@ -95,6 +112,16 @@ class SegEverySettings:
         used by the grid only).
     all_planes : bool
         Segment every plane of a stack, not only the one on screen.
+    tiling : bool
+        True: planes with a side longer than the model's 1024-pixel input are cut into
+        tiles (smaller planes give the untiled result); False: the plane is resized to
+        the model's input.
+    tile_shape, halo : int
+        Tile size and the margin read around each tile (defaults 768 and 128, which
+        encode each tile at exactly 1024 pixels).
+    level : int
+        Resolution level of a multiscale image (0 = full resolution); must be 0 for
+        other images.
     """
 
     detector: str | Path = "auto"
@@ -105,6 +132,10 @@ class SegEverySettings:
     min_area: int = 0
     points_per_side: int = 32
     all_planes: bool = False
+    tiling: bool = True
+    tile_shape: int = TILE_SIZE
+    halo: int = HALO
+    level: int = 0
 
 
 @dataclass(frozen=True)
@@ -117,9 +148,14 @@ class SegEveryOutcome:
     features: pd.DataFrame | None = None
 
 
-def planes_to_segment(viewer: napari.Viewer, image: Image, all_planes: bool) -> list[Plane]:
-    """The plane on screen, or every plane of the stack along the same displayed axes."""
-    shown = displayed_plane(viewer, image)
+def planes_to_segment(
+    viewer: napari.Viewer, image: Image, all_planes: bool, level: int = 0
+) -> list[Plane]:
+    """The plane on screen, or every plane of the stack along the same displayed axes.
+
+    For a multiscale image the planes are planes of resolution level ``level``.
+    """
+    shown = displayed_plane(viewer, image, level if image.multiscale else None)
     if not all_planes:
         return [shown]
     stack_axes = [axis for axis, index in enumerate(shown.fixed) if index is not None]
@@ -141,8 +177,9 @@ class SegEveryJob:
         Where the result layer is added.
     image : napari.layers.Image
         The image; its data, contrast limits and the planes are read when the job is made.
+        For a multiscale image, the level ``settings.level``.
     settings : SegEverySettings
-        Detector and thresholds.
+        Detector, thresholds, tiling and level.
     on_finished : callable, optional
         Called on the GUI thread with the job once it has ended in any way.
 
@@ -164,11 +201,13 @@ class SegEveryJob:
         self.viewer = viewer = unproxied(viewer)
         self.image = image = unproxied(image)
         self.settings = settings
-        self.planes = planes_to_segment(viewer, image, settings.all_planes)
+        self.planes = planes_to_segment(viewer, image, settings.all_planes, settings.level)
         self.outcome: SegEveryOutcome | None = None
         self.result_layer: napari.layers.Labels | None = None
-        self._data = image.data
-        self._shape = spatial_shape(image)
+        self.tiles_encoded = 0
+        self._data = level_data(image, settings.level)  # PlaneError for a missing level
+        self._shape = self.planes[0].shape if image.multiscale else spatial_shape(image)
+        self._tiles = [self._tile_count(plane) for plane in self.planes]
         self._contrast_limits = model_contrast_limits(image)
         self._on_finished = on_finished
         self._cancel = threading.Event()
@@ -201,6 +240,14 @@ class SegEveryJob:
         """Stop the run as soon as possible; nothing is added to the viewer."""
         self._cancel.set()
 
+    def _tile_count(self, plane: Plane) -> int:
+        """Tiles ``segment_everything`` will cut ``plane`` into; 0 when it will not tile."""
+        settings = self.settings
+        grid = TileGrid(plane.size, settings.tile_shape, settings.halo)  # checks the settings
+        if not settings.tiling or grid.is_single or not needs_tiling(plane.size):
+            return 0
+        return len(grid)
+
     # --------------------------------------------------------------- worker
     def _segment_planes(self) -> Generator[int, None, SegEveryOutcome]:
         prepare_torch_import()
@@ -216,16 +263,22 @@ class SegEveryJob:
             predictor = new_predictor()
             for number, plane in enumerate(self.planes):
                 self._raise_if_cancelled()
-                try:
-                    rgb = to_rgb_uint8(plane.take(self._data), self._contrast_limits)
-                except ValueError as exc:
-                    if len(self.planes) == 1:
-                        raise
-                    skipped.append(f"{plane.describe()}: {exc}")
-                    yield number + 1
-                    continue
+                if self._tiles[number]:
+                    # Read tile by tile by the core; its contrast limits are the layer's.
+                    image, limits = plane.lazy(self._data), self._contrast_limits
+                else:
+                    try:
+                        image = to_rgb_uint8(plane.take(self._data), self._contrast_limits)
+                    except ValueError as exc:
+                        if len(self.planes) == 1:
+                            raise
+                        skipped.append(f"{plane.describe()}: {exc}")
+                        yield number + 1
+                        continue
+                    limits = None
+                offset = int(labels.max()) if number else 0
                 result = segment_everything(
-                    rgb,
+                    image,
                     predictor=predictor,
                     detector=settings.detector,
                     decoder=settings.decoder,
@@ -235,8 +288,15 @@ class SegEveryJob:
                     min_area=settings.min_area,
                     points_per_side=settings.points_per_side,
                     progress=lambda done, total, number=number: self._report(number, done, total),
+                    contrast_limits=limits,
+                    tiling=settings.tiling,
+                    tile_shape=settings.tile_shape,
+                    halo=settings.halo,
+                    # Written straight into this plane of the stack, tile by tile.
+                    out=labels[plane.index],
                 )
-                tables.append(self._write_plane(labels, plane, result))
+                self.tiles_encoded += result.tiles_encoded
+                tables.append(self._number_plane(labels, plane, result, offset))
                 if result.message and result.message not in notes:
                     notes.append(result.message)
                 yield number + 1
@@ -254,13 +314,18 @@ class SegEveryJob:
         message = f"SegEvery found {len(features)} objects in {self.image.name!r}.{note}"
         # Notes of planes with objects, e.g. which decoder was used.
         message = " ".join([message, *(n for n in notes if not n.startswith("No objects"))])
+        if any(self._tiles):
+            message += f" {self.tiles_encoded} tile embeddings were computed."
         return SegEveryOutcome("done", message, labels, features)
 
-    def _write_plane(self, labels: np.ndarray, plane: Plane, result: Any) -> pd.DataFrame:
-        """Copy one plane's result into ``labels`` under ids after the ones used so far."""
-        offset = int(labels.max())
-        found = result.labels > 0
-        labels[plane.index][found] = result.labels[found] + offset
+    def _number_plane(
+        self, labels: np.ndarray, plane: Plane, result: Any, offset: int
+    ) -> pd.DataFrame:
+        """Shift one plane's ids (written into ``labels``) past the ones used so far, and
+        return its feature table."""
+        if offset:
+            written = labels[plane.index]
+            written[written > 0] += offset
         ids = np.arange(1, len(result.scores) + 1) + offset
         boxes = np.asarray(result.boxes, dtype=float).reshape(-1, 4)
         table = pd.DataFrame(
@@ -290,8 +355,17 @@ class SegEveryJob:
         self._show_plane_progress(number, done, total)
 
     # ------------------------------------------------------------ GUI thread
-    def _plane_description(self, number: int) -> str:
-        return f"SegEvery: prompts of plane {number + 1} of {len(self.planes)}"
+    def _plane_description(self, number: int, done: int = 0, total: int = 0) -> str:
+        of_plane = f" (plane {number + 1} of {len(self.planes)})" if len(self.planes) > 1 else ""
+        tiles = self._tiles[number] if number < len(self._tiles) else 0
+        if not tiles:
+            return f"SegEvery: prompts of plane {number + 1} of {len(self.planes)}"
+        finding = total > tiles or (total == 0 and self.settings.detector != "grid")
+        if finding and done <= tiles:
+            # Discovery first (one step per tile), then decoding (one per tile used).
+            return f"SegEvery: finding objects, tile {max(done, 1)} of {tiles}{of_plane}"
+        decoded, to_decode = (done - tiles, total - tiles) if total > tiles else (done, total)
+        return f"SegEvery: decoding, tile {max(decoded, 1)} of {max(to_decode, 1)}{of_plane}"
 
     @ensure_main_thread
     def _show_plane_progress(self, number: int, done: int, total: int) -> None:
@@ -301,6 +375,10 @@ class SegEveryJob:
         if bar.total != total:
             bar.total = total
         bar.update(done - bar.n)
+        if self._tiles[number] and self._plane_bar is bar:
+            description = self._plane_description(number, done + 1, total)
+            if done < total and bar.desc != description:
+                bar.set_description(description)
 
     def _on_plane_done(self, planes_done: int) -> None:
         # set_description processes Qt events, so the run may end inside these calls.
@@ -315,7 +393,10 @@ class SegEveryJob:
                 "cancelled", f"{self.image.name!r} was removed during SegEvery; nothing was added."
             )
         if outcome.state == "done":
-            layer = labels_for(self.image, outcome.labels, f"{self.image.name} objects")
+            # A level's labels get the layer's scale times the level's downsampling.
+            layer = labels_for(
+                self.image, outcome.labels, f"{self.image.name} objects", self.settings.level
+            )
             layer.features = outcome.features
             self.result_layer = self.viewer.add_layer(layer)
         self._finish(outcome)
@@ -376,6 +457,26 @@ class SegEveryWidget(Container):
         self._points_per_side = SpinBox(
             label="grid points per side", min=1, max=128, value=32, visible=False
         )
+        self._level = ComboBox(label="Level", choices=self._level_choices, visible=False)
+        self._level.tooltip = (
+            "Resolution level of the multiscale image to segment (0 = full resolution). "
+            "The labels have that level's size, drawn over the image at its scale."
+        )
+        self._tiling = ComboBox(label="Tiling", choices=list(TILING), value="auto")
+        self._tiling.tooltip = (
+            "auto: planes with a side longer than the model's 1024-pixel input are cut into "
+            "tiles, each encoded at full resolution; off: the plane is resized to 1024 "
+            "pixels (one embedding: fastest, coarse objects)."
+        )
+        self._tile_size = SpinBox(
+            label="tile size (px)", min=64, max=8192, step=64, value=TILE_SIZE
+        )
+        self._tile_size.tooltip = f"Side of each tile before its halo (default {TILE_SIZE})."
+        self._halo = SpinBox(label="tile halo (px)", min=0, max=4096, step=16, value=HALO)
+        self._halo.tooltip = (
+            f"Margin read on each side of a tile (default {HALO}, at most half the tile): "
+            "objects up to twice this size are never cut by a seam."
+        )
         self._scope = RadioButtons(
             label="Scope",
             choices=[THIS_PLANE, ALL_PLANES],
@@ -396,6 +497,10 @@ class SegEveryWidget(Container):
                 self._max_objects,
                 self._min_area,
                 self._points_per_side,
+                self._level,
+                self._tiling,
+                self._tile_size,
+                self._halo,
                 self._scope,
                 Container(widgets=[self._run, self._cancel], layout="horizontal", labels=False),
                 self._status,
@@ -403,6 +508,8 @@ class SegEveryWidget(Container):
         )
         self._status.native.setWordWrap(True)
         self._detector.changed.connect(self._on_detector)
+        self._image.changed.connect(self._on_image)
+        self._tiling.changed.connect(self._on_tiling)
         self._run.changed.connect(self.run)
         self._cancel.changed.connect(self.cancel)
         for emitter in (viewer.layers.events.inserted, viewer.layers.events.removed):
@@ -412,6 +519,25 @@ class SegEveryWidget(Container):
         images = [layer for layer in viewer.layers if isinstance(layer, Image)]
         if images:
             self._image.value = active if isinstance(active, Image) else images[-1]
+        self._on_image(self._image.value)
+
+    def _on_image(self, image: Image | None) -> None:
+        self._level.reset_choices()
+        self._level.visible = image is not None and image.multiscale
+        if self._level.choices:
+            self._level.value = 0
+
+    def _on_tiling(self, tiling: str) -> None:
+        self._tile_size.visible = self._halo.visible = tiling != "off"
+
+    def _level_choices(self, _widget: Any) -> list[tuple[str, int]]:
+        image = self._image.value if hasattr(self, "_image") else None
+        if image is None or not image.multiscale:
+            return [("0", 0)]
+        return [
+            (f"{level}: " + " x ".join(str(side) for side in data.shape[: image.ndim]), level)
+            for level, data in enumerate(image.data)
+        ]
 
     def _on_detector(self, detector: str) -> None:
         self._detector_file.visible = detector == "file"
@@ -438,6 +564,10 @@ class SegEveryWidget(Container):
             min_area=int(self._min_area.value),
             points_per_side=int(self._points_per_side.value),
             all_planes=self._scope.value == ALL_PLANES,
+            tiling=TILING[self._tiling.value],
+            tile_shape=int(self._tile_size.value),
+            halo=int(self._halo.value),
+            level=int(self._level.value or 0),
         )
 
     def run(self) -> SegEveryJob | None:

@@ -1,0 +1,612 @@
+"""SegAny on an image larger than the model's input: each prompt decoded on one tile.
+
+The model sees a 1024-pixel square, so a plain :class:`~napari_mobilesam.SegAnyPredictor`
+shrinks a 4096² field four times and small objects vanish. :class:`TiledSegAnyPredictor`
+cuts the image into the tiles of a :class:`~napari_mobilesam.tiling.TileGrid` (by default
+768 pixels plus a 128-pixel halo on each side: each tile is encoded at exactly 1024 pixels,
+one image pixel per model pixel) and decodes a prompt on the tile that holds all of it
+with the most margin. Only that tile is read and encoded, on first use; its embedding is
+then kept in the predictor's cache, so the next prompt in the same region is instant.
+
+The image may be a numpy array or memory map, a dask array or a zarr array: only the
+tile's region is read. All tiles share one contrast range (``contrast_limits``, or
+:func:`~napari_mobilesam.imaging.display_range` of the whole image), so an object looks the
+same to the model whichever tile it is decoded on.
+
+Prompts that no tile holds whole (a box larger than a tile with its halo) are decoded on a
+*coarse view*: a window around the prompts, grown by 10 % (at least 16 pixels), which the
+predictor resizes into its 1024-pixel input.
+
+numpy only at import; torch is loaded by the predictor when a tile is encoded.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any
+
+import numpy as np
+
+from napari_mobilesam.imaging import display_range, to_rgb_uint8
+from napari_mobilesam.tiling import (
+    DEFAULT_HALO,
+    DEFAULT_TILE_SHAPE,
+    Tile,
+    TileGrid,
+    read_region,
+)
+
+if TYPE_CHECKING:
+    from napari_mobilesam.segany import SegAnyPredictor
+
+__all__ = [
+    "COARSE_INDEX",
+    "TiledPrediction",
+    "TiledSegAnyPredictor",
+    "coarse_window",
+    "combine_predictions",
+    "describe_tile",
+    "prompt_bounds",
+    "route_prompts",
+]
+
+#: Grid index given to the window of a coarse view (it is not a tile of the grid).
+COARSE_INDEX = (-1, -1)
+#: A coarse view shows this fraction of the prompts' extent as context on each side ...
+COARSE_CONTEXT = 0.1
+#: ... and at least this many pixels.
+COARSE_MIN_CONTEXT = 16.0
+
+
+# ---------------------------------------------------------------------- routing
+def prompt_bounds(
+    point_coords: np.ndarray | Sequence | None = None,
+    box: np.ndarray | Sequence | None = None,
+) -> np.ndarray:
+    """The bounding box of all prompt points and the box.
+
+    Parameters
+    ----------
+    point_coords : (N, 2) array, optional
+        (x, y) image pixels.
+    box : (4,) array, optional
+        x0, y0, x1, y1 image pixels.
+
+    Returns
+    -------
+    (4,) float64
+        x0, y0, x1, y1.
+
+    Raises
+    ------
+    ValueError
+        Neither points nor a box, or coordinates that are not finite.
+
+    Examples
+    --------
+    >>> prompt_bounds([[10, 20], [30, 5]], [0, 0, 12, 12]).tolist()
+    [0.0, 0.0, 30.0, 20.0]
+    """
+    corners = []
+    if point_coords is not None:
+        points = np.asarray(point_coords, dtype=np.float64)
+        if points.size:
+            if points.ndim != 2 or points.shape[1] != 2:
+                raise ValueError(
+                    f"point_coords must have shape (N, 2) holding (x, y) pixels, got "
+                    f"{points.shape}"
+                )
+            corners.append(points)
+    if box is not None:
+        box_arr = np.asarray(box, dtype=np.float64)
+        if box_arr.shape not in ((4,), (1, 4)):
+            raise ValueError(f"box must be x0, y0, x1, y1 with shape (4,), got {box_arr.shape}")
+        corners.append(box_arr.reshape(2, 2))
+    if not corners:
+        raise ValueError("Give at least one prompt: point_coords with point_labels, or a box.")
+    corners_arr = np.concatenate(corners)
+    if not np.isfinite(corners_arr).all():
+        raise ValueError("Prompt coordinates must be finite numbers.")
+    return np.concatenate([corners_arr.min(axis=0), corners_arr.max(axis=0)])
+
+
+def coarse_window(grid: TileGrid, bounds: np.ndarray | Sequence) -> Tile:
+    """A window around ``bounds`` for prompts that no tile holds whole.
+
+    The bounds are grown by :data:`COARSE_CONTEXT` of their longer side (at least
+    :data:`COARSE_MIN_CONTEXT` pixels) on each side and clipped to the image. The window is
+    returned as a :class:`Tile` with index :data:`COARSE_INDEX` whose inner and outer
+    regions are the window.
+
+    Parameters
+    ----------
+    grid : TileGrid
+    bounds : (4,) x0, y0, x1, y1 image pixels.
+
+    Returns
+    -------
+    Tile
+
+    Examples
+    --------
+    >>> grid = TileGrid((4096, 4096))
+    >>> coarse_window(grid, [100, 200, 1100, 1200]).outer
+    (100, 1300, 0, 1200)
+    """
+    height, width = grid.shape
+    x0, y0, x1, y1 = (float(v) for v in np.asarray(bounds, dtype=np.float64).reshape(4))
+    pad = max(COARSE_MIN_CONTEXT, COARSE_CONTEXT * max(x1 - x0, y1 - y0))
+    window = (
+        max(int(np.floor(y0 - pad)), 0),
+        min(int(np.ceil(y1 + pad)), height),
+        max(int(np.floor(x0 - pad)), 0),
+        min(int(np.ceil(x1 + pad)), width),
+    )
+    if window[1] - window[0] < 2 or window[3] - window[2] < 2:
+        raise ValueError(
+            f"The prompts {tuple(bounds)} lie outside the image of shape {grid.shape}."
+        )
+    return Tile(COARSE_INDEX, window, window)
+
+
+def route_prompts(
+    grid: TileGrid,
+    point_coords: np.ndarray | Sequence | None = None,
+    box: np.ndarray | Sequence | None = None,
+) -> tuple[Tile, bool]:
+    """Where prompts are decoded: the tile that holds them whole with the most margin.
+
+    Parameters
+    ----------
+    grid : TileGrid
+    point_coords : (N, 2) array, optional
+        (x, y) image pixels.
+    box : (4,) array, optional
+        x0, y0, x1, y1 image pixels.
+
+    Returns
+    -------
+    tile : Tile
+        A tile of ``grid``, or a coarse window (:func:`coarse_window`) when no tile holds
+        the bounding box of the prompts whole.
+    coarse : bool
+        True for a coarse window.
+
+    Examples
+    --------
+    >>> grid = TileGrid((2048, 2048))
+    >>> tile, coarse = route_prompts(grid, point_coords=[[1000, 300]])
+    >>> tile.index, coarse
+    ((0, 1), False)
+    >>> route_prompts(grid, box=[100, 100, 1500, 1500])[1]
+    True
+    """
+    bounds = prompt_bounds(point_coords, box)
+    best, whole = grid.best_tiles(bounds[None])
+    if bool(whole[0]):
+        return grid.tiles[int(best[0])], False
+    return coarse_window(grid, bounds), True
+
+
+# -------------------------------------------------------------------- results
+@dataclass(frozen=True)
+class TiledPrediction:
+    """Masks of one object, decoded on one tile (or a coarse window) of a large image.
+
+    Attributes
+    ----------
+    masks : (C, h, w) bool
+        The candidate masks over the tile's outer region ``tile.outer`` (the window).
+    scores : (C,) float32
+        Predicted IoU of each mask.
+    low_res_logits : (C, 256, 256) float32
+        The decoder's logits, for ``mask_input`` of :meth:`SegAnyPredictor.predict` on
+        the same tile only.
+    tile : Tile
+        Where the masks were decoded; ``tile.index`` is :data:`COARSE_INDEX` for a coarse
+        window.
+    coarse : bool
+        True when no tile held the prompts whole and a coarse window was used.
+    encoded_now : bool
+        True when this call ran the image encoder (the region was not cached).
+    """
+
+    masks: np.ndarray
+    scores: np.ndarray
+    low_res_logits: np.ndarray
+    tile: Tile
+    coarse: bool
+    encoded_now: bool
+
+    @property
+    def offset(self) -> tuple[int, int]:
+        """(y0, x0) of the masks in image pixels."""
+        return self.tile.offset
+
+    @property
+    def window(self) -> tuple[int, int, int, int]:
+        """(y0, y1, x0, x1) of the masks in image pixels (end exclusive)."""
+        return self.tile.outer
+
+    def full_masks(self, shape: Sequence[int]) -> np.ndarray:
+        """The masks placed in an image of ``shape`` (H, W): (C, H, W) bool.
+
+        Memory grows with the image: prefer :meth:`paste_into` or :attr:`window` for large
+        images.
+        """
+        height, width = (int(side) for side in tuple(shape)[:2])
+        y0, y1, x0, x1 = self.window
+        if y1 > height or x1 > width:
+            raise ValueError(
+                f"The masks reach ({y1}, {x1}), outside an image of shape {(height, width)}."
+            )
+        full = np.zeros((len(self.masks), height, width), dtype=bool)
+        full[:, y0:y1, x0:x1] = self.masks
+        return full
+
+    def paste_into(self, labels: Any, candidate: int, value: int, overwrite: bool = False) -> int:
+        """Write mask ``candidate`` into ``labels`` as ``value``, in image coordinates.
+
+        Parameters
+        ----------
+        labels : (H, W) integer array
+            numpy, memory map or zarr: only the window is read and written.
+        candidate : int
+            Index into :attr:`masks` (not a rank).
+        value : int
+            The label to write.
+        overwrite : bool
+            False (default): only pixels that are 0 are written, so labels already there
+            are kept. True: every pixel of the mask is written.
+
+        Returns
+        -------
+        int
+            How many pixels were written.
+        """
+        if len(np.shape(labels)) != 2:
+            raise ValueError(
+                f"labels must be a 2-D (H, W) array, got shape {tuple(np.shape(labels))}"
+            )
+        if not -len(self.masks) <= candidate < len(self.masks):
+            raise ValueError(
+                f"candidate must index one of the {len(self.masks)} masks, got {candidate}"
+            )
+        y0, y1, x0, x1 = self.window
+        if y1 > labels.shape[0] or x1 > labels.shape[1]:
+            raise ValueError(
+                f"The masks reach ({y1}, {x1}), outside labels of shape {labels.shape}."
+            )
+        region = np.array(labels[y0:y1, x0:x1])
+        pixels = self.masks[candidate] if overwrite else self.masks[candidate] & (region == 0)
+        written = int(pixels.sum())
+        if written:
+            region[pixels] = value
+            labels[y0:y1, x0:x1] = region
+        return written
+
+
+def combine_predictions(
+    predictions: Sequence[TiledPrediction],
+) -> tuple[np.ndarray, tuple[int, int, int, int]]:
+    """Put the masks of several predictions into the one window that holds them all.
+
+    Parameters
+    ----------
+    predictions : sequence of TiledPrediction
+        For example one per box from :meth:`TiledSegAnyPredictor.predict_boxes`.
+
+    Returns
+    -------
+    masks : (sum of C, h, w) bool
+        Every mask of every prediction, in order, over the window.
+    window : (y0, y1, x0, x1)
+        The smallest region holding every prediction's window, in image pixels.
+    """
+    if not predictions:
+        raise ValueError("combine_predictions needs at least one prediction")
+    windows = np.array([p.window for p in predictions])
+    window = (
+        int(windows[:, 0].min()),
+        int(windows[:, 1].max()),
+        int(windows[:, 2].min()),
+        int(windows[:, 3].max()),
+    )
+    count = sum(len(p.masks) for p in predictions)
+    masks = np.zeros((count, window[1] - window[0], window[3] - window[2]), dtype=bool)
+    row = 0
+    for p in predictions:
+        y0, y1, x0, x1 = p.window
+        rows = slice(row, row + len(p.masks))
+        masks[rows, y0 - window[0] : y1 - window[0], x0 - window[2] : x1 - window[2]] = p.masks
+        row += len(p.masks)
+    return masks, window
+
+
+# ------------------------------------------------------------------ predictor
+class TiledSegAnyPredictor:
+    """SegAny on images of any size: each prompt decoded on one tile, encoded on demand.
+
+    Parameters
+    ----------
+    predictor : SegAnyPredictor
+        Encodes tiles and decodes prompts; its embedding cache (``cache_size``) keeps the
+        tiles encoded so far.
+    tile_shape : int or (rows, columns)
+        Inner tile size; default 768.
+    halo : int or (rows, columns)
+        Pixels added on each side of a tile; default 128, so that a tile is encoded at
+        exactly the model's 1024-pixel input.
+
+    Notes
+    -----
+    ``mask_input`` refinement is not offered: the logits of one call belong to the tile it
+    was decoded on, and the next call may be routed to another tile. Call
+    :meth:`SegAnyPredictor.predict` with :attr:`TiledPrediction.low_res_logits` after
+    :meth:`set_tile` for that.
+
+    When the image fits one tile (``grid.is_single``) and no ``contrast_limits`` are
+    given, the whole image is encoded as :meth:`SegAnyPredictor.set_image` would: masks
+    and scores equal :meth:`SegAnyPredictor.predict` on the whole image.
+
+    Examples
+    --------
+    >>> tiled = TiledSegAnyPredictor(SegAnyPredictor(model))  # doctest: +SKIP
+    >>> tiled.set_image(zarr.open("mosaic.zarr"))  # reads nothing yet  # doctest: +SKIP
+    >>> result = tiled.predict([[5000, 3000]], [1])  # encodes one tile  # doctest: +SKIP
+    >>> result.paste_into(labels, int(result.scores.argmax()), 1)  # doctest: +SKIP
+    """
+
+    def __init__(
+        self,
+        predictor: SegAnyPredictor,
+        tile_shape: int | Sequence[int] = DEFAULT_TILE_SHAPE,
+        halo: int | Sequence[int] = DEFAULT_HALO,
+    ) -> None:
+        for attribute in ("set_image", "predict", "predict_boxes"):
+            if not callable(getattr(predictor, attribute, None)):
+                raise TypeError(
+                    f"predictor must be a SegAnyPredictor, got {type(predictor).__name__}"
+                )
+        # Validate the tile settings now, not at the first image.
+        probe = TileGrid((1, 1), tile_shape=tile_shape, halo=halo)
+        self.predictor = predictor
+        self.tile_shape = probe.tile_shape
+        self.halo = probe.halo
+        self.grid: TileGrid | None = None
+        self.image: Any = None
+        self.contrast_limits: tuple[float, float] | None = None
+        self._encoded: dict[tuple[int, int, int, int], str] = {}
+        self._active: tuple[tuple[int, int, int, int], Any] | None = None
+
+    def __repr__(self) -> str:
+        return (
+            f"TiledSegAnyPredictor(tile_shape={self.tile_shape}, halo={self.halo}, "
+            f"grid={self.grid!r})"
+        )
+
+    # ------------------------------------------------------------------ image
+    def set_image(self, image: Any, contrast_limits: Sequence[float] | None = None) -> None:
+        """Use ``image``: build the grid and fix the contrast range; nothing is encoded.
+
+        Parameters
+        ----------
+        image : array-like
+            (H, W) or (H, W, C) with C in 1..4: numpy array or memory map, dask array,
+            zarr array, or anything indexable by two slices with ``shape`` and ``dtype``.
+            It is kept, not copied; tiles are read from it when first needed.
+        contrast_limits : (lo, hi), optional
+            The display range mapped to 0..255 for every tile. By default
+            :func:`~napari_mobilesam.imaging.display_range` of the whole image (read
+            sparsely); for an image that fits one tile, the range
+            :func:`~napari_mobilesam.imaging.to_rgb_uint8` picks for it.
+        """
+        shape = tuple(int(side) for side in np.shape(image))
+        if len(shape) not in (2, 3) or (len(shape) == 3 and not 1 <= shape[2] <= 4):
+            raise ValueError(
+                "Expected a 2-D image of shape (H, W) or (H, W, C) with C in 1..4; received "
+                f"shape {shape}. For a Z/T stack pass one 2-D slice, e.g. image[z]."
+            )
+        grid = TileGrid(shape[:2], tile_shape=self.tile_shape, halo=self.halo)
+        if contrast_limits is not None:
+            low, high = (float(value) for value in contrast_limits)
+            if not (np.isfinite(low) and np.isfinite(high)) or high <= low:
+                raise ValueError(
+                    "Expected contrast_limits (lo, hi) to be finite with hi > lo; received "
+                    f"{tuple(contrast_limits)!r}."
+                )
+            limits: tuple[float, float] | None = (low, high)
+        elif grid.is_single:
+            limits = None
+        else:
+            limits = display_range(image)
+        self.image = image
+        self.grid = grid
+        self.contrast_limits = limits
+        self._encoded = {}
+        self._active = None
+
+    def reset_image(self) -> None:
+        """Forget the image (the predictor's cache keeps the tiles' embeddings)."""
+        self.image = None
+        self.grid = None
+        self.contrast_limits = None
+        self._encoded = {}
+        self._active = None
+
+    @property
+    def is_image_set(self) -> bool:
+        return self.grid is not None
+
+    @property
+    def image_shape(self) -> tuple[int, int]:
+        """(H, W) of the current image."""
+        return self._require_grid().shape
+
+    def _require_grid(self) -> TileGrid:
+        if self.grid is None:
+            raise RuntimeError(
+                "No image is set: call tiled.set_image(image) before predicting masks."
+            )
+        return self.grid
+
+    # ---------------------------------------------------------------- routing
+    def route(
+        self,
+        point_coords: np.ndarray | Sequence | None = None,
+        box: np.ndarray | Sequence | None = None,
+    ) -> tuple[Tile, bool]:
+        """The tile (or coarse window) prompts are decoded on; see :func:`route_prompts`."""
+        return route_prompts(self._require_grid(), point_coords, box)
+
+    def is_encoded(self, tile: Tile) -> bool:
+        """Whether ``tile``'s region was encoded since :meth:`set_image` and is still cached.
+
+        Encodes and reads nothing.
+        """
+        key = self._encoded.get(tuple(tile.outer))
+        cache = getattr(self.predictor, "_cache", None)
+        return key is not None and (cache is None or key in cache)
+
+    @property
+    def encoded_tiles(self) -> list[tuple[int, int, int, int]]:
+        """Outer regions (y0, y1, x0, x1) encoded since :meth:`set_image`, oldest first."""
+        return list(self._encoded)
+
+    def set_tile(self, tile: Tile) -> bool:
+        """Make ``tile``'s region the predictor's current image, encoding it if needed.
+
+        Returns
+        -------
+        bool
+            True when the encoder ran (the region was not cached).
+        """
+        from napari_mobilesam.segany import _content_key
+
+        self._require_grid()
+        outer = tuple(tile.outer)
+        if (
+            self._active is not None
+            and self._active[0] == outer
+            and getattr(self.predictor, "_state", None) is self._active[1]
+        ):
+            return False
+        rgb = to_rgb_uint8(read_region(self.image, tile), self.contrast_limits)
+        key = _content_key(rgb)
+        cache = getattr(self.predictor, "_cache", {})
+        encoded_now = key not in cache
+        self.predictor.set_image(rgb)
+        self._encoded.pop(outer, None)
+        self._encoded[outer] = key
+        self._active = (outer, getattr(self.predictor, "_state", None))
+        return encoded_now
+
+    # ---------------------------------------------------------------- prompts
+    def predict(
+        self,
+        point_coords: np.ndarray | Sequence | None = None,
+        point_labels: np.ndarray | Sequence | None = None,
+        box: np.ndarray | Sequence | None = None,
+        multimask_output: bool = True,
+    ) -> TiledPrediction:
+        """Masks of one object from points and/or a box, in image pixels.
+
+        Parameters
+        ----------
+        point_coords : (N, 2) array, optional
+            (x, y) image pixels.
+        point_labels : (N,) array, optional
+            1 foreground, 0 background.
+        box : (4,) array, optional
+            x0, y0, x1, y1 image pixels.
+        multimask_output : bool
+            Three candidate masks (best for a single point), else one.
+
+        Returns
+        -------
+        TiledPrediction
+            Masks (C, h, w) over the tile's outer region, at :attr:`TiledPrediction.offset`.
+        """
+        tile, coarse = self.route(point_coords, box)
+        encoded_now = self.set_tile(tile)
+        oy, ox = tile.offset
+        local_points = None
+        if point_coords is not None:
+            local_points = np.asarray(point_coords, dtype=np.float64).reshape(-1, 2) - [ox, oy]
+        local_box = None
+        if box is not None:
+            local_box = np.asarray(box, dtype=np.float64).reshape(4) - [ox, oy, ox, oy]
+        masks, scores, low_res = self.predictor.predict(
+            point_coords=local_points,
+            point_labels=point_labels,
+            box=local_box,
+            multimask_output=multimask_output,
+        )
+        return TiledPrediction(masks, scores, low_res, tile, coarse, encoded_now)
+
+    def predict_boxes(self, boxes: np.ndarray | Sequence) -> list[TiledPrediction]:
+        """One mask per box, each box decoded on its own tile (boxes of a tile together).
+
+        Parameters
+        ----------
+        boxes : (N, 4) x0, y0, x1, y1 image pixels.
+
+        Returns
+        -------
+        list of TiledPrediction
+            One per box, in order, each with a (1, h, w) mask. ``encoded_now`` is True for
+            the boxes of a tile that this call encoded.
+        """
+        grid = self._require_grid()
+        boxes = np.asarray(boxes, dtype=np.float64)
+        if boxes.ndim != 2 or boxes.shape[1] != 4:
+            raise ValueError(
+                f"boxes must have shape (N, 4) holding x0, y0, x1, y1 pixels, got {boxes.shape}"
+            )
+        if not np.isfinite(boxes).all():
+            raise ValueError("boxes must be finite numbers")
+        results: list[TiledPrediction | None] = [None] * len(boxes)
+        if len(boxes) == 0:
+            return []
+        tiles, whole = grid.best_tiles(boxes)
+        for index in dict.fromkeys(tiles[whole].tolist()):
+            rows = np.flatnonzero(whole & (tiles == index))
+            tile = grid.tiles[index]
+            encoded_now = self.set_tile(tile)
+            oy, ox = tile.offset
+            masks, scores, low_res = self.predictor.predict_boxes(boxes[rows] - [ox, oy, ox, oy])
+            for i, row in enumerate(rows):
+                results[row] = TiledPrediction(
+                    masks[i : i + 1],
+                    scores[i : i + 1],
+                    low_res[i : i + 1],
+                    tile,
+                    False,
+                    encoded_now,
+                )
+        for row in np.flatnonzero(~whole):
+            results[row] = self.predict(box=boxes[row], multimask_output=False)
+        return [result for result in results if result is not None]
+
+    def describe(self, tile: Tile) -> str:
+        """Words for a status line; see :func:`describe_tile`."""
+        return describe_tile(self._require_grid(), tile)
+
+
+def describe_tile(grid: TileGrid, tile: Tile) -> str:
+    """Words for a status line, with 1-based grid positions.
+
+    Examples
+    --------
+    >>> grid = TileGrid((4096, 4608))
+    >>> describe_tile(grid, grid.tiles[8])
+    'tile (2, 3) of 6×6'
+    >>> describe_tile(grid, coarse_window(grid, [0, 0, 1000, 2000]))
+    'a coarser view of 2200×1200 pixels (the prompts do not fit in one tile)'
+    """
+    if tuple(tile.index) == COARSE_INDEX:
+        y0, y1, x0, x1 = tile.outer
+        return f"a coarser view of {y1 - y0}×{x1 - x0} pixels (the prompts do not fit in one tile)"
+    rows, cols = grid.grid_shape
+    return f"tile ({tile.index[0] + 1}, {tile.index[1] + 1}) of {rows}×{cols}"
