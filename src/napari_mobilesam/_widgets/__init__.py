@@ -1,11 +1,9 @@
 """The napari dock widgets: SegAny (MobileSAM) and SegEvery (MobileSAMv2)."""
 
-from napari_mobilesam._widgets._segany import SegAnyController, SegAnyWidget
-from napari_mobilesam._widgets._segevery import (
-    SegEveryJob,
-    SegEverySettings,
-    SegEveryWidget,
-)
+from napari_mobilesam._widgets._segany import SegAnyController
+from napari_mobilesam._widgets._segany_widget import SegAnyWidget
+from napari_mobilesam._widgets._segevery import SegEveryJob, SegEverySettings
+from napari_mobilesam._widgets._segevery_widget import SegEveryWidget
 
 __all__ = [
     "SegAnyController",

@@ -1,7 +1,8 @@
 """SegAny: segment one object at a time from point and box prompts, with a live preview.
 
 :class:`SegAnyController` holds the behaviour and talks to napari layers only, so tests and
-scripts can drive it through layer data; :class:`SegAnyWidget` is the dock widget around it.
+scripts can drive it through layer data; the dock widget around it is
+:class:`~napari_mobilesam._widgets._segany_widget.SegAnyWidget`.
 
 Prompt rules (also in the README):
 
@@ -25,32 +26,15 @@ labels have the level's shape, scaled to overlay the image.
 
 from __future__ import annotations
 
-import threading
 import weakref
-from collections.abc import Callable
-from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
-from magicgui.widgets import (
-    CheckBox,
-    ComboBox,
-    Container,
-    Label,
-    PushButton,
-    RadioButtons,
-    SpinBox,
-)
 from napari.layers import Image, Labels, Points, Shapes
 from napari.qt.threading import create_worker
 from napari.utils.events import EmitterGroup, Event
 from napari.utils.notifications import show_error
 
-from napari_mobilesam._torch_guard import prepare_torch_import
-from napari_mobilesam._widgets._model import (
-    expected_errors,
-    new_predictor,
-)
 from napari_mobilesam._widgets._plane import (
     Plane,
     PlaneError,
@@ -58,26 +42,28 @@ from napari_mobilesam._widgets._plane import (
     displayed_plane,
     labels_for,
     layer_in_viewer,
-    level_count,
     level_data,
     level_downsample,
     model_contrast_limits,
     spatial_shape,
     unproxied,
 )
-from napari_mobilesam.segany_tiled import (
-    TiledSegAnyPredictor,
-    coarse_window,
-    combine_predictions,
-    describe_tile,
-    route_prompts,
+from napari_mobilesam._widgets._segany_decoding import (
+    Decoded,
+    DecodeRequest,
+    Preview,
+    PreviewEngine,
+    Prompts,
+    route,
 )
-from napari_mobilesam.tiling import DEFAULT_HALO, DEFAULT_TILE_SHAPE, Tile, TileGrid, needs_tiling
+from napari_mobilesam.segany_tiled import (
+    describe_tile,
+)
+from napari_mobilesam.tiling import DEFAULT_HALO, DEFAULT_TILE_SHAPE, TileGrid, needs_tiling
 
 if TYPE_CHECKING:
     import napari
 
-    from napari_mobilesam.segany import SegAnyPredictor
 
 PROMPT_FEATURE = "prompt"
 FOREGROUND = "foreground"
@@ -89,248 +75,6 @@ PREVIEW_TAG = "napari-mobilesam-preview"
 NEW_LAYER = "(new layer)"
 
 _FINISHED_EDITS = {"added", "removed", "changed"}
-
-
-@dataclass(frozen=True)
-class Prompts:
-    """The prompts on one plane, in SAM pixel coordinates of that plane.
-
-    ``point_rows`` and ``box_rows`` are the rows of the prompt layers they came from.
-    """
-
-    point_coords: np.ndarray  # (K, 2) x, y
-    point_labels: np.ndarray  # (K,) 1 foreground, 0 background
-    boxes: np.ndarray  # (B, 4) x0, y0, x1, y1
-    point_rows: np.ndarray
-    box_rows: np.ndarray
-
-    @property
-    def empty(self) -> bool:
-        return len(self.point_coords) == 0 and len(self.boxes) == 0
-
-    @property
-    def points_ignored(self) -> bool:
-        """Points are not used when several rectangles each make their own object."""
-        return len(self.boxes) > 1 and len(self.point_coords) > 0
-
-
-@dataclass(frozen=True)
-class Decoded:
-    """Decoder output: ``separate_objects`` False means candidate masks of one object.
-
-    ``masks`` cover the ``window`` (y0, y1, x0, x1) of the plane: the whole plane for an
-    image that is not tiled, the tile (or tiles) they were decoded on otherwise. ``note``
-    says where they were decoded (for the status line), empty when not tiled.
-    """
-
-    masks: np.ndarray  # (C, h, w) bool over the window
-    scores: np.ndarray  # (C,)
-    separate_objects: bool
-    window: tuple[int, int, int, int] | None = None
-    note: str = ""
-
-    @property
-    def region(self) -> tuple[int, int, int, int]:
-        """(y0, y1, x0, x1) of the masks in the plane."""
-        if self.window is not None:
-            return self.window
-        return 0, self.masks.shape[1], 0, self.masks.shape[2]
-
-    def object_masks(self, candidate: int) -> list[np.ndarray]:
-        """The masks to write: every object, or the chosen candidate of the one object."""
-        if self.separate_objects:
-            return list(self.masks)
-        return [self.masks[self.ranking[candidate]]]
-
-    @property
-    def ranking(self) -> np.ndarray:
-        """Mask indices from the highest predicted IoU to the lowest."""
-        return np.argsort(-self.scores, kind="stable")
-
-    def label_image(self, candidate: int) -> np.ndarray:
-        """(h, w) uint16 image of the window: object i as i + 1; where objects overlap, the
-        first wins."""
-        masks = self.object_masks(candidate)
-        labels = np.zeros(masks[0].shape, dtype=np.uint16)
-        for value, mask in enumerate(masks, start=1):
-            labels[mask & (labels == 0)] = value
-        return labels
-
-
-def decode_prompts(predictor: SegAnyPredictor, prompts: Prompts) -> Decoded:
-    """Decode ``prompts`` on the predictor's current image by the rules in the module doc."""
-    if len(prompts.boxes) > 1:
-        masks, scores, _ = predictor.predict_boxes(prompts.boxes)
-        return Decoded(masks, scores, separate_objects=True)
-    has_points = len(prompts.point_coords) > 0
-    masks, scores, _ = predictor.predict(
-        point_coords=prompts.point_coords if has_points else None,
-        point_labels=prompts.point_labels if has_points else None,
-        box=prompts.boxes[0] if len(prompts.boxes) else None,
-        multimask_output=len(prompts.boxes) == 0 and len(prompts.point_coords) == 1,
-    )
-    return Decoded(masks, scores, separate_objects=False)
-
-
-def decode_tiled(
-    tiled: TiledSegAnyPredictor, prompts: Prompts, encoded_before: set | frozenset = frozenset()
-) -> Decoded:
-    """Decode ``prompts`` tile by tile on a large image, by the rules in the module doc.
-
-    ``encoded_before`` holds the outer regions of tiles encoded for previews that were
-    superseded: the status still says they were encoded now.
-    """
-    if len(prompts.boxes) > 1:
-        predictions = tiled.predict_boxes(prompts.boxes)
-        masks, window = combine_predictions(predictions)
-        scores = np.concatenate([p.scores for p in predictions])
-        note = _tile_note(tiled, predictions, encoded_before)
-        return Decoded(masks, scores, True, window, note)
-    has_points = len(prompts.point_coords) > 0
-    prediction = tiled.predict(
-        point_coords=prompts.point_coords if has_points else None,
-        point_labels=prompts.point_labels if has_points else None,
-        box=prompts.boxes[0] if len(prompts.boxes) else None,
-        multimask_output=len(prompts.boxes) == 0 and len(prompts.point_coords) == 1,
-    )
-    return Decoded(
-        prediction.masks,
-        prediction.scores,
-        False,
-        prediction.window,
-        _tile_note(tiled, [prediction], encoded_before),
-    )
-
-
-def _tile_note(
-    tiled: TiledSegAnyPredictor, predictions: list, encoded_before: set | frozenset
-) -> str:
-    """Where masks were decoded, e.g. "Tile (2, 3) of 6×6, cached.", one part per tile."""
-    parts: dict[tuple, str] = {}
-    for prediction in predictions:
-        key = tuple(prediction.tile.outer)
-        encoded_now = prediction.encoded_now or key in encoded_before
-        if key not in parts or encoded_now:
-            state = "encoded now" if encoded_now else "cached"
-            parts[key] = f"{tiled.describe(prediction.tile)}, {state}"
-    text = "; ".join(parts.values())
-    return text[:1].upper() + text[1:] + "."
-
-
-@dataclass(frozen=True)
-class _Request:
-    """Everything a preview needs, captured on the GUI thread when the prompts changed.
-
-    ``tiling`` is (tile size, halo) when the plane is segmented tile by tile, and ``tiles``
-    the tiles (or coarse windows) the prompts are routed to.
-    """
-
-    generation: int
-    image: Image
-    data: Any
-    plane: Plane
-    contrast_limits: tuple[float, float] | None
-    image_key: tuple
-    prompts: Prompts
-    level: int = 0
-    tiling: tuple[int, int] | None = None
-    tiles: tuple[Tile, ...] = ()
-
-
-class _PreviewEngine:
-    """Runs requests in thread workers, one at a time, skipping superseded ones."""
-
-    def __init__(self) -> None:
-        self._lock = threading.Lock()
-        self._predictor: SegAnyPredictor | None = None
-        self._image_key: tuple | None = None
-        self._tiled: TiledSegAnyPredictor | None = None
-        self._tiled_key: tuple | None = None
-        # Tiles encoded by runs whose preview was superseded (not yet reported).
-        self._unreported: set[tuple[int, int, int, int]] = set()
-
-    def is_embedded(self, image_key: tuple) -> bool:
-        return self._image_key == image_key
-
-    def tiled_for(self, request: _Request) -> TiledSegAnyPredictor | None:
-        """The tiled predictor of ``request``'s plane and tile settings, if set up."""
-        if self._tiled_key == (request.image_key, request.tiling):
-            return self._tiled
-        return None
-
-    def needs_encoding(self, request: _Request) -> list[Tile]:
-        """The tiles of a tiled request that are not encoded yet (read nothing)."""
-        tiled = self.tiled_for(request)
-        return [tile for tile in request.tiles if tiled is None or not tiled.is_encoded(tile)]
-
-    def run(self, request: _Request, is_current: Callable[[], bool]) -> Decoded | str | None:
-        """Decode ``request``: the masks, an error message for the user, or None if a newer
-        request replaced it before it ran."""
-        with self._lock:
-            if not is_current():
-                return None
-            prepare_torch_import()
-            try:
-                if self._predictor is None:
-                    self._predictor = new_predictor()
-                if request.tiling is not None:
-                    return self._run_tiled(request, is_current)
-                if self._image_key != request.image_key:
-                    self._image_key = None
-                    self._predictor.set_image(
-                        request.plane.take(request.data), contrast_limits=request.contrast_limits
-                    )
-                    self._image_key = request.image_key
-                if not is_current():
-                    return None
-                return decode_prompts(self._predictor, request.prompts)
-            except expected_errors() as exc:
-                return str(exc)
-
-    def _run_tiled(self, request: _Request, is_current: Callable[[], bool]) -> Decoded | None:
-        key = (request.image_key, request.tiling)
-        if self._tiled_key != key:
-            self._tiled_key = None
-            self._unreported = set()
-            tile, halo = request.tiling
-            tiled = TiledSegAnyPredictor(self._predictor, tile_shape=tile, halo=halo)
-            tiled.set_image(
-                request.plane.lazy(request.data), contrast_limits=request.contrast_limits
-            )
-            self._tiled, self._tiled_key = tiled, key
-        self._image_key = None  # the predictor's current image is now a tile
-        before = set(self._tiled.encoded_tiles)
-        decoded = decode_tiled(self._tiled, request.prompts, self._unreported)
-        if not is_current():
-            self._unreported |= set(self._tiled.encoded_tiles) - before
-            return None
-        self._unreported = set()
-        return decoded
-
-
-@dataclass
-class _Preview:
-    request: _Request
-    decoded: Decoded
-    candidate: int = 0
-
-
-def _route(grid: TileGrid, prompts: Prompts) -> tuple[Tile, ...]:
-    """The tiles (or coarse windows) the prompts are decoded on, as decode_tiled does."""
-    if len(prompts.boxes) > 1:
-        best, whole = grid.best_tiles(prompts.boxes)
-        tiles = [
-            grid.tiles[int(index)] if ok else coarse_window(grid, box)
-            for index, ok, box in zip(best, whole, prompts.boxes, strict=True)
-        ]
-        return tuple(dict.fromkeys(tiles))
-    has_points = len(prompts.point_coords) > 0
-    tile, _ = route_prompts(
-        grid,
-        prompts.point_coords if has_points else None,
-        prompts.boxes[0] if len(prompts.boxes) else None,
-    )
-    return (tile,)
 
 
 class SegAnyController:
@@ -373,11 +117,11 @@ class SegAnyController:
         self.tile_size = DEFAULT_TILE_SHAPE[0]
         self.halo = DEFAULT_HALO[0]
         self.level = 0
-        self.preview: _Preview | None = None
+        self.preview: Preview | None = None
         self.status = ""
         self._generation = 0
         self._image_version = 0
-        self._engine = _PreviewEngine()
+        self._engine = PreviewEngine()
         self._drawn: tuple[Labels, Plane, tuple[int, int, int, int]] | None = None
         self._workers: set = set()
         self._shift_click = False
@@ -655,12 +399,12 @@ class SegAnyController:
             tiling = (self.tile_size, self.halo)
             try:
                 grid = TileGrid(plane.size, tile_shape=self.tile_size, halo=self.halo)
-                tiles = _route(grid, prompts)
+                tiles = route(grid, prompts)
             except ValueError as exc:
                 self._clear_preview()
                 self._set_status(f"Cannot segment tile by tile: {exc}")
                 return
-        request = _Request(
+        request = DecodeRequest(
             generation=self._generation,
             image=self.image,
             data=level_data(self.image, self.level),
@@ -726,7 +470,7 @@ class SegAnyController:
         """Whether the preview shown is the one of the current prompts (none pending)."""
         return self.preview is not None and self.preview.request.generation == self._generation
 
-    def _on_decoded(self, request: _Request, decoded: Decoded | str | None) -> None:
+    def _on_decoded(self, request: DecodeRequest, decoded: Decoded | str | None) -> None:
         if decoded is None or request.generation != self._generation:
             return
         if isinstance(decoded, str):
@@ -736,7 +480,7 @@ class SegAnyController:
             return
         if request.image is not self.image or not layer_in_viewer(self.viewer, request.image):
             return
-        self.preview = _Preview(request, decoded)
+        self.preview = Preview(request, decoded)
         self._draw_preview()
         self.events.preview()
 
@@ -918,189 +662,3 @@ class SegAnyController:
     def _set_status(self, text: str) -> None:
         self.status = text
         self.events.status(value=text)
-
-
-class SegAnyWidget(Container):
-    """Dock widget for SegAny (MobileSAM): prompts in, labels out.
-
-    Parameters
-    ----------
-    viewer : napari.Viewer
-        The viewer to work on; napari passes it when the widget is opened from the
-        Plugins menu.
-
-    Examples
-    --------
-    >>> widget = SegAnyWidget(viewer)  # doctest: +SKIP
-    >>> viewer.window.add_dock_widget(widget, name="SegAny (MobileSAM)")  # doctest: +SKIP
-    >>> widget.controller.set_image(viewer.layers["cell"])  # doctest: +SKIP
-    """
-
-    def __init__(self, viewer: napari.viewer.Viewer) -> None:
-        viewer = self.viewer = unproxied(viewer)
-        self.controller = SegAnyController(viewer)
-        self._image = ComboBox(label="Image", nullable=True, choices=self._choices(Image))
-        self._points = ComboBox(
-            label="Point prompts", nullable=True, choices=self._choices(Points)
-        )
-        self._boxes = ComboBox(label="Box prompts", nullable=True, choices=self._choices(Shapes))
-        self._click = RadioButtons(
-            label="Click adds",
-            choices=[FOREGROUND, BACKGROUND],
-            value=FOREGROUND,
-            orientation="horizontal",
-            tooltip="B (points layer selected) switches; Shift-click adds the other kind",
-        )
-        self._candidate = ComboBox(label="Mask", choices=[], tooltip="Candidate masks by IoU")
-        self._output = ComboBox(
-            label="Output",
-            choices=self._choices(Labels, outputs=True),
-            tooltip="Labels layer that accepted objects go to; '(new layer)' makes one",
-        )
-        self._overwrite = CheckBox(text="Overwrite existing labels", value=False)
-        self._level = ComboBox(
-            label="Level",
-            choices=self._level_choices,
-            tooltip="Resolution level of a multiscale image to segment (0 = full resolution, "
-            "tile by tile)",
-        )
-        tiling_tip = (
-            "Planes larger than 1024 px on a side are segmented tile by tile: each object on "
-            "the tile that holds its prompts, encoded at full resolution when first used. "
-            "Tile + 2 × halo = 1024 (the defaults) is the model's input size."
-        )
-        self._tile_size = SpinBox(
-            label="Tile size (px)",
-            value=DEFAULT_TILE_SHAPE[0],
-            min=64,
-            max=8192,
-            step=64,
-            tooltip=tiling_tip,
-        )
-        self._halo = SpinBox(
-            label="Tile halo (px)",
-            value=DEFAULT_HALO[0],
-            min=0,
-            max=4096,
-            step=16,
-            tooltip="Pixels added on each side of a tile (at most half the tile). " + tiling_tip,
-        )
-        self._accept = PushButton(text="Accept (Ctrl+Enter)")
-        self._clear = PushButton(text="Clear prompts")
-        self._status = Label(value="")
-        super().__init__(
-            widgets=[
-                self._image,
-                self._points,
-                self._boxes,
-                self._click,
-                self._candidate,
-                self._output,
-                self._overwrite,
-                self._level,
-                self._tile_size,
-                self._halo,
-                Container(widgets=[self._accept, self._clear], layout="horizontal", labels=False),
-                self._status,
-            ]
-        )
-        self._status.native.setWordWrap(True)
-
-        self._image.changed.connect(self.controller.set_image)
-        self._points.changed.connect(self.controller.set_points_layer)
-        self._boxes.changed.connect(self.controller.set_boxes_layer)
-        self._output.changed.connect(
-            lambda value: self.controller.set_output_layer(None if value == NEW_LAYER else value)
-        )
-        self._overwrite.changed.connect(self._on_overwrite)
-        self._level.changed.connect(self._on_level)
-        self._tile_size.changed.connect(lambda value: self.controller.set_tiling(tile_size=value))
-        self._halo.changed.connect(lambda value: self.controller.set_tiling(halo=value))
-        self._click.changed.connect(
-            lambda value: self.controller.set_background_clicks(value == BACKGROUND)
-        )
-        self._candidate.changed.connect(self._on_candidate)
-        self._accept.changed.connect(self.controller.accept)
-        self._clear.changed.connect(self.controller.clear)
-        self.controller.events.status.connect(lambda event: self._status.set_value(event.value))
-        self.controller.events.layers.connect(self._sync_layers)
-        self.controller.events.preview.connect(self._sync_candidates)
-        self.controller.events.click_kind.connect(
-            lambda event: self._click.set_value(BACKGROUND if event.value else FOREGROUND)
-        )
-        for emitter in (viewer.layers.events.inserted, viewer.layers.events.removed):
-            emitter.connect(self.reset_choices)
-        self.reset_choices()
-        active = viewer.layers.selection.active
-        images = [layer for layer in viewer.layers if isinstance(layer, Image)]
-        if images:
-            self._image.value = active if isinstance(active, Image) else images[-1]
-
-    def _choices(self, kind: type, outputs: bool = False) -> Callable[[Any], list]:
-        def choices(_widget: Any) -> list[tuple[str, Any]]:
-            layers = [
-                (layer.name, layer)
-                for layer in self.viewer.layers
-                if isinstance(layer, kind) and not (outputs and PREVIEW_TAG in layer.metadata)
-            ]
-            return [(NEW_LAYER, NEW_LAYER), *layers] if outputs else layers
-
-        return choices
-
-    def _sync_layers(self, _event: Any = None) -> None:
-        self.reset_choices()
-        controller = self.controller
-        for combo, layer in (
-            (self._image, controller.image),
-            (self._points, controller.points),
-            (self._boxes, controller.boxes),
-            (self._output, NEW_LAYER if controller.output is None else controller.output),
-        ):
-            if combo.value is not layer:
-                with combo.changed.blocked():
-                    combo.value = layer
-        self._sync_levels()
-
-    def _level_choices(self, _widget: Any = None) -> list[tuple[str, int]]:
-        image = self.controller.image
-        count = level_count(image) if image is not None else 0
-        choices: list[tuple[str, int]] = []
-        for level in range(count):
-            rows, cols = spatial_shape(image, level)[-2:]
-            full = " (full resolution)" if level == 0 else ""
-            choices.append((f"{level}: {rows}×{cols}{full}", level))
-        return choices
-
-    def _sync_levels(self) -> None:
-        with self._level.changed.blocked():
-            self._level.reset_choices()
-            if self._level.choices:
-                self._level.value = self.controller.level
-        image = self.controller.image
-        self._level.visible = image is not None and level_count(image) > 1
-
-    def _sync_candidates(self, _event: Any = None) -> None:
-        preview = self.controller.preview
-        choices: list[tuple[str, int]] = []
-        if preview is not None and not preview.decoded.separate_objects:
-            scores = preview.decoded.scores[preview.decoded.ranking]
-            choices = [
-                (f"{rank + 1}: IoU {score:.2f}{' (best)' if rank == 0 else ''}", rank)
-                for rank, score in enumerate(scores)
-            ]
-        with self._candidate.changed.blocked():
-            self._candidate.choices = choices
-            if preview is not None and choices:
-                self._candidate.value = preview.candidate
-        self._candidate.enabled = len(choices) > 1
-
-    def _on_candidate(self, candidate: int | None) -> None:
-        if candidate is not None:
-            self.controller.select_candidate(candidate)
-
-    def _on_level(self, level: int | None) -> None:
-        if level is not None:
-            self.controller.set_level(level)
-
-    def _on_overwrite(self, value: bool) -> None:
-        self.controller.overwrite = bool(value)

@@ -1,0 +1,223 @@
+"""The SegEvery dock widget: a magicgui Container that starts :class:`SegEveryJob` runs."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+from magicgui.widgets import (
+    ComboBox,
+    Container,
+    FileEdit,
+    FloatSpinBox,
+    Label,
+    PushButton,
+    RadioButtons,
+    SpinBox,
+)
+from napari.layers import Image
+from napari.utils.notifications import show_error, show_info
+
+from napari_mobilesam._widgets._plane import (
+    PlaneError,
+    unproxied,
+)
+from napari_mobilesam._widgets._segevery import (
+    ALL_PLANES,
+    DECODERS,
+    DETECTORS,
+    HALO,
+    THIS_PLANE,
+    TILE_SIZE,
+    TILING,
+    SegEveryJob,
+    SegEverySettings,
+)
+
+if TYPE_CHECKING:
+    import napari
+
+
+class SegEveryWidget(Container):
+    """Dock widget for SegEvery (MobileSAMv2): every object of an image, one Labels layer.
+
+    Parameters
+    ----------
+    viewer : napari.Viewer
+        The viewer to work on; napari passes it when the widget is opened from the
+        Plugins menu.
+
+    Examples
+    --------
+    >>> widget = SegEveryWidget(viewer)  # doctest: +SKIP
+    >>> viewer.window.add_dock_widget(widget, name="SegEvery (MobileSAMv2)")  # doctest: +SKIP
+    >>> job = widget.run()  # the "<image> objects" layer appears when it ends  # doctest: +SKIP
+    """
+
+    def __init__(self, viewer: napari.viewer.Viewer) -> None:
+        viewer = self.viewer = unproxied(viewer)
+        self.job: SegEveryJob | None = None
+        self._image = ComboBox(label="Image", nullable=True, choices=self._image_choices)
+        self._detector = ComboBox(label="Detector", choices=list(DETECTORS.items()), value="auto")
+        self._detector_file = FileEdit(
+            label="YOLO file", mode="r", filter="*.pt", visible=False, nullable=True
+        )
+        self._decoder = ComboBox(label="Decoder", choices=list(DECODERS.items()), value="auto")
+        self._decoder.tooltip = (
+            "What decodes the detector's boxes into masks. MobileSAMv2 uses its "
+            "prompt-guided decoder (Prompt_guided_Mask_Decoder.pt, downloaded once); auto "
+            "falls back to mobile_sam.pt's decoder when it is not available, and says so."
+        )
+        self._conf = FloatSpinBox(label="conf", min=0.0, max=1.0, step=0.05, value=0.4)
+        self._iou = FloatSpinBox(label="iou", min=0.0, max=1.0, step=0.05, value=0.9)
+        self._max_objects = SpinBox(label="max objects", min=1, max=10_000, value=300)
+        self._min_area = SpinBox(label="min area (px)", min=0, max=100_000_000, value=0)
+        self._points_per_side = SpinBox(
+            label="grid points per side", min=1, max=128, value=32, visible=False
+        )
+        self._level = ComboBox(label="Level", choices=self._level_choices, visible=False)
+        self._level.tooltip = (
+            "Resolution level of the multiscale image to segment (0 = full resolution). "
+            "The labels have that level's size, drawn over the image at its scale."
+        )
+        self._tiling = ComboBox(label="Tiling", choices=list(TILING), value="auto")
+        self._tiling.tooltip = (
+            "auto: planes with a side longer than the model's 1024-pixel input are cut into "
+            "tiles, each encoded at full resolution; off: the plane is resized to 1024 "
+            "pixels (one embedding: fastest, coarse objects)."
+        )
+        self._tile_size = SpinBox(
+            label="tile size (px)", min=64, max=8192, step=64, value=TILE_SIZE
+        )
+        self._tile_size.tooltip = f"Side of each tile before its halo (default {TILE_SIZE})."
+        self._halo = SpinBox(label="tile halo (px)", min=0, max=4096, step=16, value=HALO)
+        self._halo.tooltip = (
+            f"Margin read on each side of a tile (default {HALO}, at most half the tile): "
+            "objects up to twice this size are never cut by a seam."
+        )
+        self._scope = RadioButtons(
+            label="Scope",
+            choices=[THIS_PLANE, ALL_PLANES],
+            value=THIS_PLANE,
+            orientation="horizontal",
+        )
+        self._run = PushButton(text="Run")
+        self._cancel = PushButton(text="Cancel", enabled=False)
+        self._status = Label(value="")
+        super().__init__(
+            widgets=[
+                self._image,
+                self._detector,
+                self._detector_file,
+                self._decoder,
+                self._conf,
+                self._iou,
+                self._max_objects,
+                self._min_area,
+                self._points_per_side,
+                self._level,
+                self._tiling,
+                self._tile_size,
+                self._halo,
+                self._scope,
+                Container(widgets=[self._run, self._cancel], layout="horizontal", labels=False),
+                self._status,
+            ]
+        )
+        self._status.native.setWordWrap(True)
+        self._detector.changed.connect(self._on_detector)
+        self._image.changed.connect(self._on_image)
+        self._tiling.changed.connect(self._on_tiling)
+        self._run.changed.connect(self.run)
+        self._cancel.changed.connect(self.cancel)
+        for emitter in (viewer.layers.events.inserted, viewer.layers.events.removed):
+            emitter.connect(self.reset_choices)
+        self.reset_choices()
+        active = viewer.layers.selection.active
+        images = [layer for layer in viewer.layers if isinstance(layer, Image)]
+        if images:
+            self._image.value = active if isinstance(active, Image) else images[-1]
+        self._on_image(self._image.value)
+
+    def _on_image(self, image: Image | None) -> None:
+        self._level.reset_choices()
+        self._level.visible = image is not None and image.multiscale
+        if self._level.choices:
+            self._level.value = 0
+
+    def _on_tiling(self, tiling: str) -> None:
+        self._tile_size.visible = self._halo.visible = tiling != "off"
+
+    def _level_choices(self, _widget: Any) -> list[tuple[str, int]]:
+        image = self._image.value if hasattr(self, "_image") else None
+        if image is None or not image.multiscale:
+            return [("0", 0)]
+        return [
+            (f"{level}: " + " x ".join(str(side) for side in data.shape[: image.ndim]), level)
+            for level, data in enumerate(image.data)
+        ]
+
+    def _on_detector(self, detector: str) -> None:
+        self._detector_file.visible = detector == "file"
+        self._points_per_side.visible = detector == "grid"
+        self._decoder.visible = detector != "grid"
+
+    def _image_choices(self, _widget: Any) -> list[tuple[str, Image]]:
+        return [(layer.name, layer) for layer in self.viewer.layers if isinstance(layer, Image)]
+
+    def settings(self) -> SegEverySettings:
+        """The settings the widget shows."""
+        detector: str | Path = self._detector.value
+        if detector == "file":
+            path = self._detector_file.value
+            if path is None or not str(path).strip() or Path(path).is_dir():
+                raise ValueError("Choose a YOLO .pt checkpoint file for the custom detector.")
+            detector = Path(path)
+        return SegEverySettings(
+            detector=detector,
+            decoder=self._decoder.value,
+            conf=float(self._conf.value),
+            iou=float(self._iou.value),
+            max_objects=int(self._max_objects.value),
+            min_area=int(self._min_area.value),
+            points_per_side=int(self._points_per_side.value),
+            all_planes=self._scope.value == ALL_PLANES,
+            tiling=TILING[self._tiling.value],
+            tile_shape=int(self._tile_size.value),
+            halo=int(self._halo.value),
+            level=int(self._level.value or 0),
+        )
+
+    def run(self) -> SegEveryJob | None:
+        """Start SegEvery on the chosen image; None (and a notification) if it cannot."""
+        if self.job is not None and self.job.running:
+            show_info("SegEvery is already running; cancel it first.")
+            return None
+        image = self._image.value
+        if image is None:
+            show_info("Choose an image layer for SegEvery.")
+            return None
+        try:
+            job = SegEveryJob(self.viewer, image, self.settings(), on_finished=self._on_finished)
+        except (PlaneError, ValueError) as exc:
+            self._status.value = str(exc)
+            show_error(str(exc))
+            return None
+        self.job = job
+        self._run.enabled = False
+        self._cancel.enabled = True
+        planes = len(job.planes)
+        self._status.value = f"Running on {planes} plane(s) of {image.name!r}..."
+        job.start()
+        return job
+
+    def cancel(self) -> None:
+        """Cancel the running job, if any."""
+        if self.job is not None and self.job.running:
+            self.job.cancel()
+            self._status.value = "Cancelling..."
+
+    def _on_finished(self, job: SegEveryJob) -> None:
+        self._run.enabled = True
+        self._cancel.enabled = False
+        self._status.value = job.outcome.message
