@@ -128,3 +128,58 @@ def test_model_type_is_checked():
 
     with pytest.raises(TypeError, match="build_mobile_sam"):
         SegAnyPredictor(object())
+
+
+def count_encodes(predictor, monkeypatch) -> list[int]:
+    calls: list[int] = []
+    encode = predictor._encode
+
+    def counting(rgb):
+        calls.append(1)
+        return encode(rgb)
+
+    monkeypatch.setattr(predictor, "_encode", counting)
+    return calls
+
+
+def test_precompute_in_a_thread_then_set_image_skips_the_encoder(predictor, nuclei, monkeypatch):
+    import threading
+
+    calls = count_encodes(predictor, monkeypatch)
+    other = np.ascontiguousarray(nuclei[::-1])
+    predictor.set_image(nuclei)
+    assert predictor.current_key is not None
+    current = predictor.current_key
+
+    thread = threading.Thread(target=predictor.precompute, args=(other,))
+    thread.start()
+    thread.join()
+
+    assert predictor.current_key == current  # precompute does not change the current image
+    assert predictor.is_cached(other) and len(calls) == 2
+    predictor.set_image(other)
+    assert len(calls) == 2 and predictor.current_key != current
+
+
+def test_a_precomputed_embedding_is_used_by_set_image(predictor, nuclei, monkeypatch):
+    from napari_mobilesam.imaging import to_rgb_uint8
+    from napari_mobilesam.segany import _content_key
+
+    predictor.set_image(nuclei)
+    embedding = predictor.get_image_embedding().clone()
+    masks, scores, _ = predictor.predict(point_coords=[[40, 40]], point_labels=[1])
+    predictor.clear_cache()
+    calls = count_encodes(predictor, monkeypatch)
+
+    predictor.cache_embedding(_content_key(to_rgb_uint8(nuclei)), embedding, nuclei.shape)
+    predictor.set_image(nuclei)
+
+    assert calls == []
+    again, again_scores, _ = predictor.predict(point_coords=[[40, 40]], point_labels=[1])
+    np.testing.assert_array_equal(again, masks)
+    np.testing.assert_allclose(again_scores, scores)
+
+
+def test_set_embedding_refuses_the_wrong_shape(predictor):
+    with pytest.raises(ValueError, match=r"\(1, 256, 64, 64\)"):
+        predictor.set_embedding(np.zeros((1, 256, 32, 32), np.float32), (100, 100))

@@ -8,6 +8,7 @@
 from __future__ import annotations
 
 import hashlib
+import threading
 from collections import OrderedDict
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager, nullcontext
@@ -108,6 +109,8 @@ class SegAnyPredictor:
         self.cache_size = cache_size
         self.batch_size = batch_size
         self._cache: OrderedDict[str, _ImageState] = OrderedDict()
+        self._cache_lock = threading.Lock()
+        self._current_key: str | None = None
         self._state: _ImageState | None = None
         self._decoder: BatchedMaskDecoder | None = None
         # Other prompt decoders (MobileSAMv2's box decoder) on the current embedding.
@@ -134,15 +137,46 @@ class SegAnyPredictor:
         """
         rgb = to_rgb_uint8(image, contrast_limits)
         key = _content_key(rgb)
-        state = self._cache.get(key)
+        with self._cache_lock:
+            state = self._cache.get(key)
+            if state is not None:
+                self._cache.move_to_end(key)
         if state is None:
             state = self._encode(rgb)
-            self._cache[key] = state
-            while len(self._cache) > self.cache_size:
-                self._cache.popitem(last=False)
-        else:
-            self._cache.move_to_end(key)
+            self._store(key, state)
         self._activate(state)
+        self._current_key = key
+
+    def precompute(self, image: np.ndarray, contrast_limits: Sequence[float] | None = None) -> str:
+        """Encode ``image`` into the cache without making it the current image.
+
+        Safe to call from a background thread (e.g. to encode the next slices of a stack
+        while the user works on this one); a later :meth:`set_image` of the same image
+        skips the encoder. Returns the image's content key.
+        """
+        rgb = to_rgb_uint8(image, contrast_limits)
+        key = _content_key(rgb)
+        with self._cache_lock:
+            if key in self._cache:
+                return key
+        self._store(key, self._encode(rgb))
+        return key
+
+    def has_embedding(self, key: str) -> bool:
+        """Whether the cache holds the embedding of the image with this content key."""
+        with self._cache_lock:
+            return key in self._cache
+
+    @property
+    def current_key(self) -> str | None:
+        """Content key of the current image if it was set by :meth:`set_image`, else None."""
+        return self._current_key if self._state is not None else None
+
+    def is_cached(self, image: np.ndarray, contrast_limits: Sequence[float] | None = None) -> bool:
+        """Whether :meth:`set_image` of ``image`` would skip the encoder (reads no model)."""
+        key = _content_key(to_rgb_uint8(image, contrast_limits))
+        with self._cache_lock:
+            return key in self._cache
 
     def set_embedding(
         self, embedding: torch.Tensor | np.ndarray, image_shape: Sequence[int]
@@ -158,6 +192,29 @@ class SegAnyPredictor:
             Size of the image the embedding was computed from; prompts are given in its
             pixels.
         """
+        self._activate(self._state_of(embedding, image_shape))
+        self._current_key = None
+
+    def cache_embedding(
+        self, key: str, embedding: torch.Tensor | np.ndarray, image_shape: Sequence[int]
+    ) -> None:
+        """Put a precomputed embedding in the cache, so that :meth:`set_image` of the image
+        it belongs to skips the encoder (see :class:`napari_mobilesam.embedding_store.
+        EmbeddingStore`). The current image is not changed; safe from another thread.
+
+        Parameters
+        ----------
+        key : str
+            Content key of the model input (``_content_key(to_rgb_uint8(image, limits))``).
+        embedding : (1, 256, 64, 64) tensor or array
+        image_shape : (H, W)
+            Size of the image the embedding was computed from.
+        """
+        self._store(key, self._state_of(embedding, image_shape))
+
+    def _state_of(
+        self, embedding: torch.Tensor | np.ndarray, image_shape: Sequence[int]
+    ) -> _ImageState:
         embedding = torch.as_tensor(
             np.asarray(embedding) if not torch.is_tensor(embedding) else embedding
         )
@@ -171,7 +228,14 @@ class SegAnyPredictor:
             raise ValueError(f"image_shape must be (H, W) with H, W >= 1, got {image_shape!r}")
         input_size = preprocess_shape(height, width, self.model.image_size)
         embedding = embedding.to(device=self.device, dtype=torch.float32)
-        self._activate(_ImageState(embedding, (height, width), input_size))
+        return _ImageState(embedding, (height, width), input_size)
+
+    def _store(self, key: str, state: _ImageState) -> None:
+        with self._cache_lock:
+            self._cache[key] = state
+            self._cache.move_to_end(key)
+            while len(self._cache) > self.cache_size:
+                self._cache.popitem(last=False)
 
     def _encode(self, rgb: np.ndarray) -> _ImageState:
         resized = resize_longest_side(rgb, self.model.image_size)
@@ -214,7 +278,8 @@ class SegAnyPredictor:
 
     def clear_cache(self) -> None:
         """Drop every cached embedding."""
-        self._cache.clear()
+        with self._cache_lock:
+            self._cache.clear()
 
     @property
     def is_image_set(self) -> bool:

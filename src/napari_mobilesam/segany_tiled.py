@@ -378,7 +378,6 @@ class TiledSegAnyPredictor:
         self.image: Any = None
         self.contrast_limits: tuple[float, float] | None = None
         self._encoded: dict[tuple[int, int, int, int], str] = {}
-        self._active: tuple[tuple[int, int, int, int], Any] | None = None
 
     def __repr__(self) -> str:
         return (
@@ -425,7 +424,6 @@ class TiledSegAnyPredictor:
         self.grid = grid
         self.contrast_limits = limits
         self._encoded = {}
-        self._active = None
 
     def reset_image(self) -> None:
         """Forget the image (the predictor's cache keeps the tiles' embeddings)."""
@@ -433,7 +431,6 @@ class TiledSegAnyPredictor:
         self.grid = None
         self.contrast_limits = None
         self._encoded = {}
-        self._active = None
 
     @property
     def is_image_set(self) -> bool:
@@ -466,8 +463,7 @@ class TiledSegAnyPredictor:
         Encodes and reads nothing.
         """
         key = self._encoded.get(tuple(tile.outer))
-        cache = getattr(self.predictor, "_cache", None)
-        return key is not None and (cache is None or key in cache)
+        return key is not None and self.predictor.has_embedding(key)
 
     @property
     def encoded_tiles(self) -> list[tuple[int, int, int, int]]:
@@ -486,20 +482,15 @@ class TiledSegAnyPredictor:
 
         self._require_grid()
         outer = tuple(tile.outer)
-        if (
-            self._active is not None
-            and self._active[0] == outer
-            and getattr(self.predictor, "_state", None) is self._active[1]
-        ):
+        known = self._encoded.get(outer)
+        if known is not None and self.predictor.current_key == known:
             return False
         rgb = to_rgb_uint8(read_region(self.image, tile), self.contrast_limits)
         key = _content_key(rgb)
-        cache = getattr(self.predictor, "_cache", {})
-        encoded_now = key not in cache
+        encoded_now = not self.predictor.has_embedding(key)
         self.predictor.set_image(rgb)
         self._encoded.pop(outer, None)
         self._encoded[outer] = key
-        self._active = (outer, getattr(self.predictor, "_state", None))
         return encoded_now
 
     # ---------------------------------------------------------------- prompts
