@@ -5,6 +5,7 @@ numpy only, so that widgets can import it without loading torch.
 
 from __future__ import annotations
 
+import hashlib
 from collections.abc import Sequence
 from typing import Any
 
@@ -104,6 +105,17 @@ def to_rgb_uint8(image: ArrayLike, contrast_limits: Sequence[float] | None = Non
     if limits is None:
         limits = _percentile_limits(finite_values)
     return _to_three_channels(_rescale(channels, *limits))
+
+
+def content_key(rgb: np.ndarray) -> str:
+    """A digest of a model input (an RGB uint8 image): its bytes and its shape.
+
+    Embedding caches and stores are keyed by it, so an image is encoded once whatever
+    array, file or slice it came from.
+    """
+    digest = hashlib.blake2b(np.ascontiguousarray(rgb).data, digest_size=16)
+    digest.update(str(rgb.shape).encode())
+    return digest.hexdigest()
 
 
 def display_range(image: ArrayLike, max_samples: int = 2**22) -> tuple[float, float] | None:

@@ -7,7 +7,6 @@
 
 from __future__ import annotations
 
-import hashlib
 import threading
 from collections import OrderedDict
 from collections.abc import Iterator, Sequence
@@ -18,6 +17,7 @@ import numpy as np
 import torch
 
 from napari_mobilesam._allocator import keep_large_allocations_in_heap
+from napari_mobilesam.imaging import content_key as _content_key
 from napari_mobilesam.imaging import to_rgb_uint8
 from napari_mobilesam.model.batched_decoder import BatchedMaskDecoder
 from napari_mobilesam.model.prompt_decoder import PromptDecoder
@@ -516,12 +516,6 @@ class SegAnyPredictor:
             autocast = torch.autocast(self.device.type, dtype=dtype)
         with torch.inference_mode(), autocast:
             yield
-
-
-def _content_key(rgb: np.ndarray) -> str:
-    digest = hashlib.blake2b(np.ascontiguousarray(rgb).data, digest_size=16)
-    digest.update(str(rgb.shape).encode())
-    return digest.hexdigest()
 
 
 def _validate_points(

@@ -478,7 +478,7 @@ class TiledSegAnyPredictor:
         bool
             True when the encoder ran (the region was not cached).
         """
-        from napari_mobilesam.segany import _content_key
+        from napari_mobilesam.imaging import content_key as _content_key
 
         self._require_grid()
         outer = tuple(tile.outer)

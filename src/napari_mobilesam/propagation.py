@@ -1,0 +1,461 @@
+"""SegAny in 3-D: propagate one object's mask from annotated slices through a Z or T stack.
+
+The object is segmented on the annotated slices (from points, a box or a mask given there),
+then slice by slice outwards: the mask of the previous slice is *projected* into the next
+slice as a prompt, and the model segments the object there. Between two annotated slices
+the gap is filled from both ends.
+
+Projection modes (what the previous slice's mask becomes on the next slice):
+
+- ``"box"``: its bounding box, widened by ``box_extension`` of its size on every side;
+- ``"mask"`` (default): that box plus the previous call's low-resolution logits as
+  ``mask_input`` (a mask given by the user is turned into logits first). This is what
+  micro-sam calls ``"mask"`` (box + mask) and uses in its volumetric evaluations;
+- ``"points"``: up to ``n_points`` positive points placed deep inside it (the maxima of
+  its distance transform, each at least its own depth away from the others).
+
+Stopping rule (outwards from the annotated range only): propagation stops at the first
+slice whose mask is empty, whose IoU with the previous slice's mask is below
+``iou_threshold`` (default 0.5, micro-sam's default), or, when ``min_score`` is given,
+whose predicted IoU is below ``min_score``. That slice is visited but not kept. Between
+two annotated slices nothing stops: the annotations say the object spans the gap.
+
+Embeddings are computed when a slice is first needed and kept for the call (and by the
+predictor's own cache, by content); ``prefetch=k`` encodes the next ``k`` slices in a
+background thread while the main thread decodes.
+"""
+
+from __future__ import annotations
+
+import itertools
+import time
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+
+from napari_mobilesam.prompt_projection import (
+    DEFAULT_BOX_EXTENSION,
+    PROJECTIONS,
+    mask_iou,
+    project_prompt,
+)
+from napari_mobilesam.stack_slices import SliceEmbeddings, StackSlices
+
+ProgressCallback = Callable[[int, int], Any]
+
+DEFAULT_PROJECTION = "mask"
+DEFAULT_IOU_THRESHOLD = 0.5
+_PROMPT_KEYS = ("point_coords", "point_labels", "box", "mask")
+
+
+@dataclass(frozen=True)
+class PropagationResult:
+    """One object segmented through a stack.
+
+    Attributes
+    ----------
+    mask : bool array
+        The object on every slice, in the stack's layout without channels: (S, H, W) for
+        an (S, H, W) or (S, H, W, C) stack.
+    slices : (K,) int64
+        Sorted slices where the mask is not empty (the slices the object covers).
+    annotated : (A,) int64
+        The slices that had prompts.
+    visited : (V,) int64
+        Slices decoded by propagation, in order (annotated slices not included); the
+        slice where a walk stopped is visited but not kept.
+    stops : dict
+        Why each outward walk ended: ``{"lower": ..., "upper": ...}``, e.g.
+        ``"IoU 0.31 < 0.5 at slice 12"``, ``"empty mask at slice 3"``, ``"reached slice 0"``,
+        ``"bound 10"``.
+    scores : dict
+        Predicted IoU of the mask on each decoded slice (annotated ones included).
+    ious : dict
+        IoU between each propagated slice's mask and the mask it was prompted from.
+    timings : dict
+        Seconds: "embedding" (encoding or waiting for it), "decoding", "wait", "background".
+    """
+
+    mask: np.ndarray
+    slices: np.ndarray
+    annotated: np.ndarray
+    visited: np.ndarray
+    stops: dict[str, str]
+    scores: dict[int, float] = field(default_factory=dict)
+    ious: dict[int, float] = field(default_factory=dict)
+    timings: dict[str, float] = field(default_factory=dict)
+
+    def paint_into(self, labels: np.ndarray, label: int) -> int:
+        """Write ``label`` into ``labels`` (same layout as ``mask``) wherever the object is.
+
+        Returns the number of pixels written. Nothing else is changed.
+        """
+        if tuple(np.shape(labels)) != self.mask.shape:
+            raise ValueError(
+                f"labels must have the mask's shape {self.mask.shape}, got {np.shape(labels)}"
+            )
+        labels[self.mask] = label
+        return int(self.mask.sum())
+
+
+def propagate_mask(
+    predictor: Any,
+    stack: Any,
+    prompts: Mapping[int, Mapping[str, Any] | np.ndarray],
+    *,
+    axis: int = 0,
+    projection: str = DEFAULT_PROJECTION,
+    iou_threshold: float = DEFAULT_IOU_THRESHOLD,
+    min_score: float | None = None,
+    box_extension: float = DEFAULT_BOX_EXTENSION,
+    n_points: int = 3,
+    bounds: tuple[int | None, int | None] = (None, None),
+    rgb: bool | None = None,
+    contrast_limits: Sequence[float] | None = None,
+    prefetch: int = 0,
+    embeddings: SliceEmbeddings | None = None,
+    progress: ProgressCallback | None = None,
+) -> PropagationResult:
+    """Segment one object on every slice of a Z or T stack it spans, from prompts on some.
+
+    Parameters
+    ----------
+    predictor : SegAnyPredictor
+        The model (anything with its ``set_image``, ``set_embedding``, ``predict`` and
+        ``input_size``).
+    stack : array-like
+        (S, H, W), or (S, H, W, C) with ``rgb``; more leading axes are allowed when all
+        but ``axis`` have size 1. numpy, dask or zarr (slices are read when needed).
+    prompts : mapping {slice: prompt}
+        At least one slice. A prompt is a mapping with SegAny's ``point_coords`` (N, 2)
+        (x, y pixels), ``point_labels`` (N,) and/or ``box`` (4,) x0, y0, x1, y1, which
+        is segmented on that slice (one point alone: the best of three masks); or a
+        ``mask`` (H, W) bool, the object as already segmented there (used as it is); or
+        an (H, W) bool array, short for ``{"mask": array}``.
+    axis : int
+        The stack axis to walk along.
+    projection : {"mask", "box", "points"}
+        How a slice's mask prompts the next slice (see the module notes).
+    iou_threshold : float
+        Outward walks stop at the first slice whose mask has an IoU below this with the
+        previous slice's mask (0 disables the test; empty masks always stop).
+    min_score : float, optional
+        Outward walks also stop where the predicted IoU is below this.
+    box_extension : float
+        Projected boxes are widened by this fraction of their size on each side.
+    n_points : int
+        Points per projection in "points" mode.
+    bounds : (lo, hi)
+        Never visit slices outside lo..hi (inclusive); None is the stack's end. Bounds
+        equal to the lowest and highest annotated slices fill between them only.
+    rgb, contrast_limits
+        See :class:`StackSlices`; by default one display range for the whole stack.
+    prefetch : int
+        Slices to encode ahead in a background thread (0: none).
+    embeddings : SliceEmbeddings, optional
+        Reuse the embeddings of an earlier call on the same stack (``prefetch`` and
+        ``contrast_limits`` are then its own).
+    progress : callable, optional
+        ``progress(done, total)`` after each decoded slice (``total`` is the number of
+        slices within bounds, an upper limit); an exception it raises aborts the call and
+        nothing is returned.
+
+    Returns
+    -------
+    PropagationResult
+        ``mask`` in the stack's layout and ``slices`` it covers, with the visiting order,
+        why each walk stopped, scores and timings.
+
+    Raises
+    ------
+    ValueError
+        A stack with no axis to walk along (a 2-D image), an axis that is not a stack
+        axis, no prompt, a prompt on a slice outside the stack, or an empty prompt mask.
+
+    Examples
+    --------
+    >>> prompts = {20: {"box": [40, 50, 90, 110]}}
+    >>> result = propagate_mask(predictor, volume, prompts)  # doctest: +SKIP
+    >>> labels[result.mask] = 7  # one id through the stack  # doctest: +SKIP
+    >>> result.slices  # doctest: +SKIP
+    array([14, 15, ..., 27])
+    """
+    if projection not in PROJECTIONS:
+        raise ValueError(f"projection must be one of {PROJECTIONS}, got {projection!r}")
+    if not 0.0 <= float(iou_threshold) <= 1.0:
+        raise ValueError(f"iou_threshold must be between 0 and 1, got {iou_threshold!r}")
+    if box_extension < 0:
+        raise ValueError(f"box_extension must be >= 0, got {box_extension!r}")
+    if isinstance(n_points, bool) or int(n_points) != n_points or n_points < 1:
+        raise ValueError(f"n_points must be a positive integer, got {n_points!r}")
+    if embeddings is not None:
+        slices = embeddings.slices
+        if tuple(np.shape(stack)) != slices.full_shape:
+            raise ValueError("embeddings belong to a stack of another shape")
+    else:
+        slices = StackSlices(stack, axis, rgb=rgb, contrast_limits=contrast_limits)
+    seeds = _validate_prompts(prompts, slices)
+    lo, hi = _validate_bounds(bounds, slices.n, seeds)
+
+    own = embeddings is None
+    encoder = embeddings if not own else SliceEmbeddings(predictor, slices, prefetch)
+    run = _Propagation(
+        predictor,
+        slices,
+        encoder,
+        projection=projection,
+        iou_threshold=float(iou_threshold),
+        min_score=min_score,
+        box_extension=float(box_extension),
+        n_points=int(n_points),
+        progress=progress,
+        total=hi - lo + 1,
+    )
+    try:
+        run.run(seeds, lo, hi)
+    finally:
+        if own:
+            encoder.close()
+    masks = run.masks
+    covered = np.flatnonzero(masks.reshape(slices.n, -1).any(axis=1))
+    timings = dict(encoder.timings)
+    timings["decoding"] = run.decode_seconds
+    return PropagationResult(
+        mask=slices.to_stack_layout(masks),
+        slices=covered.astype(np.int64),
+        annotated=np.array(sorted(seeds), np.int64),
+        visited=np.array(run.visited, np.int64),
+        stops=run.stops,
+        scores=run.scores,
+        ious=run.ious,
+        timings=timings,
+    )
+
+
+class _Propagation:
+    """The walks of one :func:`propagate_mask` call."""
+
+    def __init__(
+        self,
+        predictor: Any,
+        slices: StackSlices,
+        encoder: SliceEmbeddings,
+        *,
+        projection: str,
+        iou_threshold: float,
+        min_score: float | None,
+        box_extension: float,
+        n_points: int,
+        progress: ProgressCallback | None,
+        total: int,
+    ) -> None:
+        self.predictor = predictor
+        self.slices = slices
+        self.encoder = encoder
+        self.projection = projection
+        self.iou_threshold = iou_threshold
+        self.min_score = min_score
+        self.box_extension = box_extension
+        self.n_points = n_points
+        self.progress = progress
+        self.total = total
+        self.masks = np.zeros((slices.n, *slices.shape_yx), bool)
+        self.logits: dict[int, np.ndarray | None] = {}
+        self.visited: list[int] = []
+        self.scores: dict[int, float] = {}
+        self.ious: dict[int, float] = {}
+        self.stops: dict[str, str] = {}
+        self.decode_seconds = 0.0
+        self.done = 0
+
+    def run(self, seeds: dict[int, Mapping[str, Any]], lo: int, hi: int) -> None:
+        annotated = sorted(seeds)
+        self.encoder.request(annotated)  # no-op without prefetch
+        for z in annotated:
+            self._segment_seed(z, seeds[z])
+        # Between annotated slices: from both ends, meeting in the middle.
+        for a, b in itertools.pairwise(annotated):
+            self._fill_between(a, b)
+        self._walk(annotated[0], -1, lo, "lower")
+        self._walk(annotated[-1], +1, hi, "upper")
+
+    def _tick(self) -> None:
+        self.done += 1
+        if self.progress is not None:
+            self.progress(min(self.done, self.total), self.total)
+
+    def _segment_seed(self, z: int, prompt: Mapping[str, Any]) -> None:
+        if "mask" in prompt:
+            self.masks[z] = prompt["mask"]
+            self.logits[z] = None
+            self._tick()
+            return
+        if not self.encoder.activate(z):
+            raise ValueError(f"slice {z} is blank (no contrast): it cannot be segmented")
+        coords = prompt.get("point_coords")
+        single_point = prompt.get("box") is None and coords is not None and len(coords) == 1
+        start = time.perf_counter()
+        masks, scores, low_res = self.predictor.predict(
+            point_coords=coords,
+            point_labels=prompt.get("point_labels"),
+            box=prompt.get("box"),
+            multimask_output=single_point,
+        )
+        self.decode_seconds += time.perf_counter() - start
+        best = int(np.argmax(scores))
+        if not masks[best].any():
+            raise ValueError(
+                f"the prompts on slice {z} gave an empty mask: nothing to propagate; "
+                "add or move prompts on that slice"
+            )
+        self.masks[z] = masks[best]
+        self.logits[z] = low_res[best : best + 1]
+        self.scores[z] = float(scores[best])
+        self._tick()
+
+    def _predict_from(self, z: int, source: np.ndarray, logits: np.ndarray | None):
+        """Decode slice ``z`` prompted by ``source`` (a mask of a neighbouring slice)."""
+        self.visited.append(z)
+        if not self.encoder.activate(z):
+            return np.zeros(self.slices.shape_yx, bool), None, float("nan")
+        kwargs = project_prompt(
+            source,
+            logits,
+            self.projection,
+            input_size=self.predictor.input_size,
+            box_extension=self.box_extension,
+            n_points=self.n_points,
+        )
+        start = time.perf_counter()
+        masks, scores, low_res = self.predictor.predict(**kwargs)
+        self.decode_seconds += time.perf_counter() - start
+        best = int(np.argmax(scores))
+        self.scores[z] = float(scores[best])
+        return masks[best], low_res[best : best + 1], float(scores[best])
+
+    def _fill_between(self, a: int, b: int) -> None:
+        gap = b - a - 1
+        if gap <= 0:
+            return
+        half = gap // 2
+        order: list[tuple[int, int]] = []  # (slice, the neighbour it is prompted from)
+        for k in range(1, half + 1):
+            order += [(a + k, a + k - 1), (b - k, b - k + 1)]
+        self.encoder.request([z for z, _ in order] + ([a + half + 1] if gap % 2 else []))
+        source = {a: a, b: b}  # the last non-empty slice of each walk
+        for z, prev in order:
+            walk = a if prev < z else b
+            src = source[walk]
+            mask, logits, _ = self._predict_from(z, self.masks[src], self.logits[src])
+            self.ious[z] = mask_iou(mask, self.masks[src])
+            self.masks[z], self.logits[z] = mask, logits
+            if mask.any():
+                source[walk] = z
+            self._tick()
+        if gap % 2:
+            z = a + half + 1
+            union = self.masks[source[a]] | self.masks[source[b]]
+            mask, logits, _ = self._predict_from(z, union, None)
+            self.ious[z] = mask_iou(mask, union)
+            self.masks[z], self.logits[z] = mask, logits
+            self._tick()
+
+    def _walk(self, start: int, step: int, bound: int, name: str) -> None:
+        prev = start
+        z = start + step
+        if not self.masks[start].any():
+            self.stops[name] = f"empty mask at annotated slice {start}"
+            return
+        while (z >= bound) if step < 0 else (z <= bound):
+            ahead = [z + step * k for k in range(self.encoder.prefetch + 1)]
+            self.encoder.request([y for y in ahead if (y >= bound if step < 0 else y <= bound)])
+            mask, logits, score = self._predict_from(z, self.masks[prev], self.logits[prev])
+            iou = mask_iou(mask, self.masks[prev])
+            self.ious[z] = iou
+            reason = None
+            if not mask.any():
+                reason = f"empty mask at slice {z}"
+            elif iou < self.iou_threshold:
+                reason = f"IoU {iou:.2f} < {self.iou_threshold:g} at slice {z}"
+            elif self.min_score is not None and score < self.min_score:
+                reason = f"predicted IoU {score:.2f} < {self.min_score:g} at slice {z}"
+            self._tick()
+            if reason is not None:
+                self.stops[name] = reason
+                return
+            self.masks[z], self.logits[z] = mask, logits
+            prev = z
+            z += step
+        end = 0 if step < 0 else self.slices.n - 1
+        self.stops[name] = f"reached slice {end}" if bound == end else f"bound {bound}"
+
+
+# ------------------------------------------------------------------------ projection
+def _validate_prompts(
+    prompts: Mapping[int, Mapping[str, Any] | np.ndarray], slices: StackSlices
+) -> dict[int, Mapping[str, Any]]:
+    if not isinstance(prompts, Mapping):
+        raise TypeError(
+            "prompts must be a mapping {slice index: prompt}, e.g. {12: {'box': [x0, y0, "
+            f"x1, y1]}}; got {type(prompts).__name__}"
+        )
+    if len(prompts) == 0:
+        raise ValueError(
+            "prompts are on no slice: give at least one slice with points, a box or a mask "
+            "of the object, e.g. {12: {'point_coords': [[x, y]], 'point_labels': [1]}}"
+        )
+    seeds: dict[int, Mapping[str, Any]] = {}
+    for key, prompt in prompts.items():
+        if isinstance(key, bool) or int(key) != key:
+            raise ValueError(f"prompt slice indices must be integers, got {key!r}")
+        z = int(key)
+        if z < 0:
+            z += slices.n
+        if not 0 <= z < slices.n:
+            raise ValueError(
+                f"prompt on slice {key}, but the stack axis {slices.axis} has slices "
+                f"0..{slices.n - 1}"
+            )
+        if z in seeds:
+            raise ValueError(f"two prompts for slice {z}")
+        if not isinstance(prompt, Mapping):
+            prompt = {"mask": prompt}
+        unknown = set(prompt) - set(_PROMPT_KEYS)
+        if unknown:
+            raise ValueError(
+                f"unknown prompt keys {sorted(unknown)} on slice {z}; use {list(_PROMPT_KEYS)}"
+            )
+        if "mask" in prompt:
+            mask = np.asarray(prompt["mask"])
+            if mask.shape != slices.shape_yx:
+                raise ValueError(
+                    f"the mask on slice {z} has shape {mask.shape}; slices are {slices.shape_yx}"
+                )
+            mask = mask.astype(bool)
+            if not mask.any():
+                raise ValueError(f"the mask prompt on slice {z} is empty")
+            prompt = {"mask": mask}
+        elif prompt.get("box") is None and prompt.get("point_coords") is None:
+            raise ValueError(f"the prompt on slice {z} has no points, box or mask")
+        seeds[z] = prompt
+    return seeds
+
+
+def _validate_bounds(
+    bounds: tuple[int | None, int | None], n: int, seeds: Mapping[int, Any]
+) -> tuple[int, int]:
+    try:
+        lo, hi = bounds
+    except (TypeError, ValueError) as exc:
+        raise ValueError(f"bounds must be (lo, hi), got {bounds!r}") from exc
+    lo = 0 if lo is None else int(lo)
+    hi = n - 1 if hi is None else int(hi)
+    lo, hi = max(lo, 0), min(hi, n - 1)
+    if not lo <= min(seeds) <= max(seeds) <= hi:
+        raise ValueError(f"bounds ({lo}, {hi}) must contain every annotated slice {sorted(seeds)}")
+    return lo, hi
+
+
+__all__ = ["DEFAULT_PROJECTION", "PropagationResult", "propagate_mask"]
