@@ -199,38 +199,22 @@ def segment_everything(
     tiles = TileGrid(shape, tile_shape, halo)
     if out is not None:
         _check_out(out, shape)
+    options = {
+        "detector": detector,
+        "boxes": boxes,
+        "decoder": decoder,
+        "conf": conf,
+        "iou": iou,
+        "max_objects": max_objects,
+        "min_area": min_area,
+        "progress": progress,
+        "contrast_limits": contrast_limits,
+        "points_per_side": points_per_side,
+    }
     if tiling and needs_tiling(shape) and not tiles.is_single:
         predictor = predictor if predictor is not None else default_predictor()
-        return _segment_tiled(
-            image,
-            tiles,
-            predictor=predictor,
-            detector=detector,
-            boxes=boxes,
-            decoder=decoder,
-            conf=conf,
-            iou=iou,
-            max_objects=max_objects,
-            min_area=min_area,
-            progress=progress,
-            contrast_limits=contrast_limits,
-            points_per_side=points_per_side,
-            out=out,
-        )
-    result = _segment_whole(
-        image,
-        predictor=predictor,
-        detector=detector,
-        boxes=boxes,
-        decoder=decoder,
-        conf=conf,
-        iou=iou,
-        max_objects=max_objects,
-        min_area=min_area,
-        progress=progress,
-        contrast_limits=contrast_limits,
-        points_per_side=points_per_side,
-    )
+        return _segment_tiled(image, tiles, predictor=predictor, out=out, **options)
+    result = _segment_whole(image, predictor=predictor, **options)
     if out is not None:
         out[...] = result.labels
         result = replace(result, labels=out)
