@@ -63,3 +63,24 @@ def test_masks_of_a_batch_equal_reference(small):
     assert masks.shape == (3, *shape) and masks.dtype == bool
     for mask, one in zip(masks, logits, strict=True):
         np.testing.assert_array_equal(mask, _reference_mask(one, shape))
+
+
+@pytest.mark.parametrize("shape", [(400, 600), (600, 400)])
+def test_logits_positive_only_in_the_padding_give_an_empty_mask(shape):
+    # A 400 x 600 image fills 683 x 1024 of the model's frame: low-res rows from 171 on are
+    # padding. A decoder (MobileSAMv2's trained one on a random embedding) can put its
+    # only positive logits there.
+    upsample = MaskUpsampler(shape, preprocess_shape(*shape))
+    logits = torch.full((256, 256), -5.0)
+    h, w = preprocess_shape(*shape)
+    if h < w:
+        logits[h // 4 + 2 :, :] = 5.0
+    else:
+        logits[:, w // 4 + 2 :] = 5.0
+
+    _, _, crop = upsample(logits)
+    masks = upsample.masks(logits[None])
+
+    assert crop.size == 0
+    assert not masks.any()
+    np.testing.assert_array_equal(masks[0], _reference_mask(logits, shape))

@@ -135,10 +135,11 @@ class MaskUpsampler:
         if len(rows) == 0:
             return None
         cols = torch.nonzero(positive.any(dim=0)).flatten()
-        return (
-            self._reach(self.rows, int(rows[0]), int(rows[-1])),
-            self._reach(self.cols, int(cols[0]), int(cols[-1])),
-        )
+        y_out = self._reach(self.rows, int(rows[0]), int(rows[-1]))
+        x_out = self._reach(self.cols, int(cols[0]), int(cols[-1]))
+        if y_out.stop <= y_out.start or x_out.stop <= x_out.start:
+            return None  # positive only in the padding of the model's frame
+        return y_out, x_out
 
     def _is_large(self, y_out: slice, x_out: slice) -> bool:
         crop_pixels = (y_out.stop - y_out.start) * (x_out.stop - x_out.start)
