@@ -1,0 +1,178 @@
+"""Inputs of a batch run: files, folders, globs and samples, read as arrays with their axes.
+
+TIFF and OME-TIFF (tifffile), PNG and JPEG (Pillow), and zarr / OME-Zarr (read lazily) are
+found by :func:`find_inputs` and read by :func:`read_image`; :func:`stack_layout` says which
+axes of an image are iterated as a stack (Z, T, ...) and whether the last one is RGB.
+"""
+
+from __future__ import annotations
+
+import glob
+import os
+from collections.abc import Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+__all__ = ["IMAGE_SUFFIXES", "SAMPLES", "InputItem", "find_inputs", "read_image", "stack_layout"]
+
+IMAGE_SUFFIXES = (".tif", ".tiff", ".png", ".jpg", ".jpeg", ".zarr")
+SAMPLES = ("cell", "coins")
+
+
+@dataclass(frozen=True)
+class InputItem:
+    """One input: a file or zarr path, or ``sample:NAME``; ``key`` names its outputs."""
+
+    source: str
+    key: str
+
+
+def find_inputs(
+    inputs: Sequence[str | os.PathLike[str]], exclude: str | os.PathLike[str] | None = None
+) -> tuple[list[InputItem], list[tuple[str, str]]]:
+    """Expand files, folders (their images, not recursive) and glob patterns.
+
+    Returns the images, sorted and without repeats, each with a unique output key (the
+    file name without its extension, or with it when two inputs share a name), and
+    ``(input, reason)`` for each input that matches nothing.
+    """
+    paths: list[Path] = []
+    missing: list[tuple[str, str]] = []
+    excluded = Path(exclude).resolve() if exclude is not None else None
+    for entry in map(str, inputs):
+        if entry.startswith("sample:"):
+            paths.append(Path(entry))
+            continue
+        if any(char in entry for char in "*?["):
+            found = [Path(p) for p in sorted(glob.glob(entry, recursive=True))]
+            found = [p for p in found if _is_image(p)]
+        elif Path(entry).is_dir() and Path(entry).suffix.lower() != ".zarr":
+            found = sorted(p for p in Path(entry).iterdir() if _is_image(p))
+        else:
+            found = [Path(entry)] if Path(entry).exists() else []
+        if excluded is not None:
+            found = [p for p in found if excluded not in (p.resolve(), *p.resolve().parents)]
+        if not found:
+            reason = "no such file or folder" if not Path(entry).exists() else "no image in it"
+            missing.append((entry, f"{reason} ({', '.join(IMAGE_SUFFIXES)})"))
+        paths.extend(found)
+    unique = list(dict.fromkeys(paths))
+    stems = [_stem(path) for path in unique]
+    keys = [
+        stem if stems.count(stem) == 1 else path.name.replace(".", "_")
+        for stem, path in zip(stems, unique, strict=True)
+    ]
+    for key in keys:
+        if keys.count(key) > 1:
+            raise ValueError(
+                f"Two inputs would write the same outputs ({key}): run their folders separately."
+            )
+    return [InputItem(str(p), k) for p, k in zip(unique, keys, strict=True)], missing
+
+
+def _is_image(path: Path) -> bool:
+    return path.suffix.lower() in IMAGE_SUFFIXES and not path.name.startswith(".")
+
+
+def _stem(path: Path) -> str:
+    if str(path).startswith("sample:"):
+        return str(path)[len("sample:") :]
+    name = path.name
+    for suffix in (".ome.tiff", ".ome.tif", ".ome.zarr", *IMAGE_SUFFIXES):
+        if name.lower().endswith(suffix):
+            return name[: -len(suffix)]
+    return path.stem
+
+
+def read_image(source: str) -> tuple[Any, str | None]:
+    """Read an input: ``(array, axes)``, axes being a string like ``"ZYX"`` when known.
+
+    TIFF and OME-TIFF with tifffile, PNG and JPEG with Pillow, zarr and OME-Zarr lazily
+    (the array of the full-resolution level), ``sample:cell`` / ``sample:coins`` from
+    scikit-image.
+    """
+    if source.startswith("sample:"):
+        import skimage.data
+
+        name = source[len("sample:") :]
+        if name not in SAMPLES:
+            raise ValueError(f"unknown sample {name!r}; choose one of {', '.join(SAMPLES)}")
+        return getattr(skimage.data, name)(), "YX"
+    path = Path(source)
+    suffix = path.suffix.lower()
+    if suffix in (".tif", ".tiff"):
+        import tifffile
+
+        with tifffile.TiffFile(path) as tif:
+            series = tif.series[0]
+            return series.asarray(), series.axes
+    if suffix in (".png", ".jpg", ".jpeg"):
+        from PIL import Image
+
+        with Image.open(path) as image:
+            if image.mode in ("P", "PA", "CMYK", "YCbCr", "LAB", "HSV"):
+                image = image.convert("RGBA" if "A" in image.mode else "RGB")
+            return np.asarray(image), None
+    if suffix == ".zarr":
+        return _read_zarr(path)
+    raise ValueError(f"unsupported file type {suffix!r}; expected one of {IMAGE_SUFFIXES}")
+
+
+def _read_zarr(path: Path) -> tuple[Any, str | None]:
+    import zarr
+
+    node = zarr.open(str(path), mode="r")
+    if hasattr(node, "shape"):
+        return node, None
+    attributes = dict(node.attrs)
+    multiscales = attributes.get("multiscales") or attributes.get("ome", {}).get("multiscales")
+    if multiscales:
+        first = multiscales[0]
+        axes = first.get("axes")
+        names = None
+        if axes:
+            names = "".join(
+                (axis["name"] if isinstance(axis, dict) else str(axis))[0].upper() for axis in axes
+            )
+        return node[first["datasets"][0]["path"]], names
+    arrays = [name for name, _ in node.arrays()]
+    if len(arrays) != 1:
+        raise ValueError(
+            f"zarr group with {len(arrays)} arrays and no OME-Zarr multiscales metadata: "
+            "give the path of one array"
+        )
+    return node[arrays[0]], None
+
+
+def stack_layout(
+    shape: Sequence[int], axes: str | None = None, axis: int | str | None = None
+) -> tuple[tuple[int, ...], bool]:
+    """``(order, rgb)``: axis order putting stack axes first, and whether the last is RGB(A).
+
+    Like napari, a last axis of size 3 or 4 is RGB(A) colour (unless the file's axes
+    say otherwise) and every other leading axis is iterated plane by plane. ``axis`` (an
+    index, or a letter of ``axes`` such as ``"Z"``) is moved to the front first: use it
+    for a stack axis that is not leading, such as Y, X, Z.
+    """
+    order = list(range(len(shape)))
+    if axis is not None:
+        if isinstance(axis, str) and not axis.lstrip("-").isdigit():
+            if axes is None or axis.upper() not in axes.upper():
+                raise ValueError(
+                    f"axis {axis!r} is not among the file's axes ({axes or 'unknown'})"
+                )
+            index = axes.upper().index(axis.upper())
+        else:
+            index = int(axis)
+        if not -len(shape) <= index < len(shape):
+            raise ValueError(f"axis {axis} does not exist: the image has {len(shape)} axes")
+        order.insert(0, order.pop(index % len(shape)))
+    if axes is not None:
+        axes = "".join(axes[i] for i in order)
+    rgb = len(shape) >= 3 and shape[order[-1]] in (3, 4) and (axes is None or axes[-1] in "SC")
+    if len(shape) - rgb < 2:
+        raise ValueError(f"an image needs two spatial axes; this one has shape {tuple(shape)}")
+    return tuple(order), bool(rgb)

@@ -1,0 +1,234 @@
+"""Files written by a batch run: label images, per-object tables and COCO annotations.
+
+Every file is written under a temporary name in the output folder and renamed into place
+when complete (:func:`atomic_path`), so a run that is killed never leaves a half-written
+output under its final name. numpy, pandas, tifffile and zarr only; ``pycocotools`` is
+imported by the COCO functions alone (``pip install "napari-mobilesam[batch]"``).
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import uuid
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pandas as pd
+
+__all__ = [
+    "LABEL_FORMATS",
+    "atomic_path",
+    "coco_part",
+    "merge_coco",
+    "object_table",
+    "read_labels",
+    "write_labels",
+]
+
+LABEL_FORMATS = ("auto", "tiff", "zarr")
+#: With ``label_format="auto"``, label images with more pixels than this are written as zarr.
+ZARR_PIXELS = 2**26
+_TMP = ".tmp-"
+
+
+@contextmanager
+def atomic_path(final: str | os.PathLike[str]) -> Iterator[Path]:
+    """Yield a temporary path beside ``final``; rename it to ``final`` if the block succeeds.
+
+    The temporary name starts with a dot and contains ``.tmp-``; it is removed if the block
+    raises. An existing ``final`` (file or folder) is replaced.
+    """
+    final = Path(final)
+    tmp = final.with_name(f".{final.name}{_TMP}{os.getpid()}-{uuid.uuid4().hex[:8]}")
+    try:
+        yield tmp
+        if final.is_dir() and tmp.is_dir():
+            shutil.rmtree(final)
+        os.replace(tmp, final)
+    finally:
+        _remove(tmp)
+
+
+def remove_stale_temporaries(folder: Path, name: str) -> None:
+    """Delete the temporary files of a killed run that would have become ``folder / name``."""
+    for stale in folder.glob(f".{name}{_TMP}*"):
+        _remove(stale)
+
+
+def _remove(path: Path) -> None:
+    if path.is_dir() and not path.is_symlink():
+        shutil.rmtree(path, ignore_errors=True)
+    elif path.exists() or path.is_symlink():
+        path.unlink(missing_ok=True)
+
+
+def label_format_for(shape: Sequence[int], label_format: str = "auto") -> str:
+    """``"tiff"`` or ``"zarr"``: the format of a label image of ``shape``."""
+    if label_format not in LABEL_FORMATS:
+        raise ValueError(f"label_format must be one of {LABEL_FORMATS}, got {label_format!r}")
+    if label_format != "auto":
+        return label_format
+    return "zarr" if int(np.prod(shape, dtype=np.int64)) > ZARR_PIXELS else "tiff"
+
+
+def open_zarr_labels(path: Path, shape: Sequence[int]) -> Any:
+    """A new int32 zarr array of zeros at ``path``, chunked one plane tile at a time."""
+    import zarr
+
+    chunks = (1,) * (len(shape) - 2) + tuple(min(1024, int(side)) for side in shape[-2:])
+    return zarr.open_array(str(path), mode="w", shape=tuple(shape), chunks=chunks, dtype="i4")
+
+
+def write_labels(path: str | os.PathLike[str], labels: np.ndarray) -> None:
+    """Write ``labels`` as a compressed TIFF (``.tif``) or a zarr array (``.zarr``)."""
+    path = Path(path)
+    if path.suffix == ".zarr":
+        array = open_zarr_labels(path, labels.shape)
+        array[...] = labels
+        return
+    import tifffile
+
+    tifffile.imwrite(path, np.asarray(labels, dtype=np.int32), compression="zlib")
+
+
+def read_labels(path: str | os.PathLike[str]) -> np.ndarray:
+    """Read a label image written by :func:`write_labels`."""
+    path = Path(path)
+    if path.suffix == ".zarr":
+        import zarr
+
+        return np.asarray(zarr.open_array(str(path), mode="r")[...])
+    import tifffile
+
+    return tifffile.imread(path)
+
+
+def object_table(
+    labels: np.ndarray,
+    scores: dict[int, float],
+    intensity: np.ndarray | None = None,
+    index: tuple[int, ...] = (),
+) -> pd.DataFrame:
+    """One row per object of a 2-D label image.
+
+    Parameters
+    ----------
+    labels : (H, W) int
+        0 is background.
+    scores : dict
+        Predicted IoU of each label.
+    intensity : (H, W) or (H, W, C) array, optional
+        The image the objects were found in; gives ``mean_intensity`` (one column per
+        channel, ``mean_intensity_0`` ..., for several channels).
+    index : tuple of int
+        Position of the plane in a stack: a ``slice`` column (``slice_0``, ``slice_1`` ...
+        for several stack axes).
+
+    Returns
+    -------
+    pandas.DataFrame
+        Columns ``[slice...,] label, score, area, bbox_x0, bbox_y0, bbox_x1, bbox_y1,
+        centroid_x, centroid_y[, mean_intensity...]``; the box is the mask's, in pixels,
+        x1 and y1 exclusive.
+    """
+    from skimage.measure import regionprops_table
+
+    properties = ["label", "area", "bbox", "centroid"]
+    if intensity is not None:
+        properties.append("intensity_mean")
+        intensity = np.asarray(intensity, dtype=np.float64)
+    table = regionprops_table(labels, intensity_image=intensity, properties=properties)
+    frame = pd.DataFrame(
+        {
+            "label": table["label"].astype(np.int64),
+            "score": [float(scores.get(int(label), np.nan)) for label in table["label"]],
+            "area": table["area"].astype(np.int64),
+            "bbox_x0": table["bbox-1"].astype(np.int64),
+            "bbox_y0": table["bbox-0"].astype(np.int64),
+            "bbox_x1": table["bbox-3"].astype(np.int64),
+            "bbox_y1": table["bbox-2"].astype(np.int64),
+            "centroid_x": table["centroid-1"],
+            "centroid_y": table["centroid-0"],
+        }
+    )
+    if intensity is not None:
+        if "intensity_mean" in table:
+            frame["mean_intensity"] = table["intensity_mean"]
+        else:
+            for channel in range(intensity.shape[-1]):
+                frame[f"mean_intensity_{channel}"] = table[f"intensity_mean-{channel}"]
+    names = ["slice"] if len(index) == 1 else [f"slice_{axis}" for axis in range(len(index))]
+    for position, (name, value) in enumerate(zip(names, index, strict=True)):
+        frame.insert(position, name, int(value))
+    return frame.sort_values("label", kind="stable").reset_index(drop=True)
+
+
+# ---------------------------------------------------------------------------- COCO
+def coco_part(
+    labels: np.ndarray, scores: dict[int, float], file_name: str, stack_shape: tuple = ()
+) -> dict[str, list]:
+    """The COCO images and annotations of one input (one COCO image per plane of a stack).
+
+    Ids are local (images numbered from 0, annotations unnumbered);
+    :func:`merge_coco` numbers them for the whole run.
+    """
+    from pycocotools import mask as mask_utils
+    from scipy import ndimage
+
+    labels = np.asarray(labels)
+    planes = labels.reshape((-1, *labels.shape[-2:]))
+    images, annotations = [], []
+    for plane_number, plane in enumerate(planes):
+        height, width = plane.shape
+        image = {"id": plane_number, "file_name": file_name, "height": height, "width": width}
+        if stack_shape:
+            image["slice"] = [int(i) for i in np.unravel_index(plane_number, stack_shape)]
+        images.append(image)
+        mask = np.zeros((height, width), dtype=np.uint8, order="F")
+        for offset, window in enumerate(ndimage.find_objects(plane)):
+            if window is None:
+                continue
+            label = offset + 1
+            mask[window] = plane[window] == label
+            rle = mask_utils.encode(mask)
+            mask[window] = 0
+            x, y, w, h = (float(v) for v in mask_utils.toBbox(rle))
+            annotations.append(
+                {
+                    "image_id": plane_number,
+                    "category_id": 1,
+                    "segmentation": {"size": [height, width], "counts": rle["counts"].decode()},
+                    "area": float(mask_utils.area(rle)),
+                    "bbox": [x, y, w, h],
+                    "score": float(scores.get(label, np.nan)),
+                    "iscrowd": 0,
+                    "label": label,
+                }
+            )
+    return {"images": images, "annotations": annotations}
+
+
+def merge_coco(parts: Sequence[dict[str, list]], path: str | os.PathLike[str]) -> dict:
+    """Number the images and annotations of ``parts`` in order and write one COCO file."""
+    images, annotations = [], []
+    for part in parts:
+        first = len(images) + 1
+        for image in part["images"]:
+            images.append({**image, "id": first + image["id"]})
+        for annotation in part["annotations"]:
+            annotation = {**annotation, "image_id": first + annotation["image_id"]}
+            annotations.append({"id": len(annotations) + 1, **annotation})
+    coco = {
+        "info": {"description": "napari-mobilesam segment (MobileSAMv2 SegEvery)"},
+        "images": images,
+        "categories": [{"id": 1, "name": "object", "supercategory": "object"}],
+        "annotations": annotations,
+    }
+    with atomic_path(path) as tmp:
+        tmp.write_text(json.dumps(coco))
+    return coco
