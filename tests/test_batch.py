@@ -273,3 +273,27 @@ def test_embed_then_a_click_from_the_store_runs_no_encoder(
         np.testing.assert_allclose(a, b, atol=1e-5)
     other = _image(99)
     assert store.load_into(fresh, other) is False  # not in the store
+
+
+def test_a_predictor_pointed_at_a_store_encodes_only_what_is_not_there(
+    random_weights, folder: Path, tmp_path: Path, predictor, monkeypatch
+) -> None:
+    from napari_mobilesam._widgets._model import EMBEDDINGS_ENV, new_predictor
+    from napari_mobilesam.cli import main
+    from napari_mobilesam.inputs import read_image
+
+    store_path = tmp_path / "store.zarr"
+    assert main(["embed", str(folder / "a.tif"), "-o", str(store_path), "-q"]) == 0
+    image, _ = read_image(str(folder / "a.tif"))
+    monkeypatch.setenv(EMBEDDINGS_ENV, str(store_path))
+    widget_predictor = new_predictor()  # what the napari widgets use
+    calls = []
+    encode = widget_predictor._encode
+    monkeypatch.setattr(
+        widget_predictor, "_encode", lambda rgb: calls.append(rgb.shape) or encode(rgb)
+    )
+
+    widget_predictor.set_image(image)  # the first click on a precomputed image
+    assert calls == []
+    widget_predictor.set_image(_image(99))  # not in the store: encoded
+    assert len(calls) == 1

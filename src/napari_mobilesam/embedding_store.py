@@ -88,6 +88,7 @@ class EmbeddingStore:
 
     def __init__(self, path: str | os.PathLike[str]) -> None:
         self.path = Path(path)
+        self._matches: tuple[str, bool] | None = None
 
     def __repr__(self) -> str:
         return f"EmbeddingStore({str(self.path)!r}, {len(self)} embeddings)"
@@ -207,6 +208,18 @@ class EmbeddingStore:
                 continue
             predictor.cache_embedding(key, *entry)
         return found
+
+    def lookup(self, predictor: Any, key: str) -> tuple[np.ndarray, tuple[int, int]] | None:
+        """``(embedding, (H, W))`` of the model input ``key`` if this store holds it for
+        ``predictor``'s weights, else None (the fingerprint is checked once per store).
+
+        This is what :class:`~napari_mobilesam.segany.SegAnyPredictor` asks when it has an
+        ``embedding_store``: a stored image is then not encoded.
+        """
+        fingerprint = encoder_fingerprint(predictor)
+        if self._matches is None or self._matches[0] != fingerprint:
+            self._matches = (fingerprint, self.fingerprint == fingerprint)
+        return self.get(key) if self._matches[1] else None
 
     def _claim(self, predictor: Any) -> None:
         """Create the store, or check that it holds embeddings of ``predictor``'s weights."""

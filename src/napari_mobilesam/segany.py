@@ -12,6 +12,7 @@ from collections import OrderedDict
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager, nullcontext
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
 import numpy as np
 import torch
@@ -29,6 +30,9 @@ from napari_mobilesam.transforms import (
     scale_coords,
 )
 from napari_mobilesam.upsampling import MaskUpsampler
+
+if TYPE_CHECKING:
+    from napari_mobilesam.embedding_store import EmbeddingStore
 
 LOW_RES_SIDE = 256
 PRECISIONS = ("float32", "bfloat16", "float16")
@@ -71,6 +75,9 @@ class SegAnyPredictor:
         "float32" (default) matches the reference implementation. "bfloat16" runs the
         model under autocast (faster on CPUs with AVX512-BF16 or AMX, and on GPUs);
         "float16" is for CUDA. Masks agree with float32 on about 98-99 % of pixels.
+    embedding_store : EmbeddingStore, optional
+        Precomputed embeddings (``napari-mobilesam embed``): an image found there is not
+        encoded. Settable later as the ``embedding_store`` attribute.
 
     Examples
     --------
@@ -90,6 +97,7 @@ class SegAnyPredictor:
         cache_size: int = 32,
         batch_size: int = 32,
         precision: str = "float32",
+        embedding_store: EmbeddingStore | None = None,
     ) -> None:
         if not isinstance(model, MobileSAM):
             raise TypeError(
@@ -111,6 +119,7 @@ class SegAnyPredictor:
         self._cache: OrderedDict[str, _ImageState] = OrderedDict()
         self._cache_lock = threading.Lock()
         self._current_key: str | None = None
+        self.embedding_store = embedding_store
         self._state: _ImageState | None = None
         self._decoder: BatchedMaskDecoder | None = None
         # Other prompt decoders (MobileSAMv2's box decoder) on the current embedding.
@@ -142,7 +151,7 @@ class SegAnyPredictor:
             if state is not None:
                 self._cache.move_to_end(key)
         if state is None:
-            state = self._encode(rgb)
+            state = self._stored_state(key) or self._encode(rgb)
             self._store(key, state)
         self._activate(state)
         self._current_key = key
@@ -159,8 +168,15 @@ class SegAnyPredictor:
         with self._cache_lock:
             if key in self._cache:
                 return key
-        self._store(key, self._encode(rgb))
+        self._store(key, self._stored_state(key) or self._encode(rgb))
         return key
+
+    def _stored_state(self, key: str) -> _ImageState | None:
+        """The embedding of ``key`` from :attr:`embedding_store`, if it holds it."""
+        if self.embedding_store is None:
+            return None
+        entry = self.embedding_store.lookup(self, key)
+        return None if entry is None else self._state_of(*entry)
 
     def has_embedding(self, key: str) -> bool:
         """Whether the cache holds the embedding of the image with this content key."""

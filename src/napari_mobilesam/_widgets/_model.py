@@ -7,6 +7,7 @@ Call these functions from a thread worker: they may download the weights.
 
 from __future__ import annotations
 
+import os
 import threading
 from pathlib import Path
 from typing import TYPE_CHECKING
@@ -16,6 +17,9 @@ from napari_mobilesam._torch_guard import prepare_torch_import
 if TYPE_CHECKING:
     from napari_mobilesam.model import MobileSAM
     from napari_mobilesam.segany import SegAnyPredictor
+
+#: A store of precomputed embeddings (``napari-mobilesam embed``) for the widgets.
+EMBEDDINGS_ENV = "NAPARI_MOBILESAM_EMBEDDINGS"
 
 _models: dict[Path, MobileSAM] = {}
 _models_lock = threading.Lock()
@@ -47,7 +51,6 @@ def leave_a_core_for_the_gui() -> int:
     2-core laptop would otherwise run at half speed for a GUI that is mostly idle while
     it waits. ``NAPARI_MOBILESAM_THREADS`` overrides the count. Returns the count set.
     """
-    import os
 
     import torch
 
@@ -86,8 +89,15 @@ def shared_model() -> MobileSAM:
 
 
 def new_predictor() -> SegAnyPredictor:
-    """Return a new predictor on the shared model (see :func:`shared_model`)."""
+    """Return a new predictor on the shared model (see :func:`shared_model`).
+
+    With ``NAPARI_MOBILESAM_EMBEDDINGS`` set to a store made by ``napari-mobilesam embed``,
+    images (and tiles) found there are not encoded: the first click on them is instant.
+    """
     model = shared_model()
+    from napari_mobilesam.embedding_store import EmbeddingStore
     from napari_mobilesam.segany import SegAnyPredictor
 
-    return SegAnyPredictor(model)
+    store_path = os.environ.get(EMBEDDINGS_ENV, "").strip()
+    store = EmbeddingStore(Path(store_path).expanduser()) if store_path else None
+    return SegAnyPredictor(model, embedding_store=store)
