@@ -121,6 +121,7 @@ def test_stack_this_slice_and_all_slices(make_napari_viewer, qtbot, cell, yolo_f
     assert set(layer.features["axis_0"]) == {1}
 
     widget._scope.value = "all slices"
+    widget._link.value = "off"  # per-slice ids: linking is tested in test_widgets_stacks.py
     job = widget.run()
     assert len(job.planes) == 2
     wait_until_finished(qtbot, job)

@@ -48,6 +48,7 @@ from napari_mobilesam._widgets._plane import (
     spatial_shape,
     unproxied,
 )
+from napari_mobilesam._widgets._propagate import PROPAGATE_KEY, PropagationJob, Propagator
 from napari_mobilesam._widgets._segany_decoding import (
     Decoded,
     DecodeRequest,
@@ -105,7 +106,12 @@ class SegAnyController:
     def __init__(self, viewer: napari.Viewer) -> None:
         viewer = self.viewer = unproxied(viewer)
         self.events = EmitterGroup(
-            source=self, status=Event, layers=Event, preview=Event, click_kind=Event
+            source=self,
+            status=Event,
+            layers=Event,
+            preview=Event,
+            click_kind=Event,
+            propagation=Event,
         )
         self.image: Image | None = None
         self.points: Points | None = None
@@ -117,6 +123,8 @@ class SegAnyController:
         self.tile_size = DEFAULT_TILE_SHAPE[0]
         self.halo = DEFAULT_HALO[0]
         self.level = 0
+        #: The axis Propagate walks along; None: the slider moved last (3-D: the depth).
+        self.stack_axis: int | None = None
         self.preview: Preview | None = None
         self.status = ""
         self._generation = 0
@@ -125,6 +133,7 @@ class SegAnyController:
         self._drawn: tuple[Labels, Plane, tuple[int, int, int, int]] | None = None
         self._workers: set = set()
         self._shift_click = False
+        self.propagator = Propagator(self)
 
         viewer.dims.events.current_step.connect(self._on_view_changed)
         viewer.dims.events.ndisplay.connect(self._on_view_changed)
@@ -135,7 +144,12 @@ class SegAnyController:
             if (alive := controller()) is not None:
                 alive.accept()
 
+        def propagate_key(_viewer: napari.Viewer) -> None:
+            if (alive := controller()) is not None:
+                alive.propagate()
+
         viewer.bind_key(ACCEPT_KEY, accept_key, overwrite=True)
+        viewer.bind_key(PROPAGATE_KEY, propagate_key, overwrite=True)
 
     # ------------------------------------------------------------------ layers
     def set_image(self, layer: Image | None) -> None:
@@ -551,6 +565,8 @@ class SegAnyController:
             text += " Points are not used with several rectangles."
         if decoded.note:
             text += f" {decoded.note}"
+        if len(preview.request.plane.shape) > 2:
+            return text + " Accept: Ctrl+Enter; through the stack: Propagate (Ctrl+P)."
         return text + " Accept: Ctrl+Enter."
 
     def _erase_drawn(self) -> None:
@@ -615,6 +631,21 @@ class SegAnyController:
                 "(tick 'overwrite existing labels' to replace them)."
             )
         return written
+
+    def propagate(self, axis: int | None = None) -> PropagationJob | None:
+        """Propagate the object of the current prompts through the stack (Ctrl+P).
+
+        The prompts on every slice along ``axis`` (default: the slider of the plane on
+        screen, see :mod:`~napari_mobilesam._widgets._propagate`) are segmented and the
+        object followed slice by slice in a thread worker; it is written under one new id
+        (one undo step) when the run ends. Returns the job, or None with an error
+        notification for a 2-D image, an axis not in the layer or no prompts.
+        """
+        return self.propagator.start(axis)
+
+    def cancel_propagation(self) -> None:
+        """Cancel a running propagation: the labels layer is left as it was."""
+        self.propagator.cancel()
 
     def clear(self) -> None:
         """Discard the prompts on the plane on screen and the preview."""

@@ -21,6 +21,10 @@ from napari_mobilesam._widgets._plane import (
     spatial_shape,
     unproxied,
 )
+from napari_mobilesam._widgets._propagate import (
+    axis_label,
+    stack_axes,
+)
 from napari_mobilesam._widgets._segany import (
     BACKGROUND,
     FOREGROUND,
@@ -32,6 +36,9 @@ from napari_mobilesam.tiling import DEFAULT_HALO, DEFAULT_TILE_SHAPE
 
 if TYPE_CHECKING:
     import napari
+
+#: The stack axis choice that follows the viewer (see ``default_stack_axis``).
+AUTO_AXIS = -1
 
 
 class SegAnyWidget(Container):
@@ -101,6 +108,18 @@ class SegAnyWidget(Container):
         )
         self._accept = PushButton(text="Accept (Ctrl+Enter)")
         self._clear = PushButton(text="Clear prompts")
+        self._stack_axis = ComboBox(
+            label="Stack axis",
+            choices=self._axis_choices,
+            tooltip="The Z or T axis Propagate walks along (default: the slider moved last; "
+            "in 3-D display, the depth axis)",
+        )
+        self._propagate = PushButton(
+            text="Propagate (Ctrl+P)",
+            tooltip="Follow the object of the current prompts (or preview) slice by slice "
+            "through the stack and write it under one new id",
+        )
+        self._cancel_propagation = PushButton(text="Cancel", enabled=False)
         self._status = Label(value="")
         super().__init__(
             widgets=[
@@ -115,6 +134,12 @@ class SegAnyWidget(Container):
                 self._tile_size,
                 self._halo,
                 Container(widgets=[self._accept, self._clear], layout="horizontal", labels=False),
+                self._stack_axis,
+                Container(
+                    widgets=[self._propagate, self._cancel_propagation],
+                    layout="horizontal",
+                    labels=False,
+                ),
                 self._status,
             ]
         )
@@ -136,6 +161,12 @@ class SegAnyWidget(Container):
         self._candidate.changed.connect(self._on_candidate)
         self._accept.changed.connect(self.controller.accept)
         self._clear.changed.connect(self.controller.clear)
+        self._propagate.changed.connect(self.propagate)
+        self._stack_axis.changed.connect(self._on_stack_axis)
+        self._cancel_propagation.changed.connect(self.controller.cancel_propagation)
+        self.controller.events.propagation.connect(self._on_propagation)
+        viewer.dims.events.ndisplay.connect(self._sync_stack_axes)
+        viewer.dims.events.order.connect(self._sync_stack_axes)
         self.controller.events.status.connect(lambda event: self._status.set_value(event.value))
         self.controller.events.layers.connect(self._sync_layers)
         self.controller.events.preview.connect(self._sync_candidates)
@@ -174,6 +205,47 @@ class SegAnyWidget(Container):
                 with combo.changed.blocked():
                     combo.value = layer
         self._sync_levels()
+        self._sync_stack_axes()
+
+    def _axis_choices(self, _widget: Any = None) -> list[tuple[str, int]]:
+        image = self.controller.image if hasattr(self, "controller") else None
+        if image is None:
+            return []
+        shape = spatial_shape(image)
+        axes = stack_axes(self.viewer, image)
+        choices = [
+            (f"{axis_label(self.viewer, image, axis)} (axis {axis}, {shape[axis]})", axis)
+            for axis in axes
+        ]
+        if len(axes) > 1:
+            auto = "auto: depth axis" if self.viewer.dims.ndisplay == 3 else "auto: last slider"
+            choices.insert(0, (auto, AUTO_AXIS))
+        return choices
+
+    def _sync_stack_axes(self, _event: Any = None) -> None:
+        image = self.controller.image
+        with self._stack_axis.changed.blocked():
+            self._stack_axis.reset_choices()
+            values = [value for _, value in self._axis_choices()]
+            wanted = self.controller.stack_axis
+            if values:
+                self._stack_axis.value = wanted if wanted in values else values[0]
+        self._on_stack_axis(self._stack_axis.value if values else None)
+        self._stack_axis.visible = len(self._stack_axis.choices) > 1
+        stack = image is not None and bool(self._stack_axis.choices)
+        self._propagate.visible = self._cancel_propagation.visible = stack
+
+    def _on_stack_axis(self, axis: int | None) -> None:
+        self.controller.stack_axis = None if axis in (None, AUTO_AXIS) else int(axis)
+
+    def propagate(self) -> Any:
+        """Propagate along the chosen stack axis (see :meth:`SegAnyController.propagate`)."""
+        return self.controller.propagate()
+
+    def _on_propagation(self, event: Any) -> None:
+        running = bool(event.value)
+        self._propagate.enabled = not running
+        self._cancel_propagation.enabled = running
 
     def _level_choices(self, _widget: Any = None) -> list[tuple[str, int]]:
         image = self.controller.image

@@ -14,6 +14,12 @@ tile region is in memory at a time. Multiscale layers: one resolution level is s
 (``SegEverySettings.level``, 0 = full resolution); the labels have that level's shape and
 the layer's scale times the level's downsampling factor, which puts them on the image as
 napari draws that level.
+
+Stacks: "all slices" segments every plane; with ``SegEverySettings.link`` the objects of
+neighbouring slices along one axis are then linked with
+:func:`napari_mobilesam.linking.link_slices` into 3-D objects ("z") or tracks ("t"), one id
+each, and the features become one row per object (first and last slice, volume, mean
+score...).
 """
 
 from __future__ import annotations
@@ -75,6 +81,10 @@ TILING = {"auto": True, "off": False}
 THIS_PLANE = "this slice"
 ALL_PLANES = "all slices"
 FEATURE_COLUMNS = ("label", "score", "area", "box_x0", "box_y0", "box_x1", "box_y1")
+#: Linking across slices ("all slices" only): the widget's names and the modes of
+#: :func:`napari_mobilesam.linking.link_slices`.
+LINKING = {"off": "off", "3-D objects (Z)": "z", "tracks (T)": "t"}
+LINKED_COLUMNS = ("label", "first_slice", "last_slice", "volume", "mean_score")
 
 # Jobs started without a widget (the menu command) are kept alive here until they finish.
 _running_jobs: set[SegEveryJob] = set()
@@ -111,6 +121,13 @@ class SegEverySettings:
     level : int
         Resolution level of a multiscale image (0 = full resolution); must be 0 for
         other images.
+    link : {"off", "z", "t"}
+        With ``all_planes``: link the objects of neighbouring slices along ``link_axis``
+        into 3-D objects ("z") or tracks ("t") with
+        :func:`napari_mobilesam.linking.link_slices`; each then has one id through the
+        stack, and the features are per object (first and last slice, volume, mean score).
+    link_axis : int, optional
+        The data axis to link along; None is the innermost axis that is not displayed.
     """
 
     detector: str | Path = "auto"
@@ -125,6 +142,8 @@ class SegEverySettings:
     tile_shape: int = TILE_SIZE
     halo: int = HALO
     level: int = 0
+    link: str = "off"
+    link_axis: int | None = None
 
 
 @dataclass(frozen=True)
@@ -198,6 +217,7 @@ class SegEveryJob:
         self._shape = self.planes[0].shape if image.multiscale else spatial_shape(image)
         self._tiles = [self._tile_count(plane) for plane in self.planes]
         self._contrast_limits = model_contrast_limits(image)
+        self._link_axis = self._check_link(settings)
         self._on_finished = on_finished
         self._cancel = threading.Event()
         self._bar: cancelable_progress | None = None
@@ -228,6 +248,21 @@ class SegEveryJob:
     def cancel(self) -> None:
         """Stop the run as soon as possible; nothing is added to the viewer."""
         self._cancel.set()
+
+    def _check_link(self, settings: SegEverySettings) -> int | None:
+        """The axis to link along, or None when the objects are not linked."""
+        if settings.link not in ("off", "z", "t"):
+            raise ValueError(f"link must be 'off', 'z' or 't', got {settings.link!r}")
+        if settings.link == "off" or not settings.all_planes or len(self.planes) < 2:
+            return None
+        stack = [axis for axis, index in enumerate(self.planes[0].fixed) if index is not None]
+        axis = stack[-1] if settings.link_axis is None else int(settings.link_axis)
+        if axis not in stack:
+            raise ValueError(
+                f"Cannot link along axis {axis}: the slices of {self.image.name!r} are taken "
+                f"along axes {stack} (the axes that are not displayed)."
+            )
+        return axis
 
     def _tile_count(self, plane: Plane) -> int:
         """Tiles ``segment_everything`` will cut ``plane`` into; 0 when it will not tile."""
@@ -294,13 +329,22 @@ class SegEveryJob:
         except expected as exc:
             return SegEveryOutcome("failed", f"SegEvery failed: {exc}")
         features = pd.concat(tables, ignore_index=True) if tables else None
+        linked = ""
+        found = 0 if features is None else len(features)
+        if self._link_axis is not None and features is not None and not features.empty:
+            try:
+                labels, features = self._link(labels, features)
+            except Cancelled:
+                return SegEveryOutcome("cancelled", "SegEvery was cancelled; nothing was added.")
+            kind = "3-D objects" if settings.link == "z" else "tracks"
+            linked = f" linked into {len(features)} {kind} along axis {self._link_axis}"
         note = f" Skipped {len(skipped)} plane(s): {'; '.join(skipped)}" if skipped else ""
         if features is None or features.empty:
             reason = f" {notes[0]}" if len(notes) == 1 else ""
             return SegEveryOutcome(
                 "empty", f"SegEvery found no objects in {self.image.name!r}.{reason}{note}"
             )
-        message = f"SegEvery found {len(features)} objects in {self.image.name!r}.{note}"
+        message = f"SegEvery found {found} objects in {self.image.name!r}{linked}.{note}"
         # Notes of planes with objects, e.g. which decoder was used.
         message = " ".join([message, *(n for n in notes if not n.startswith("No objects"))])
         if any(self._tiles):
@@ -334,6 +378,49 @@ class SegEveryJob:
             if index is not None:
                 table[f"axis_{axis}"] = index
         return table
+
+    def _link(self, labels: np.ndarray, features: pd.DataFrame) -> tuple[np.ndarray, pd.DataFrame]:
+        """Link the objects of neighbouring slices along the link axis, separately at each
+        position of the other stack axes; return the labels and per-object features."""
+        from napari_mobilesam.linking import link_slices
+
+        axis = self._link_axis
+        plane = self.planes[0]
+        others = [a for a, index in enumerate(plane.fixed) if index is not None and a != axis]
+        score_of = dict(zip(features["label"], features["score"], strict=True))
+        out = np.zeros_like(labels)
+        tables = []
+        for position in itertools.product(*(range(labels.shape[a]) for a in others)):
+            index = [slice(None)] * labels.ndim
+            for a, i in zip(others, position, strict=True):
+                index[a] = i
+            kept = [a for a in range(labels.ndim) if a not in others]
+            view = np.moveaxis(labels[tuple(index)], kept.index(axis), 0)
+            scores = [
+                {int(i): score_of[int(i)] for i in np.unique(view[s]) if i}
+                for s in range(len(view))
+            ]
+            result = link_slices(
+                view,
+                mode=self.settings.link,
+                scores=scores,
+                progress=lambda done, total: self._raise_if_cancelled(),
+            )
+            offset = int(out.max())
+            linked = result.labels.copy()
+            linked[linked > 0] += offset
+            np.moveaxis(out[tuple(index)], kept.index(axis), 0)[...] = linked
+            table = result.table.copy()
+            for column in ("label", "parent", "merged_into"):
+                if column in table:
+                    table[column] = np.where(table[column] > 0, table[column] + offset, 0)
+            for a, i in zip(others, position, strict=True):
+                table[f"axis_{a}"] = i
+            tables.append(table)
+        table = pd.concat(tables, ignore_index=True)
+        # napari maps feature rows to label values through the "index" column.
+        table.insert(0, "index", table["label"].to_numpy())
+        return out, table
 
     def _raise_if_cancelled(self) -> None:
         if self._cancel.is_set() or (self._bar is not None and self._bar.is_canceled):

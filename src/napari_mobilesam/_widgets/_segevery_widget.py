@@ -20,13 +20,16 @@ from napari.utils.notifications import show_error, show_info
 
 from napari_mobilesam._widgets._plane import (
     PlaneError,
+    spatial_shape,
     unproxied,
 )
+from napari_mobilesam._widgets._propagate import axis_label, is_time_axis
 from napari_mobilesam._widgets._segevery import (
     ALL_PLANES,
     DECODERS,
     DETECTORS,
     HALO,
+    LINKING,
     THIS_PLANE,
     TILE_SIZE,
     TILING,
@@ -101,6 +104,15 @@ class SegEveryWidget(Container):
             value=THIS_PLANE,
             orientation="horizontal",
         )
+        self._link = ComboBox(
+            label="Link across slices",
+            choices=[(name, mode) for name, mode in LINKING.items()],
+            value="z",
+            tooltip="All slices: give each object one id through the stack, as a 3-D object "
+            "(Z) or a track that follows its motion (T). Default: tracks for an axis labelled "
+            "t or time, else 3-D objects.",
+        )
+        self._link_axis = ComboBox(label="Link along", choices=self._link_axis_choices)
         self._run = PushButton(text="Run")
         self._cancel = PushButton(text="Cancel", enabled=False)
         self._status = Label(value="")
@@ -120,6 +132,8 @@ class SegEveryWidget(Container):
                 self._tile_size,
                 self._halo,
                 self._scope,
+                self._link,
+                self._link_axis,
                 Container(widgets=[self._run, self._cancel], layout="horizontal", labels=False),
                 self._status,
             ]
@@ -128,6 +142,10 @@ class SegEveryWidget(Container):
         self._detector.changed.connect(self._on_detector)
         self._image.changed.connect(self._on_image)
         self._tiling.changed.connect(self._on_tiling)
+        self._scope.changed.connect(self._sync_link)
+        self._link_axis.changed.connect(self._on_link_axis)
+        viewer.dims.events.ndisplay.connect(self._sync_link)
+        viewer.dims.events.order.connect(self._sync_link)
         self._run.changed.connect(self.run)
         self._cancel.changed.connect(self.cancel)
         for emitter in (viewer.layers.events.inserted, viewer.layers.events.removed):
@@ -140,10 +158,46 @@ class SegEveryWidget(Container):
         self._on_image(self._image.value)
 
     def _on_image(self, image: Image | None) -> None:
+        self._sync_link()
         self._level.reset_choices()
         self._level.visible = image is not None and image.multiscale
         if self._level.choices:
             self._level.value = 0
+
+    def _link_axis_choices(self, _widget: Any = None) -> list[tuple[str, int]]:
+        image = self._image.value if hasattr(self, "_image") else None
+        if image is None or self.viewer.dims.ndisplay != 2:
+            return []
+        shape = spatial_shape(image)
+        leading = self.viewer.dims.ndim - len(shape)
+        displayed = {axis - leading for axis in self.viewer.dims.displayed}
+        return [
+            (f"{axis_label(self.viewer, image, axis)} (axis {axis}, {shape[axis]})", axis)
+            for axis in range(len(shape))
+            if axis not in displayed
+        ]
+
+    def _sync_link(self, _event: Any = None) -> None:
+        """Show the link choices for "all slices" of a stack; pick the innermost axis."""
+        if not hasattr(self, "_link_axis"):
+            return
+        with self._link_axis.changed.blocked():
+            self._link_axis.reset_choices()
+            choices = list(self._link_axis.choices)
+            if choices and self._link_axis.value not in choices:
+                self._link_axis.value = choices[-1]
+        stack = self._scope.value == ALL_PLANES and bool(choices)
+        self._link.visible = stack
+        self._link_axis.visible = stack and len(choices) > 1
+        if choices:
+            self._on_link_axis(self._link_axis.value)
+
+    def _on_link_axis(self, axis: int | None) -> None:
+        """The default link for the axis: tracks for a time axis, else 3-D objects."""
+        image = self._image.value
+        if axis is None or image is None or self._link.value == "off":
+            return
+        self._link.value = "t" if is_time_axis(self.viewer, image, axis) else "z"
 
     def _on_tiling(self, tiling: str) -> None:
         self._tile_size.visible = self._halo.visible = tiling != "off"
@@ -173,6 +227,7 @@ class SegEveryWidget(Container):
             if path is None or not str(path).strip() or Path(path).is_dir():
                 raise ValueError("Choose a YOLO .pt checkpoint file for the custom detector.")
             detector = Path(path)
+        linking = self._scope.value == ALL_PLANES and bool(self._link_axis.choices)
         return SegEverySettings(
             detector=detector,
             decoder=self._decoder.value,
@@ -186,6 +241,8 @@ class SegEveryWidget(Container):
             tile_shape=int(self._tile_size.value),
             halo=int(self._halo.value),
             level=int(self._level.value or 0),
+            link=self._link.value if linking else "off",
+            link_axis=self._link_axis.value if linking else None,
         )
 
     def run(self) -> SegEveryJob | None:

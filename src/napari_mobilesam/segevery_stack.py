@@ -1,0 +1,273 @@
+"""Linked SegEvery: every object of every slice of a Z or T stack, one id per 3-D object or track.
+
+:func:`segment_everything_stack` runs :func:`napari_mobilesam.segment_everything` on each
+slice (one contrast range for the whole stack, so slices are rendered alike), then links
+the objects of neighbouring slices with :func:`napari_mobilesam.linking.link_slices`:
+optimal one-to-one matching on mask IoU, with gap tolerance, split and merge rules
+documented there.
+
+With ``prefetch=True`` a background thread encodes the next slice while the main thread
+discovers and decodes the objects of the current one (slices up to the model's 1024
+pixels a side; larger slices are tiled and encoded tile by tile as usual).
+"""
+
+from __future__ import annotations
+
+import threading
+import time
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+
+from napari_mobilesam.linking import LinkResult, link_slices
+from napari_mobilesam.stack_slices import StackSlices
+
+ProgressCallback = Callable[[int, int], Any]
+
+
+@dataclass(frozen=True)
+class StackSegEveryResult:
+    """The linked objects of a stack.
+
+    Attributes
+    ----------
+    labels : int32 array
+        One id per 3-D object (``mode="z"``) or track (``mode="t"``), in the stack's
+        layout without channels, e.g. (S, H, W). 0 is background.
+    table : pandas.DataFrame
+        Per object: ``label``, ``first_slice``, ``last_slice``, ``n_slices``, ``gaps``,
+        ``volume`` (pixels), ``mean_score``, ``parent``, ``merged_into`` (see
+        :class:`napari_mobilesam.linking.LinkResult`).
+    area_per_slice, score_per_slice : (N, S) arrays
+        Pixels and SegEvery's predicted IoU of each object on each slice (NaN: absent).
+    slice_labels : (S, H, W) int32
+        SegEvery's own labels of each slice, before linking (ids 1..n_s per slice).
+    messages : list of str
+        SegEvery's message for each slice (why nothing was found, ...).
+    timings : dict
+        Seconds summed over slices: "discovery", "embedding" (main thread: encoding or
+        waiting for the background thread), "decoding", "linking", "wait", "background".
+    """
+
+    labels: np.ndarray
+    table: Any
+    area_per_slice: np.ndarray
+    score_per_slice: np.ndarray
+    slice_labels: np.ndarray
+    messages: list[str] = field(default_factory=list)
+    timings: dict[str, float] = field(default_factory=dict)
+
+    @property
+    def n_objects(self) -> int:
+        return int(self.area_per_slice.shape[0])
+
+
+def segment_everything_stack(
+    stack: Any,
+    *,
+    axis: int = 0,
+    predictor: Any = None,
+    mode: str = "z",
+    iou_threshold: float = 0.5,
+    min_contained: float | None = 0.8,
+    max_gap: int = 1,
+    boxes: Sequence[Any] | Mapping[int, Any] | None = None,
+    rgb: bool | None = None,
+    contrast_limits: Sequence[float] | None = None,
+    prefetch: bool = False,
+    progress: ProgressCallback | None = None,
+    **segevery_options: Any,
+) -> StackSegEveryResult:
+    """SegEvery on every slice of a stack, then link the objects into 3-D objects or tracks.
+
+    Parameters
+    ----------
+    stack : array-like
+        (S, H, W) or (S, H, W, C) (``rgb``); more leading axes are allowed when all but
+        ``axis`` have size 1. numpy, dask or zarr.
+    axis : int
+        The stack axis (Z or T).
+    predictor : SegAnyPredictor, optional
+        None builds the default one (once per process).
+    mode : {"z", "t"}
+        3-D objects or tracks (tracks follow each object's motion); see
+        :func:`napari_mobilesam.linking.link_slices`.
+    iou_threshold, min_contained, max_gap
+        The linking rule and gap tolerance, see :func:`~napari_mobilesam.linking.link_slices`.
+    boxes : sequence of S (N_s, 4) arrays or mapping {slice: (N, 4)}, optional
+        Box prompts per slice (discovery is skipped on those slices; a slice missing from
+        a mapping uses the detector).
+    rgb, contrast_limits
+        See :class:`napari_mobilesam.propagation.StackSlices`; by default one display
+        range (0.1st-99.9th percentiles) for the whole stack.
+    prefetch : bool
+        Encode the next slice in a background thread while this one is decoded.
+    progress : callable, optional
+        ``progress(done, total)`` with slices done out of ``S``; it is also called during a
+        slice (with the same ``done``) so that an exception it raises aborts promptly.
+        An abort returns nothing.
+    **segevery_options
+        Passed to :func:`napari_mobilesam.segment_everything`: ``detector``, ``decoder``,
+        ``conf``, ``iou``, ``max_objects``, ``min_area``, ``points_per_side``, ``tiling``...
+
+    Returns
+    -------
+    StackSegEveryResult
+
+    Examples
+    --------
+    >>> result = segment_everything_stack(volume, detector="nuclei.pt")  # doctest: +SKIP
+    >>> result.table[["label", "first_slice", "last_slice", "volume"]]  # doctest: +SKIP
+    """
+    from napari_mobilesam.segevery import default_predictor, segment_everything
+
+    for name in ("image", "contrast_limits", "progress", "predictor", "boxes", "out", "level"):
+        if name in segevery_options:
+            raise TypeError(f"segment_everything_stack got an unexpected option {name!r}")
+    slices = StackSlices(stack, axis, rgb=rgb, contrast_limits=contrast_limits)
+    per_slice_boxes = _validate_boxes(boxes, slices.n)
+    if mode not in ("z", "t"):
+        raise ValueError(f"mode must be 'z' (3-D objects) or 't' (tracks), got {mode!r}")
+    predictor = predictor if predictor is not None else default_predictor()
+    tiled = segevery_options.get("tiling", True) and max(slices.shape_yx) > 1024
+    # The prefetched slice must not push the one being decoded out of the cache.
+    cached = getattr(predictor, "cache_size", 0) >= 2 and hasattr(predictor, "precompute")
+    feed = _Feed(predictor, slices) if prefetch and cached and not tiled else None
+
+    n = slices.n
+    labels = np.zeros((n, *slices.shape_yx), np.int32)
+    scores: list[np.ndarray] = []
+    messages: list[str] = []
+    timings = {"discovery": 0.0, "embedding": 0.0, "decoding": 0.0}
+
+    def inner_progress(s: int) -> Callable[[int, int], None]:
+        def report(done: int, total: int) -> None:
+            if progress is not None:
+                progress(s, n)
+
+        return report
+
+    try:
+        for s in range(n):
+            if feed is not None:
+                feed.ready(s)  # slice s is encoded (or being encoded) by the thread
+                feed.start(s + 1)  # the next slice encodes while this one is decoded
+            image = slices.raw(s)
+            if slices.is_blank(image):
+                scores.append(np.zeros(0, np.float32))
+                messages.append(f"slice {s} is blank (no contrast): nothing to segment")
+            else:
+                result = segment_everything(
+                    image,
+                    predictor=predictor,
+                    boxes=per_slice_boxes[s],
+                    contrast_limits=slices.contrast_limits,
+                    progress=inner_progress(s),
+                    **segevery_options,
+                )
+                labels[s] = result.labels
+                scores.append(np.asarray(result.scores, np.float32))
+                messages.append(result.message)
+                for key in timings:
+                    timings[key] += float(result.timings.get(key, 0.0))
+            if progress is not None:
+                progress(s + 1, n)
+    finally:
+        if feed is not None:
+            feed.close()
+
+    start = time.perf_counter()
+    linked: LinkResult = link_slices(
+        labels,
+        mode=mode,
+        iou_threshold=iou_threshold,
+        min_contained=min_contained,
+        max_gap=max_gap,
+        scores=scores,
+    )
+    timings["linking"] = time.perf_counter() - start
+    if feed is not None:
+        timings["wait"] = feed.wait
+        timings["background"] = feed.background
+    return StackSegEveryResult(
+        labels=slices.to_stack_layout(linked.labels),
+        table=linked.table,
+        area_per_slice=linked.area_per_slice,
+        score_per_slice=linked.score_per_slice,
+        slice_labels=labels,
+        messages=messages,
+        timings=timings,
+    )
+
+
+def _validate_boxes(
+    boxes: Sequence[Any] | Mapping[int, Any] | None, n: int
+) -> list[np.ndarray | None]:
+    if boxes is None:
+        return [None] * n
+    if isinstance(boxes, Mapping):
+        out: list[np.ndarray | None] = [None] * n
+        for key, value in boxes.items():
+            if not 0 <= int(key) < n:
+                raise ValueError(f"boxes given for slice {key}; the stack has slices 0..{n - 1}")
+            out[int(key)] = np.asarray(value, np.float64).reshape(-1, 4)
+        return out
+    if len(boxes) != n:
+        raise ValueError(f"boxes must hold one (N, 4) array per slice ({n}), got {len(boxes)}")
+    return [np.asarray(b, np.float64).reshape(-1, 4) for b in boxes]
+
+
+class _Feed:
+    """A background thread that encodes the next slice into the predictor's cache.
+
+    :meth:`SegAnyPredictor.precompute` is thread-safe and does not change the current
+    image, so ``segment_everything``'s own ``set_image`` of a prefetched slice finds its
+    embedding in the cache and skips the encoder. One slice is encoded at a time.
+    """
+
+    def __init__(self, predictor: Any, slices: StackSlices) -> None:
+        self.predictor = predictor
+        self.slices = slices
+        self.wait = 0.0
+        self.background = 0.0
+        self._thread: threading.Thread | None = None
+        self._encoding: int | None = None
+
+    def start(self, z: int) -> None:
+        """Encode slice ``z`` in the background (after the slice being encoded, if any)."""
+        if not 0 <= z < self.slices.n:
+            return
+        self.join()
+
+        def work() -> None:
+            start = time.perf_counter()
+            try:
+                rgb = self.slices.rgb_slice(z)
+                if rgb is not None:
+                    self.predictor.precompute(rgb)
+            except Exception:  # the main thread encodes the slice again and reports
+                pass
+            self.background += time.perf_counter() - start
+
+        self._encoding = z
+        self._thread = threading.Thread(target=work, daemon=True)
+        self._thread.start()
+
+    def ready(self, z: int) -> None:
+        """Wait for the thread if it is encoding slice ``z`` (which is about to be used)."""
+        if self._encoding == z:
+            start = time.perf_counter()
+            self.join()
+            self.wait += time.perf_counter() - start
+
+    def join(self) -> None:
+        if self._thread is not None:
+            self._thread.join()
+        self._thread, self._encoding = None, None
+
+    close = join
+
+
+__all__ = ["StackSegEveryResult", "segment_everything_stack"]
