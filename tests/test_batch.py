@@ -104,8 +104,9 @@ def test_segment_folder_writes_labels_csv_and_coco(in_process, folder: Path) -> 
         table = pd.read_csv(out / f"{key}_objects.csv")
         assert labels.dtype == np.int32
         assert labels.shape == ((2, *SHAPE) if key == "d" else SHAPE)
-        assert sorted(table["label"]) == sorted(set(np.unique(labels)) - {0})
-        assert table["label"].is_unique  # ids are unique across the planes of a stack
+        assert set(table["label"]) == set(np.unique(labels)) - {0}
+        # One row per object and plane; a stack's objects are linked through its planes.
+        assert not table.duplicated(["slice", "label"] if key == "d" else ["label"]).any()
         columns = ["label", "score", "area", "bbox_x0", "bbox_y0", "bbox_x1", "bbox_y1"]
         assert {*columns, "centroid_x", "centroid_y"} <= set(table.columns)
         assert any(c.startswith("mean_intensity") for c in table.columns)
@@ -297,3 +298,26 @@ def test_a_predictor_pointed_at_a_store_encodes_only_what_is_not_there(
     assert calls == []
     widget_predictor.set_image(_image(99))  # not in the store: encoded
     assert len(calls) == 1
+
+
+@pytest.mark.parametrize("link", ["auto", "off"])
+def test_stack_planes_are_linked_as_in_the_widget(settings, tmp_path: Path, link: str) -> None:
+    import dataclasses
+
+    folder = tmp_path / "stack"
+    folder.mkdir()
+    plane = _image(5)
+    tifffile.imwrite(folder / "z.tif", np.stack([plane, plane]), metadata={"axes": "ZYX"})
+    out = tmp_path / "out"
+
+    report = segment_files([folder], out, dataclasses.replace(settings, link=link), progress=False)
+
+    assert report.ok, report.failures
+    labels = tifffile.imread(out / "z_labels.tif")
+    table = pd.read_csv(out / "z_objects.csv")
+    assert labels[0].max() > 0
+    if link == "auto":  # ZYX: 3-D objects; two identical planes give the same ids
+        np.testing.assert_array_equal(labels[0], labels[1])
+        assert set(table[table.slice == 0].label) == set(table[table.slice == 1].label)
+    else:
+        assert not set(np.unique(labels[0])[1:]) & set(np.unique(labels[1])[1:])

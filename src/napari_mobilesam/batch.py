@@ -34,11 +34,18 @@ __all__ = [
 ]
 
 
+#: Linking of stack planes: auto (tracks along a T axis, 3-D objects otherwise), off, z, t.
+LINK_MODES = ("auto", "off", "z", "t")
+
+
 @dataclass(frozen=True)
 class BatchSettings:
     """The settings of :func:`napari_mobilesam.segment_everything` for a batch run.
 
-    Small and picklable: sent to every task. ``weights`` is a ``mobile_sam.pt``-format
+    Small and picklable: sent to every task. ``link`` links the objects of a stack's
+    planes into 3-D objects (``"z"``) or tracks (``"t"``) as the SegEvery widget does
+    (:func:`napari_mobilesam.linking.link_slices`); ``"auto"`` picks tracks when the
+    stack axis is a file's T axis. ``weights`` is a ``mobile_sam.pt``-format
     file (None: ``NAPARI_MOBILESAM_WEIGHTS`` or the default weights); ``threads`` sets
     torch's thread count in the process that runs a task (None leaves it).
     """
@@ -53,6 +60,7 @@ class BatchSettings:
     tile_shape: int = 768
     halo: int = 128
     points_per_side: int = 32
+    link: str = "auto"
     contrast_limits: tuple[float, float] | None = None
     weights: str | None = None
     device: str | None = None
@@ -70,6 +78,8 @@ class BatchSettings:
                 raise ValueError(f"{name} must be at least 1, got {getattr(self, name)}")
         if self.min_area < 0:
             raise ValueError(f"min_area must be 0 or more pixels, got {self.min_area}")
+        if self.link not in LINK_MODES:
+            raise ValueError(f"link must be one of {', '.join(LINK_MODES)}, got {self.link!r}")
         if self.threads is not None and self.threads < 1:
             raise ValueError(f"threads must be at least 1, got {self.threads}")
         TileGrid((1, 1), tile_shape=self.tile_shape, halo=self.halo)
@@ -225,6 +235,8 @@ def _segment_and_write(
         image = np.transpose(np.asarray(image), order)
     n_stack = len(image.shape) - 2 - rgb
     stack_shape = tuple(image.shape[:n_stack])
+    stack_letter = axes[order[0]].upper() if axes and n_stack else ""
+    link = settings.link if settings.link != "auto" else ("t" if stack_letter == "T" else "z")
     shape = (*stack_shape, *image.shape[n_stack : n_stack + 2])
     paths = output_paths(outdir, item.key)
     fmt = outputs.label_format_for(shape, label_format)
@@ -239,7 +251,7 @@ def _segment_and_write(
     try:
         return _segment_planes(
             image, item, settings, outdir, fmt, shape, stack_shape, coco,
-            (predictor, detector, box_decoder),
+            (predictor, detector, box_decoder), link,
         )  # fmt: skip
     finally:
         torch.set_num_threads(threads)
@@ -255,6 +267,7 @@ def _segment_planes(
     stack_shape: tuple[int, ...],
     coco: bool,
     models: tuple[Any, Any, Any],
+    link: str = "off",
 ) -> tuple[int, list[str]]:
     from napari_mobilesam.segevery import segment_everything
 
@@ -296,6 +309,15 @@ def _segment_planes(
             if not direct:
                 labels[index] = plane_labels
             tables.append(outputs.object_table(plane_labels, scores, plane, index))
+        if link != "off" and len(stack_shape) == 1 and fmt == "tiff" and stack_shape[0] > 1:
+            labels, scores = _link_planes(labels, scores, link)
+            tables = [
+                outputs.object_table(labels[index], scores, image[index], index)
+                for index in np.ndindex(*stack_shape)
+            ]
+            notes.append(f"objects linked across planes ({'tracks' if link == 't' else '3-D'})")
+        elif link != "off" and len(stack_shape) > 1:
+            notes.append("not linked: linking needs one stack axis (choose it with --axis)")
         if fmt == "tiff":
             outputs.write_labels(tmp, labels)
     if coco:
@@ -308,6 +330,18 @@ def _segment_planes(
     with outputs.atomic_path(paths["csv"]) as tmp:
         pd.concat(tables, ignore_index=True).to_csv(tmp, index=False)
     return len(scores), notes
+
+
+def _link_planes(
+    labels: np.ndarray, scores: dict[int, float], mode: str
+) -> tuple[np.ndarray, dict[int, float]]:
+    """Link a (S, H, W) stack of per-plane labels (ids unique across planes); the score
+    of a linked object is the mean of its planes' scores."""
+    from napari_mobilesam.linking import link_slices
+
+    linked = link_slices(labels, axis=0, mode=mode, scores=[scores] * len(labels))
+    table = linked.table
+    return linked.labels, dict(zip(table["label"], table["mean_score"].astype(float), strict=True))
 
 
 def _is_constant(plane: Any) -> bool:

@@ -152,6 +152,14 @@ def build_parser() -> argparse.ArgumentParser:
     segevery.add_argument("--max-objects", type=_positive, default=300, metavar="N")
     segevery.add_argument("--min-area", type=_non_negative, default=0, metavar="PX")
     segevery.add_argument("--points-per-side", type=_positive, default=32, metavar="N")
+    segevery.add_argument(
+        "--link",
+        choices=("auto", "off", "z", "t"),
+        default="auto",
+        help="link the objects of a stack's planes into 3-D objects (z) or tracks (t), as "
+        "the SegEvery widget does; auto: tracks along a T axis, else 3-D objects "
+        "(default: auto)",
+    )
     _add_image_options(segment)
     _add_model_options(segment)
     scale = segment.add_argument_group("scale out (dask.distributed; default: in this process)")
@@ -200,6 +208,7 @@ def _segment(args: argparse.Namespace, parser: argparse.ArgumentParser) -> int:
         tile_shape=args.tile_shape,
         halo=args.halo,
         points_per_side=args.points_per_side,
+        link=args.link,
         contrast_limits=tuple(args.contrast_limits) if args.contrast_limits else None,
         weights=args.weights,
         device=args.device,
