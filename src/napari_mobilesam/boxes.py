@@ -99,9 +99,10 @@ def clean_boxes(boxes: ArrayLike, image_shape: Sequence[int]) -> tuple[np.ndarra
     finite = np.isfinite(array).all(axis=1)
     x = np.clip(np.sort(array[:, 0::2], axis=1), 0, width)
     y = np.clip(np.sort(array[:, 1::2], axis=1), 0, height)
-    valid = finite & (x[:, 1] > x[:, 0]) & (y[:, 1] > y[:, 0])
-    cleaned = np.stack([x[:, 0], y[:, 0], x[:, 1], y[:, 1]], axis=1)
-    return cleaned[valid].astype(np.float32), valid
+    # Checked after the cast to float32: a width of 1e-100 pixels is no width at all.
+    cleaned = np.stack([x[:, 0], y[:, 0], x[:, 1], y[:, 1]], axis=1).astype(np.float32)
+    valid = finite & (cleaned[:, 2] > cleaned[:, 0]) & (cleaned[:, 3] > cleaned[:, 1])
+    return cleaned[valid], valid
 
 
 def nms_boxes(boxes: ArrayLike, scores: ArrayLike, iou: float) -> np.ndarray:

@@ -534,6 +534,10 @@ class SegAnyPredictor:
             yield
 
 
+#: Largest prompt coordinate accepted, in pixels: larger ones overflow float32 once scaled.
+MAX_COORDINATE = 1e9
+
+
 def _validate_points(
     coords: np.ndarray | Sequence | None, labels: np.ndarray | Sequence | None
 ) -> tuple[np.ndarray | None, np.ndarray | None]:
@@ -552,8 +556,11 @@ def _validate_points(
             f"point_labels must have shape ({coords.shape[0]},) to match point_coords, "
             f"got {labels.shape}"
         )
-    if not np.isfinite(coords).all():
-        raise ValueError("point_coords must be finite numbers")
+    if not (np.abs(coords) <= MAX_COORDINATE).all():
+        raise ValueError(
+            f"point_coords must be finite numbers of at most {MAX_COORDINATE:g} pixels in "
+            "magnitude (points outside the image are allowed)"
+        )
     if not np.isin(labels, (0, 1)).all():
         raise ValueError("point_labels must be 1 (foreground) or 0 (background)")
     return coords, labels.astype(np.int64)
@@ -574,8 +581,11 @@ def _validate_boxes(boxes: np.ndarray | Sequence) -> np.ndarray:
         raise ValueError(
             f"boxes must have shape (N, 4) holding x0, y0, x1, y1 pixels, got {boxes.shape}"
         )
-    if not np.isfinite(boxes).all():
-        raise ValueError("boxes must be finite numbers")
+    if not (np.abs(boxes) <= MAX_COORDINATE).all():
+        raise ValueError(
+            f"boxes must be finite numbers of at most {MAX_COORDINATE:g} pixels in magnitude "
+            "(boxes reaching outside the image are allowed)"
+        )
     return boxes
 
 

@@ -187,11 +187,11 @@ def segment_everything(
     """
     _check_fraction(conf, "conf")
     _check_fraction(iou, "iou")
-    if int(max_objects) != max_objects or max_objects < 1:
+    if not _is_whole(max_objects) or max_objects < 1:
         raise ValueError(f"max_objects must be a positive integer, got {max_objects!r}")
-    if min_area < 0:
+    if not _is_number(min_area) or min_area < 0:
         raise ValueError(f"min_area must be 0 or more pixels, got {min_area!r}")
-    if int(points_per_side) != points_per_side or points_per_side < 1:
+    if not _is_whole(points_per_side) or points_per_side < 1:
         raise ValueError(f"points_per_side must be a positive integer, got {points_per_side!r}")
 
     image = select_level(image, level)
@@ -214,11 +214,48 @@ def segment_everything(
     if tiling and needs_tiling(shape) and not tiles.is_single:
         predictor = predictor if predictor is not None else default_predictor()
         return _segment_tiled(image, tiles, predictor=predictor, out=out, **options)
+    check_memory_untiled(image, shape, out is None)
     result = _segment_whole(image, predictor=predictor, **options)
     if out is not None:
         out[...] = result.labels
         result = replace(result, labels=out)
     return result
+
+
+def untiled_bytes(image: Any, shape: tuple[int, int], new_labels: bool = True) -> int:
+    """Bytes that segmenting ``image`` untiled allocates besides the model: the image read
+    into memory (unless it already is a numpy array), a float working copy (unless it is
+    uint8 or bool), the RGB uint8 input and the int32 label image."""
+    height, width = shape
+    pixels = int(height) * int(width)
+    dims = np.shape(image)
+    channels = int(dims[2]) if len(dims) == 3 else 1
+    dtype = np.dtype(getattr(image, "dtype", np.float64))
+    needed = 3 * pixels + (4 * pixels if new_labels else 0)
+    if not isinstance(image, np.ndarray):
+        needed += pixels * channels * dtype.itemsize
+    if dtype not in (np.uint8, np.bool_):
+        needed += pixels * min(channels, 3) * max(4, dtype.itemsize)
+    return needed
+
+
+def check_memory_untiled(image: Any, shape: tuple[int, int], new_labels: bool = True) -> None:
+    """Raise ValueError, before anything is allocated, if segmenting ``image`` untiled needs
+    more memory than the machine has available now (psutil's ``available``)."""
+    try:
+        import psutil
+    except ImportError:  # pragma: no cover - napari depends on psutil
+        return
+    needed = untiled_bytes(image, shape, new_labels)
+    available = int(psutil.virtual_memory().available)
+    if needed > available:
+        raise ValueError(
+            f"Not enough memory to segment this {shape[0]} x {shape[1]} image untiled: it "
+            f"needs about {needed / 2**30:.1f} GiB and {available / 2**30:.1f} GiB are "
+            "available. Nothing was allocated. Use tiling=True (the default), which reads "
+            "and segments one tile at a time and can write into an on-disk out= array, or "
+            "a coarser level of a multiscale image."
+        )
 
 
 def _segment_whole(
@@ -419,6 +456,19 @@ def _unique_rows(boxes: np.ndarray) -> np.ndarray:
         return boxes
     _, first = np.unique(boxes, axis=0, return_index=True)
     return boxes[np.sort(first)]
+
+
+def _is_number(value: Any) -> bool:
+    """True for a finite real number (NaN and infinity are not)."""
+    try:
+        return bool(np.isfinite(float(value)))
+    except (TypeError, ValueError):
+        return False
+
+
+def _is_whole(value: Any) -> bool:
+    """True for a finite number without a fractional part."""
+    return _is_number(value) and int(value) == value
 
 
 def _check_fraction(value: float, name: str) -> None:

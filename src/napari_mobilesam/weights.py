@@ -13,12 +13,14 @@ be fine-tuned weights) and are not checked.
 
 from __future__ import annotations
 
+import errno
 import hashlib
 import logging
 import os
 import re
 import tempfile
-from collections.abc import Mapping
+from collections.abc import Iterator, Mapping
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -56,6 +58,20 @@ ID_KINDS = ("sha256", "gitblob")
 _ID_PATTERN = re.compile(r"(sha256:[0-9a-f]{64}|gitblob:[0-9a-f]{40})")
 _HASH_CHUNK_BYTES = 1 << 20
 _REJECTED_SUFFIX = ".rejected"
+#: Seconds a download waits for another process downloading the same file.
+_LOCK_TIMEOUT_S = 900.0
+# Errors of opening or reading a file at all, as opposed to reading a damaged one.
+_UNREADABLE_ERRNOS = frozenset(
+    getattr(errno, name)
+    for name in ("ENOENT", "EACCES", "EPERM", "EISDIR", "EIO")
+    if hasattr(errno, name)
+)
+# Errors of writing into the cache folder (full, read-only, no permission, over quota).
+_CACHE_ERRNOS = frozenset(
+    getattr(errno, name)
+    for name in ("ENOSPC", "EDQUOT", "EROFS", "EACCES", "EPERM")
+    if hasattr(errno, name)
+)
 
 # MobileSAMv2's Prompt_guided_Mask_Decoder.pt: part name in the file (upstream's spelling)
 # -> prefix of the same parameters in mobile_sam.pt and in PromptDecoder.
@@ -190,7 +206,9 @@ def fetch_checkpoint(name: str = DEFAULT_CHECKPOINT, *, progress: bool = True) -
     2. The file in :func:`cache_dir`.
     3. A download from the checkpoint's URL (with pooch's HTTP downloader) into a
        temporary file in :func:`cache_dir`, moved into place only once complete and
-       verified, so an interrupted or wrong download never leaves a file behind.
+       verified, so an interrupted or wrong download never leaves a file behind. A lock
+       file (``.<file name>.lock``, removed afterwards) makes processes that need the same
+       file at once download it once: the others wait, then use the downloaded file.
 
     A file returned from the cache is checked against the checkpoint's
     :attr:`~Checkpoint.known_id`, when it has one, before it is returned. The check is
@@ -243,7 +261,12 @@ def fetch_checkpoint(name: str = DEFAULT_CHECKPOINT, *, progress: bool = True) -
     if target.is_file():
         _check_cached_file(target, checkpoint)
         return target
-    return _download(checkpoint, target, progress=progress)
+    with _download_lock(checkpoint, target):
+        # Another process may have finished the same download while this one waited.
+        if target.is_file():
+            _check_cached_file(target, checkpoint)
+            return target
+        return _download(checkpoint, target, progress=progress)
 
 
 def file_id(path: str | os.PathLike[str], kind: str = "sha256") -> str:
@@ -452,7 +475,11 @@ def load_state_dict(path: str | os.PathLike[str]) -> dict[str, torch.Tensor]:
         raise WeightsError(f"Expected a checkpoint file at {path}, but there is no such file.")
     try:
         loaded = torch.load(path, map_location="cpu", weights_only=True)
+    # A file that cannot be opened or read at all; other OSErrors (torch raises EINVAL for a
+    # zip cut short, e.g. a file being rewritten) mean a damaged file, reported below.
     except OSError as exc:
+        if exc.errno not in _UNREADABLE_ERRNOS:
+            raise WeightsError(_unloadable_message(path, exc)) from exc
         raise WeightsError(f"Could not read the checkpoint file {path}: {exc}") from exc
     # torch.load fails with many exception types (pickle, zip, EOF, runtime) on a bad file.
     except Exception as exc:
@@ -614,6 +641,51 @@ def _set_aside(path: Path) -> str:
     return f"It has been moved aside to {rejected} (delete that file when you no longer need it)."
 
 
+@contextmanager
+def _download_lock(checkpoint: Checkpoint, target: Path) -> Iterator[None]:
+    """Hold ``.<file name>.lock`` in the cache folder, so that one process downloads a file
+    at a time; the lock file is removed (while still held) when the download ends."""
+    from filelock import FileLock, Timeout
+
+    lock_path = target.with_name(f".{target.name}.lock")
+    try:
+        target.parent.mkdir(parents=True, exist_ok=True)
+        lock = FileLock(lock_path, timeout=_LOCK_TIMEOUT_S)
+        lock.acquire()
+    except Timeout as exc:
+        raise WeightsError(
+            f"Another process has been downloading {checkpoint.filename} into {target.parent} "
+            f"for more than {_LOCK_TIMEOUT_S:g} s (it holds the lock file {lock_path}). Wait "
+            "for it to finish and try again; if no other napari-mobilesam is running, delete "
+            "that lock file."
+        ) from exc
+    except OSError as exc:
+        raise WeightsError(_cache_unwritable_message(checkpoint, target, exc)) from exc
+    try:
+        yield
+    finally:
+        # Removed while held: a waiting process notices the unlinked file and retries.
+        lock_path.unlink(missing_ok=True)
+        lock.release()
+
+
+def _is_cache_error(exc: BaseException) -> bool:
+    """True for an OSError raised by writing to the cache folder rather than by the network."""
+    return isinstance(exc, OSError) and exc.errno in _CACHE_ERRNOS
+
+
+def _cache_unwritable_message(checkpoint: Checkpoint, target: Path, exc: OSError) -> str:
+    reason = os.strerror(exc.errno) if exc.errno else str(exc)
+    return (
+        f"Could not save {checkpoint.filename} ({checkpoint.description}) in the cache folder "
+        f"{target.parent}: {reason} ({type(exc).__name__}: {exc}). Nothing was left in that "
+        "folder. Free some space there or make it writable, or set the environment variable "
+        f"{CACHE_ENV} to a writable folder with enough space; or download the file from\n"
+        f"    {checkpoint.url}\n"
+        f"yourself and set {WEIGHTS_ENV} to the folder holding it."
+    )
+
+
 def _download(checkpoint: Checkpoint, target: Path, *, progress: bool) -> Path:
     """Download into a temporary file beside ``target``; verify, then move into place."""
     _logger.info("Downloading %s from %s to %s", checkpoint.filename, checkpoint.url, target)
@@ -624,13 +696,15 @@ def _download(checkpoint: Checkpoint, target: Path, *, progress: bool) -> Path:
         )
         os.close(handle)
     except OSError as exc:
-        raise WeightsError(_download_failed_message(checkpoint, target, exc)) from exc
+        raise WeightsError(_cache_unwritable_message(checkpoint, target, exc)) from exc
     temporary = Path(temporary_name)
     try:
         try:
             pooch.HTTPDownloader(progressbar=progress)(checkpoint.url, str(temporary), None)
         # requests' errors are OSErrors; pooch raises ValueError for a bad progress bar.
         except (OSError, ValueError) as exc:
+            if _is_cache_error(exc):
+                raise WeightsError(_cache_unwritable_message(checkpoint, target, exc)) from exc
             raise WeightsError(_download_failed_message(checkpoint, target, exc)) from exc
         mismatch = _find_mismatch(temporary, checkpoint, remember=False)
         if mismatch is not None:
@@ -640,6 +714,8 @@ def _download(checkpoint: Checkpoint, target: Path, *, progress: bool) -> Path:
             # Verified above as the temporary file; the move keeps its size and mtime.
             _verified[_verified_key(target)] = checkpoint.known_id
     except OSError as exc:
+        if _is_cache_error(exc):
+            raise WeightsError(_cache_unwritable_message(checkpoint, target, exc)) from exc
         raise WeightsError(_download_failed_message(checkpoint, target, exc)) from exc
     finally:
         temporary.unlink(missing_ok=True)

@@ -41,6 +41,14 @@ if TYPE_CHECKING:
     import napari
 
 
+#: Shown on the YOLO file field: ultralytics unpickles the file, which can run code.
+YOLO_FILE_TOOLTIP = (
+    "A YOLO detection or segmentation checkpoint (.pt). Warning: ultralytics loads it with "
+    "Python's pickle, which can run code stored in the file. Only choose files from a source "
+    "you trust."
+)
+
+
 class SegEveryWidget(Container):
     """Dock widget for SegEvery (MobileSAMv2): every object of an image, one Labels layer.
 
@@ -65,6 +73,7 @@ class SegEveryWidget(Container):
         self._detector_file = FileEdit(
             label="YOLO file", mode="r", filter="*.pt", visible=False, nullable=True
         )
+        self._detector_file.tooltip = YOLO_FILE_TOOLTIP
         self._decoder = ComboBox(label="Decoder", choices=list(DECODERS.items()), value="auto")
         self._decoder.tooltip = (
             "What decodes the detector's boxes into masks. MobileSAMv2 uses its "
