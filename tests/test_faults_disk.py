@@ -25,13 +25,13 @@ import pooch
 import pytest
 
 from napari_mobilesam import weights
+from napari_mobilesam.checkpoint_loading import load_state_dict
 from napari_mobilesam.weights import (
     CACHE_ENV,
     CHECKPOINTS,
     WEIGHTS_ENV,
     WeightsError,
     fetch_checkpoint,
-    load_state_dict,
 )
 
 pytestmark = pytest.mark.official_registry

@@ -16,6 +16,7 @@ import pytest
 import torch
 
 from napari_mobilesam import weights
+from napari_mobilesam.checkpoint_loading import load_state_dict, load_weights_into
 from napari_mobilesam.model.prompt_decoder import PromptDecoder
 from napari_mobilesam.weights import (
     CACHE_ENV,
@@ -26,8 +27,6 @@ from napari_mobilesam.weights import (
     cache_dir,
     fetch_checkpoint,
     file_id,
-    load_state_dict,
-    load_weights_into,
     resolve_checkpoint,
     verify_checkpoint_file,
 )

@@ -144,8 +144,8 @@ def build_prompt_guided_decoder(checkpoint: str | os.PathLike[str] | None = None
 @functools.lru_cache(maxsize=4)
 def _load_prompt_decoder(path: Path, mtime_ns: int, size: int) -> PromptDecoder:
     del mtime_ns, size  # cache keys: a rewritten file is loaded again
+    from napari_mobilesam.checkpoint_loading import load_weights_into
     from napari_mobilesam.model.prompt_decoder import PromptDecoder
-    from napari_mobilesam.weights import load_weights_into
 
     decoder = PromptDecoder()
     load_weights_into(decoder, path)
