@@ -140,7 +140,7 @@ def build_parser() -> argparse.ArgumentParser:
     segevery.add_argument(
         "--detector",
         default="auto",
-        help="auto, object_aware, fastsam, grid, or a YOLO .pt file (default: auto)",
+        help="auto, object_aware, fastsam, grid, or a YOLO .pt or .onnx file (default: auto)",
     )
     segevery.add_argument(
         "--decoder",

@@ -4,7 +4,8 @@ MobileSAMv2 replaces SAM's dense grid of point prompts by the boxes of an object
 "object-aware model" ``ObjectAwareModel.pt``: an ultralytics YOLOv8 segmentation model trained
 on SA-1B, run at ``imgsz=1024, conf=0.4, iou=0.9`` with class-agnostic NMS. Only its boxes are
 used. Any ultralytics YOLO detection or segmentation checkpoint can take its place, such as
-FastSAM-x or a user's own nucleus detector, and so can any Python callable that returns boxes.
+FastSAM-x or a user's own nucleus detector, or its ONNX export (which, unlike a ``.pt`` file,
+cannot run code when loaded), and so can any Python callable that returns boxes.
 
 Importing this module is cheap: torch, torchvision and ultralytics are imported by the functions
 that need them.
@@ -30,6 +31,7 @@ from napari_mobilesam.boxes import (
 )
 
 __all__ = [
+    "DEFAULT_IMGSZ",
     "DETECTOR_NAMES",
     "FASTSAM_FILENAME",
     "Detector",
@@ -44,6 +46,10 @@ DETECTOR_NAMES = ("auto", "object_aware", "fastsam")
 FASTSAM_FILENAME = "FastSAM-x.pt"
 #: ultralytics' and MobileSAMv2's ``max_det``, as :data:`napari_mobilesam.yolo.MAX_DETECTIONS`.
 _DEFAULT_MAX_DET = 300
+#: MobileSAMv2's YOLO input size, the default for ``.pt`` files and dynamic ONNX exports.
+DEFAULT_IMGSZ = 1024
+#: File types a YOLO detector is loaded from: ultralytics checkpoints and ONNX exports.
+_DETECTOR_SUFFIXES = (".pt", ".onnx")
 
 
 class Detector(Protocol):
@@ -58,7 +64,8 @@ class Detector(Protocol):
 
 
 class DetectorUnavailableError(RuntimeError):
-    """No detector checkpoint could be found or downloaded; the message lists what to do."""
+    """No detector checkpoint could be found or downloaded, or what runs it is not installed;
+    the message lists what to do."""
 
 
 class InvalidDetectorError(ValueError):
@@ -83,7 +90,7 @@ def load_detector(
     *,
     conf: float = 0.4,
     iou: float = 0.9,
-    imgsz: int = 1024,
+    imgsz: int | None = None,
     device: str | None = None,
     max_det: int = _DEFAULT_MAX_DET,
 ) -> Detector:
@@ -105,6 +112,10 @@ def load_detector(
           ``"fastsam"``; :class:`DetectorUnavailableError` if neither.
         - The path of an ultralytics YOLO detection or segmentation ``.pt`` checkpoint,
           e.g. a nucleus detector trained with ultralytics.
+        - The path of an ONNX export of such a model (``.onnx``, from
+          ``YOLO("best.pt").export(format="onnx", imgsz=1024)``), run with onnxruntime
+          (``pip install "napari-mobilesam[onnx]"``). Unlike a ``.pt`` file, it holds no
+          Python code, so loading it cannot run code.
         - A callable ``image -> (boxes, scores)`` (see :class:`Detector`). It is wrapped so
           that its output is checked: ``(N, 4)`` boxes and ``(N,)`` scores, all finite.
           A detector returned by this function is returned unchanged.
@@ -112,9 +123,10 @@ def load_detector(
         Minimum confidence of a YOLO detection, in [0, 1].
     iou : float
         IoU above which ultralytics' class-agnostic NMS drops the weaker of two boxes.
-    imgsz : int
+    imgsz : int, optional
         Side of the square the image is letterboxed into for the YOLO model; a multiple of
-        the model's stride (32 for YOLOv8).
+        the model's stride (32 for YOLOv8). None: the input size of a fixed-size ONNX
+        export (which accepts no other), else 1024, MobileSAMv2's.
     device : str, optional
         Torch device of the YOLO model, e.g. ``"cpu"`` or ``"cuda:0"``. None: CUDA if
         available, then Apple MPS, then the CPU.
@@ -135,19 +147,23 @@ def load_detector(
     FileNotFoundError
         If ``detector`` is neither a known name nor an existing file.
     InvalidDetectorError
-        If the file is not an ultralytics YOLO ``.pt`` checkpoint, or its task is not
-        detection or segmentation (classification, pose and OBB models are refused).
+        If the file is not an ultralytics YOLO ``.pt`` checkpoint or ONNX export, or its
+        task is not detection or segmentation (classification, pose and OBB models are
+        refused).
     DetectorUnavailableError
-        If a named checkpoint is neither on this computer nor downloadable.
+        If a named checkpoint is neither on this computer nor downloadable, or an ONNX
+        file is given and onnxruntime is not installed.
     TypeError, ValueError
-        If an argument has the wrong type or value.
+        If an argument has the wrong type or value, e.g. an ``imgsz`` other than the
+        fixed input size of an ONNX export.
 
     Notes
     -----
     ultralytics is imported on first use, with ``YOLO_OFFLINE=1`` and
     ``YOLO_AUTOINSTALL=False`` as defaults (environment variables already set are kept):
     no network check at import, no usage analytics, no automatic pip installs. Loading a
-    ``.pt`` file unpickles it, which can run code stored in it: load only files you trust.
+    ``.pt`` file unpickles it, which can run code stored in it: load only files you trust,
+    or use an ONNX export of the model, which cannot run code.
 
     Examples
     --------
@@ -156,7 +172,8 @@ def load_detector(
     """
     check_fraction(conf, "conf")
     check_fraction(iou, "iou")
-    check_positive_int(imgsz, "imgsz")
+    if imgsz is not None:
+        check_positive_int(imgsz, "imgsz")
     check_positive_int(max_det, "max_det")
     if isinstance(detector, _CheckedDetector) or _is_yolo_detector(detector):
         return detector
@@ -170,7 +187,8 @@ def load_detector(
         raise TypeError(
             "Expected detector to be a name among "
             f"{', '.join(repr(name) for name in DETECTOR_NAMES)}, the path of an ultralytics "
-            f"YOLO .pt checkpoint, or a callable; received {type(detector).__name__}."
+            f"YOLO .pt checkpoint or .onnx export, or a callable; received "
+            f"{type(detector).__name__}."
         )
     from napari_mobilesam.yolo import load_yolo_detector
 
@@ -186,7 +204,7 @@ def discover_objects(
     conf: float = 0.4,
     iou: float = 0.9,
     max_objects: int = 300,
-    imgsz: int = 1024,
+    imgsz: int | None = None,
     device: str | None = None,
 ) -> tuple[np.ndarray, np.ndarray]:
     """Propose one box per object in an RGB image, MobileSAMv2 style.
@@ -212,8 +230,9 @@ def discover_objects(
         IoU above which the weaker of two overlapping boxes is dropped, in [0, 1].
     max_objects : int
         The most boxes returned.
-    imgsz : int
-        Input size of a YOLO detector loaded here.
+    imgsz : int, optional
+        Input size of a YOLO detector loaded here; None: 1024, or the input size of a
+        fixed-size ONNX export.
     device : str, optional
         Device of a YOLO detector loaded here; None: CUDA, then MPS, then CPU.
 
@@ -350,7 +369,7 @@ def _detector_options() -> str:
     return (
         "Options:\n"
         "  - detector='/path/to/model.pt': any ultralytics YOLO detection or segmentation "
-        "checkpoint, e.g. your own nucleus detector;\n"
+        "checkpoint, e.g. your own nucleus detector, or its ONNX export (model.onnx);\n"
         "  - detector='grid': prompts on a regular grid of points, no detector needed;\n"
         "  - boxes=...: pass your own (N, 4) x0, y0, x1, y1 boxes instead of detecting them;\n"
         f"  - put {object_aware.filename} (from {object_aware.url}) into "
@@ -365,17 +384,19 @@ def _existing_checkpoint(path_like: str | os.PathLike[str]) -> Path:
         names = ", ".join(repr(name) for name in DETECTOR_NAMES)
         raise FileNotFoundError(
             f"Detector checkpoint {path} does not exist. Expected the path of an ultralytics "
-            f"YOLO .pt file, or one of the names {names}."
+            f"YOLO .pt or .onnx file, or one of the names {names}."
         )
     if not path.is_file():
         raise InvalidDetectorError(
-            f"{path} is not an ultralytics YOLO checkpoint: it is a folder, expected a .pt file."
+            f"{path} is not an ultralytics YOLO checkpoint: it is a folder, expected a .pt or "
+            ".onnx file."
         )
-    if path.suffix.lower() != ".pt":
+    if path.suffix.lower() not in _DETECTOR_SUFFIXES:
         raise InvalidDetectorError(
-            f"{path} is not an ultralytics YOLO checkpoint: expected a PyTorch .pt file, "
-            f"received a {path.suffix or 'suffix-less'} file. Exported models (ONNX, "
-            "TensorRT, ...) are not supported; use the .pt file they were exported from."
+            f"{path} is not an ultralytics YOLO checkpoint: expected a PyTorch .pt file or "
+            f"an ONNX export (.onnx), received a {path.suffix or 'suffix-less'} file. Other "
+            "exports (TensorRT, OpenVINO, ...) are not supported; use the .pt file they were "
+            'exported from, or export it to ONNX: YOLO("best.pt").export(format="onnx").'
         )
     return path
 

@@ -41,12 +41,16 @@ if TYPE_CHECKING:
     import napari
 
 
-#: Shown on the YOLO file field: ultralytics unpickles the file, which can run code.
+#: Shown on the YOLO file field: ultralytics unpickles a .pt file, which can run code.
 YOLO_FILE_TOOLTIP = (
-    "A YOLO detection or segmentation checkpoint (.pt). Warning: ultralytics loads it with "
-    "Python's pickle, which can run code stored in the file. Only choose files from a source "
-    "you trust."
+    "A YOLO detection or segmentation checkpoint (.pt), or its ONNX export (.onnx). Warning: "
+    "ultralytics loads a .pt file with Python's pickle, which can run code stored in the "
+    "file; only choose .pt files from a source you trust. ONNX files cannot run code: export "
+    'one with YOLO("best.pt").export(format="onnx") where you trust the .pt file (needs '
+    'pip install "napari-mobilesam[onnx]").'
 )
+#: File types the YOLO file field offers.
+YOLO_FILE_FILTER = "*.pt *.onnx"
 
 
 class SegEveryWidget(Container):
@@ -71,7 +75,7 @@ class SegEveryWidget(Container):
         self._image = ComboBox(label="Image", nullable=True, choices=self._image_choices)
         self._detector = ComboBox(label="Detector", choices=list(DETECTORS.items()), value="auto")
         self._detector_file = FileEdit(
-            label="YOLO file", mode="r", filter="*.pt", visible=False, nullable=True
+            label="YOLO file", mode="r", filter=YOLO_FILE_FILTER, visible=False, nullable=True
         )
         self._detector_file.tooltip = YOLO_FILE_TOOLTIP
         self._decoder = ComboBox(label="Decoder", choices=list(DECODERS.items()), value="auto")
@@ -234,7 +238,7 @@ class SegEveryWidget(Container):
         if detector == "file":
             path = self._detector_file.value
             if path is None or not str(path).strip() or Path(path).is_dir():
-                raise ValueError("Choose a YOLO .pt checkpoint file for the custom detector.")
+                raise ValueError("Choose a YOLO .pt or .onnx file for the custom detector.")
             detector = Path(path)
         linking = self._scope.value == ALL_PLANES and bool(self._link_axis.choices)
         return SegEverySettings(
