@@ -172,6 +172,21 @@ def test_progress_reports_and_can_cancel(predictor, image):
         segment_everything(image, predictor=predictor, boxes=boxes, progress=cancel)
 
 
+def test_a_cancel_after_discovery_stops_before_the_encoder(predictor, image, monkeypatch):
+    class Cancelled(Exception):
+        pass
+
+    def cancel(done, total):
+        raise Cancelled
+
+    encodes = []
+    monkeypatch.setattr(predictor, "_encode", lambda rgb: encodes.append(rgb) or 1 / 0)
+
+    with pytest.raises(Cancelled):
+        segment_everything(image, predictor=predictor, boxes=[[10, 10, 60, 60]], progress=cancel)
+    assert encodes == []
+
+
 def test_grid_points_are_cell_centres():
     points = grid_points(4, (40, 80))
     assert points.shape == (16, 2)

@@ -39,8 +39,6 @@ def box_candidates(
     decoder: PromptDecoder | None = None,
 ) -> Iterator[Candidate]:
     total = len(boxes)
-    if progress is not None:
-        progress(0, total)
     upsample = predictor.mask_upsampler
     for rows, low_res, scores in predictor.decode_boxes(boxes, decoder=decoder):
         low_res = low_res.cpu()
@@ -92,8 +90,6 @@ def grid_candidates(
     points = grid_points(points_per_side, predictor.original_size)
     total = len(points)
     threshold = predictor.model.mask_threshold
-    if progress is not None:
-        progress(0, total)
     h, w = predictor.original_size
     chunk = max(1, UPSCALE_BUDGET // (4 * h * w))  # full-size logits upsampled at once
     kept: list[Candidate] = []

@@ -306,6 +306,8 @@ def _segment_whole(
         )
         return _empty_result(shape, message, timings, box_decoder.name)
 
+    if progress is not None:  # a cancel during discovery stops the run before encoding
+        progress(0, points_per_side**2 if grid else len(prompt_boxes))
     start = time.perf_counter()
     predictor.set_image(rgb)
     timings["embedding"] = time.perf_counter() - start
