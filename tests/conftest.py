@@ -178,3 +178,34 @@ def yolo_checkpoint(tmp_path_factory: pytest.TempPathFactory) -> Path:
     """A one-class YOLOv8n segmentation checkpoint with random weights (the kind of model
     MobileSAMv2's ObjectAwareModel is)."""
     return build_yolo_checkpoint(tmp_path_factory.mktemp("yolo"))
+
+
+@pytest.fixture
+def encodes(monkeypatch: pytest.MonkeyPatch) -> list[tuple[int, int]]:
+    """The (H, W) of every image the encoder runs on, in order."""
+    from napari_mobilesam.segany import SegAnyPredictor
+
+    calls: list[tuple[int, int]] = []
+    original = SegAnyPredictor._encode
+
+    def counting(self, rgb):
+        calls.append(rgb.shape[:2])
+        return original(self, rgb)
+
+    monkeypatch.setattr(SegAnyPredictor, "_encode", counting)
+    return calls
+
+
+@pytest.fixture
+def notifications():
+    """napari notifications shown while the test runs: (severity, message) pairs."""
+    from napari.utils.notifications import notification_manager
+
+    seen: list[tuple[object, str]] = []
+
+    def record(notification) -> None:
+        seen.append((notification.severity, str(notification.message)))
+
+    notification_manager.notification_ready.connect(record)
+    yield seen
+    notification_manager.notification_ready.disconnect(record)

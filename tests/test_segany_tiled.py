@@ -23,20 +23,6 @@ from napari_mobilesam.segany_tiled import (
 from napari_mobilesam.tiling import Tile, TileGrid
 
 
-@pytest.fixture
-def encodes(monkeypatch: pytest.MonkeyPatch) -> list[tuple[int, int]]:
-    """The (H, W) of every image the encoder runs on, in order."""
-    calls: list[tuple[int, int]] = []
-    original = SegAnyPredictor._encode
-
-    def counting(self, rgb):
-        calls.append(rgb.shape[:2])
-        return original(self, rgb)
-
-    monkeypatch.setattr(SegAnyPredictor, "_encode", counting)
-    return calls
-
-
 @pytest.fixture(scope="module")
 def large() -> np.ndarray:
     """A 2048 x 2560 uint16 image (3 x 4 tiles of 768): the cell sample, tiled and noisy."""

@@ -14,6 +14,7 @@ from skimage.draw import ellipse
 from skimage.measure import label, regionprops
 
 from napari_mobilesam import mask_candidates, segevery
+from napari_mobilesam.decoders import load_box_decoder
 from napari_mobilesam.label_canvas import Candidate
 from napari_mobilesam.tiling import TileGrid
 
@@ -138,13 +139,11 @@ def test_one_tile_run_equals_the_untiled_run(predictor):
     )
     grid = TileGrid(image.shape, 1024, 0)
     assert grid.is_single
-    tiled = segevery._segment_tiled(
-        image,
-        grid,
-        predictor=predictor,
+    options = segevery._Options(
         detector=perfect_detector,
         boxes=None,
-        decoder="mobile_sam",
+        box_decoder=load_box_decoder("mobile_sam"),
+        grid=False,
         conf=0.4,
         iou=0.9,
         max_objects=300,
@@ -152,8 +151,8 @@ def test_one_tile_run_equals_the_untiled_run(predictor):
         progress=None,
         contrast_limits=None,
         points_per_side=32,
-        out=None,
     )
+    tiled = segevery._segment_tiled(image, grid, predictor, options, out=None)
 
     assert untiled.n_objects > 10
     np.testing.assert_array_equal(tiled.labels, untiled.labels)

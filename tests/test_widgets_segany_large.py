@@ -14,24 +14,9 @@ import skimage.data
 from qtpy.QtCore import Qt
 
 from napari_mobilesam._widgets import SegAnyWidget
-from napari_mobilesam.segany import SegAnyPredictor
 from test_widgets_segany import TIMEOUT_MS, canvas, click, wait_for_preview
 
 pytestmark = pytest.mark.usefixtures("random_weights")
-
-
-@pytest.fixture
-def encodes(monkeypatch: pytest.MonkeyPatch) -> list[tuple[int, int]]:
-    """The (H, W) of every image the encoder runs on, in order."""
-    calls: list[tuple[int, int]] = []
-    original = SegAnyPredictor._encode
-
-    def counting(self, rgb):
-        calls.append(rgb.shape[:2])
-        return original(self, rgb)
-
-    monkeypatch.setattr(SegAnyPredictor, "_encode", counting)
-    return calls
 
 
 def mosaic(side: int) -> np.ndarray:

@@ -12,7 +12,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 import skimage.data
-from napari.utils.notifications import NotificationSeverity, notification_manager
+from napari.utils.notifications import NotificationSeverity
 
 from conftest import build_yolo_checkpoint
 from napari_mobilesam._commands import segment_everything_in_active_layer
@@ -28,19 +28,6 @@ TIMEOUT_MS = 300_000
 def yolo_file(tmp_path_factory: pytest.TempPathFactory) -> Path:
     """A one-class YOLOv8n detector with random weights, built from ultralytics' yaml."""
     return build_yolo_checkpoint(tmp_path_factory.mktemp("yolo"), "yolov8n.yaml")
-
-
-@pytest.fixture
-def notifications():
-    """Notifications shown while the test runs: (severity, message) pairs."""
-    seen: list[tuple[NotificationSeverity, str]] = []
-
-    def record(notification) -> None:
-        seen.append((notification.severity, str(notification.message)))
-
-    notification_manager.notification_ready.connect(record)
-    yield seen
-    notification_manager.notification_ready.disconnect(record)
 
 
 @pytest.fixture

@@ -11,7 +11,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from napari.utils.notifications import NotificationSeverity, notification_manager
+from napari.utils.notifications import NotificationSeverity
 from qtpy.QtCore import QPoint, Qt
 
 from conftest import build_yolo_checkpoint
@@ -31,19 +31,6 @@ def volume() -> np.ndarray:
     stack += 180 * (((z - 2.5) / 3.2) ** 2 + ((y - 64) / 30) ** 2 + ((x - 50) / 22) ** 2 < 1)
     stack += 120 * (((z - 3) / 2.5) ** 2 + ((y - 40) / 14) ** 2 + ((x - 100) / 14) ** 2 < 1)
     return stack.astype(np.float32)
-
-
-@pytest.fixture
-def notifications():
-    """Notifications shown while the test runs: (severity, message) pairs."""
-    seen: list[tuple[NotificationSeverity, str]] = []
-
-    def record(notification) -> None:
-        seen.append((notification.severity, str(notification.message)))
-
-    notification_manager.notification_ready.connect(record)
-    yield seen
-    notification_manager.notification_ready.disconnect(record)
 
 
 def canvas(viewer):

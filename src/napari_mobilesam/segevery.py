@@ -78,6 +78,23 @@ class SegEveryResult:
         return len(self.scores)
 
 
+@dataclass(frozen=True)
+class _Options:
+    """What one ``segment_everything`` call asks for, shared by its two paths."""
+
+    detector: str | os.PathLike | Callable
+    boxes: np.ndarray | Sequence | None
+    box_decoder: BoxDecoder
+    grid: bool
+    conf: float
+    iou: float
+    max_objects: int
+    min_area: int
+    progress: ProgressCallback | None
+    contrast_limits: Sequence[float] | None
+    points_per_side: int
+
+
 def segment_everything(
     image: np.ndarray,
     *,
@@ -199,23 +216,25 @@ def segment_everything(
     tiles = TileGrid(shape, tile_shape, halo)
     if out is not None:
         _check_out(out, shape)
-    options = {
-        "detector": detector,
-        "boxes": boxes,
-        "decoder": decoder,
-        "conf": conf,
-        "iou": iou,
-        "max_objects": max_objects,
-        "min_area": min_area,
-        "progress": progress,
-        "contrast_limits": contrast_limits,
-        "points_per_side": points_per_side,
-    }
+    grid = boxes is None and isinstance(detector, str) and detector == "grid"
+    options = _Options(
+        detector=detector,
+        boxes=boxes,
+        box_decoder=BoxDecoder(None, "mobile_sam") if grid else load_box_decoder(decoder),
+        grid=grid,
+        conf=conf,
+        iou=iou,
+        max_objects=max_objects,
+        min_area=min_area,
+        progress=progress,
+        contrast_limits=contrast_limits,
+        points_per_side=points_per_side,
+    )
     if tiling and needs_tiling(shape) and not tiles.is_single:
         predictor = predictor if predictor is not None else default_predictor()
-        return _segment_tiled(image, tiles, predictor=predictor, out=out, **options)
+        return _segment_tiled(image, tiles, predictor, options, out)
     check_memory_untiled(image, shape, out is None)
-    result = _segment_whole(image, predictor=predictor, **options)
+    result = _segment_whole(image, predictor, options)
     if out is not None:
         out[...] = result.labels
         result = replace(result, labels=out)
@@ -258,68 +277,53 @@ def check_memory_untiled(image: Any, shape: tuple[int, int], new_labels: bool = 
         )
 
 
-def _segment_whole(
-    image: Any,
-    *,
-    predictor: SegAnyPredictor | None,
-    detector: str | os.PathLike | Callable,
-    boxes: np.ndarray | Sequence | None,
-    decoder: str | os.PathLike | PromptDecoder | None,
-    conf: float,
-    iou: float,
-    max_objects: int,
-    min_area: int,
-    progress: ProgressCallback | None,
-    contrast_limits: Sequence[float] | None,
-    points_per_side: int,
-) -> SegEveryResult:
+def _segment_whole(image: Any, predictor: SegAnyPredictor | None, o: _Options) -> SegEveryResult:
     """SegEvery on the whole image resized into the model's frame (one embedding)."""
-    rgb = to_rgb_uint8(image, contrast_limits)
+    rgb = to_rgb_uint8(image, o.contrast_limits)
     shape = rgb.shape[:2]
     timings: dict[str, float] = {}
     predictor = predictor if predictor is not None else default_predictor()
 
-    grid = boxes is None and isinstance(detector, str) and detector == "grid"
-    box_decoder = BoxDecoder(None, "mobile_sam") if grid else load_box_decoder(decoder)
+    box_decoder = o.box_decoder
     start = time.perf_counter()
-    if boxes is not None:
+    if o.boxes is not None:
         from napari_mobilesam.boxes import clean_boxes
 
-        prompt_boxes, _ = clean_boxes(boxes, shape)
-        prompt_boxes = _unique_rows(prompt_boxes)[:max_objects]
-    elif not grid:
+        prompt_boxes, _ = clean_boxes(o.boxes, shape)
+        prompt_boxes = _unique_rows(prompt_boxes)[: o.max_objects]
+    elif not o.grid:
         from napari_mobilesam.discovery import discover_objects
 
         prompt_boxes, _ = discover_objects(
-            rgb, detector, conf=conf, iou=iou, max_objects=max_objects
+            rgb, o.detector, conf=o.conf, iou=o.iou, max_objects=o.max_objects
         )
         prompt_boxes = _unique_rows(prompt_boxes)
     else:
         prompt_boxes = np.zeros((0, 4), np.float32)  # the grid prompts with points
     timings["discovery"] = time.perf_counter() - start
 
-    if not grid and len(prompt_boxes) == 0:
-        source = "the given boxes" if boxes is not None else f"the detector ({detector})"
+    if not o.grid and len(prompt_boxes) == 0:
+        source = "the given boxes" if o.boxes is not None else f"the detector ({o.detector})"
         message = (
             f"No objects found: {source} proposed no box inside the image. "
             "Try a lower confidence threshold, another detector, or detector='grid'."
         )
         return _empty_result(shape, message, timings, box_decoder.name)
 
-    if progress is not None:  # a cancel during discovery stops the run before encoding
-        progress(0, points_per_side**2 if grid else len(prompt_boxes))
+    if o.progress is not None:  # a cancel during discovery stops the run before encoding
+        o.progress(0, o.points_per_side**2 if o.grid else len(prompt_boxes))
     start = time.perf_counter()
     predictor.set_image(rgb)
     timings["embedding"] = time.perf_counter() - start
 
     start = time.perf_counter()
-    painter = LabelCanvas(shape, min_area)
-    if grid:
-        candidates = grid_candidates(predictor, points_per_side, progress)
+    painter = LabelCanvas(shape, o.min_area)
+    if o.grid:
+        candidates = grid_candidates(predictor, o.points_per_side, o.progress)
         for c in candidates:
             painter.paste(c)
     else:
-        for c in box_candidates(predictor, prompt_boxes, progress, box_decoder.decoder):
+        for c in box_candidates(predictor, prompt_boxes, o.progress, box_decoder.decoder):
             painter.paste(c)
     timings["decoding"] = time.perf_counter() - start
 
@@ -334,16 +338,16 @@ def _segment_whole(
         decoder=box_decoder.name,
     )
     if result.n_objects == 0:
-        if grid and painter.n_pasted == 0:
+        if o.grid and painter.n_pasted == 0:
             reason = (
-                f"no mask of the {points_per_side}x{points_per_side} grid passed SAM's quality "
-                f"filters (predicted IoU >= {PRED_IOU_THRESH}, stability >= "
+                f"no mask of the {o.points_per_side}x{o.points_per_side} grid passed SAM's "
+                f"quality filters (predicted IoU >= {PRED_IOU_THRESH}, stability >= "
                 f"{STABILITY_SCORE_THRESH})"
             )
         else:
             reason = (
                 f"none of the {painter.n_pasted or len(prompt_boxes)} decoded masks was kept "
-                f"(empty, or under min_area={min_area} pixels after overlaps)"
+                f"(empty, or under min_area={o.min_area} pixels after overlaps)"
             )
         message = _join(f"No objects found: {reason}.", box_decoder.message)
         return _empty_result(shape, message, timings, box_decoder.name)
@@ -351,48 +355,35 @@ def _segment_whole(
 
 
 def _segment_tiled(
-    image: Any,
-    tiles: TileGrid,
-    *,
-    predictor: SegAnyPredictor,
-    detector: str | os.PathLike | Callable,
-    boxes: np.ndarray | Sequence | None,
-    decoder: str | os.PathLike | PromptDecoder | None,
-    conf: float,
-    iou: float,
-    max_objects: int,
-    min_area: int,
-    progress: ProgressCallback | None,
-    contrast_limits: Sequence[float] | None,
-    points_per_side: int,
-    out: Any,
+    image: Any, tiles: TileGrid, predictor: SegAnyPredictor, o: _Options, out: Any
 ) -> SegEveryResult:
     """SegEvery tile by tile (see :mod:`napari_mobilesam.segevery_tiled`)."""
     from napari_mobilesam.boxes import clean_boxes
     from napari_mobilesam.segevery_tiled import TiledSegEvery
 
-    grid = boxes is None and isinstance(detector, str) and detector == "grid"
-    box_decoder = BoxDecoder(None, "mobile_sam") if grid else load_box_decoder(decoder)
+    box_decoder = o.box_decoder
     run = TiledSegEvery(
         image,
         tiles,
         predictor=predictor,
         box_decoder=box_decoder,
-        contrast_limits=None if contrast_limits is None else tuple(contrast_limits),
-        progress=progress,
+        contrast_limits=None if o.contrast_limits is None else tuple(o.contrast_limits),
+        progress=o.progress,
     )
-    canvas = LabelCanvas(tiles.shape, min_area, out)
-    if grid:
-        run.decode_grid(points_per_side, canvas)
+    canvas = LabelCanvas(tiles.shape, o.min_area, out)
+    if o.grid:
+        run.decode_grid(o.points_per_side, canvas)
     else:
-        if boxes is not None:
-            prompt_boxes, _ = clean_boxes(boxes, tiles.shape)
+        if o.boxes is not None:
+            prompt_boxes, _ = clean_boxes(o.boxes, tiles.shape)
             prompt_boxes = _unique_rows(prompt_boxes)
         else:
             from napari_mobilesam.discovery import load_detector
 
-            detect = load_detector(detector, conf=conf, iou=iou, max_det=max(300, max_objects))
-            prompt_boxes, _ = run.discover(detect, max_objects, iou)
+            detect = load_detector(
+                o.detector, conf=o.conf, iou=o.iou, max_det=max(300, o.max_objects)
+            )
+            prompt_boxes, _ = run.discover(detect, o.max_objects, o.iou)
             prompt_boxes = _unique_rows(prompt_boxes)
         run.decode(prompt_boxes, canvas)
     kept_boxes, kept_scores, areas = canvas.finish()
