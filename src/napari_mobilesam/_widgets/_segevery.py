@@ -283,8 +283,18 @@ class SegEveryJob:
         tables = []
         skipped = []
         notes = []
+        decoder_note = ""
         try:
             predictor = new_predictor()
+            decoder = settings.decoder
+            if settings.detector != "grid":
+                from napari_mobilesam.decoders import load_box_decoder
+
+                # Resolved once per run, not once per plane: offline, "auto" would
+                # otherwise try the download again on every plane of a stack.
+                box_decoder = load_box_decoder(settings.decoder)
+                decoder = box_decoder.decoder or "mobile_sam"
+                decoder_note = box_decoder.message
             for number, plane in enumerate(self.planes):
                 self._raise_if_cancelled()
                 if self._tiles[number]:
@@ -305,7 +315,7 @@ class SegEveryJob:
                     image,
                     predictor=predictor,
                     detector=settings.detector,
-                    decoder=settings.decoder,
+                    decoder=decoder,
                     conf=settings.conf,
                     iou=settings.iou,
                     max_objects=settings.max_objects,
@@ -341,12 +351,14 @@ class SegEveryJob:
         note = f" Skipped {len(skipped)} plane(s): {'; '.join(skipped)}" if skipped else ""
         if features is None or features.empty:
             reason = f" {notes[0]}" if len(notes) == 1 else ""
+            reason += f" {decoder_note}" if decoder_note else ""
             return SegEveryOutcome(
                 "empty", f"SegEvery found no objects in {self.image.name!r}.{reason}{note}"
             )
         message = f"SegEvery found {found} objects in {self.image.name!r}{linked}.{note}"
         # Notes of planes with objects, e.g. which decoder was used.
-        message = " ".join([message, *(n for n in notes if not n.startswith("No objects"))])
+        others = (n for n in notes if not n.startswith("No objects"))
+        message = " ".join([message, *others, *([decoder_note] if decoder_note else [])])
         if any(self._tiles):
             message += f" {self.tiles_encoded} tile embeddings were computed."
         return SegEveryOutcome("done", message, labels, features)
