@@ -1,7 +1,7 @@
 """Benchmark: ``napari-mobilesam segment`` throughput, in-process and on a LocalCluster.
 
 Writes ``n`` synthetic ``side``² uint8 TIFFs (bright blobs on noise) into a temporary
-folder, then runs :func:`napari_mobilesam.batch.segment_files` over the folder
+folder, then runs :func:`napari_mobilesam.batch.runner.segment_files` over the folder
 
 * in this process, one image after another (the default of ``segment``);
 * on a dask ``LocalCluster`` of ``workers`` processes with one thread each
@@ -74,7 +74,7 @@ def main() -> None:
     parser.add_argument("--weights", type=Path, default=RANDOM_WEIGHTS)
     args = parser.parse_args()
 
-    from napari_mobilesam.batch import BatchSettings, segment_files
+    from napari_mobilesam.batch.runner import BatchSettings, segment_files
 
     os.environ["NAPARI_MOBILESAM_WEIGHTS"] = str(args.weights)
     rows = []

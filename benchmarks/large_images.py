@@ -13,7 +13,7 @@ Each size runs in a fresh Python process (so that its peak resident memory is it
   (``decoder="mobile_sam"``), default tiles (768 + 128 halo), the labels written into a
   preallocated int32 array;
 * for the largest size also a click: one point in a tile that is already encoded, timed
-  through :class:`napari_mobilesam.segany_tiled.TiledSegAnyPredictor` (median of 5).
+  through :class:`napari_mobilesam.segany.tiled.TiledSegAnyPredictor` (median of 5).
 
 The weights are random (``../shared/fixtures/parity/mobile_sam_seed0.pt``): the timings
 and memory are those of the real model, the masks are not meaningful.
@@ -141,7 +141,7 @@ def run_row(side: int, weights: Path, threads: int, click: bool) -> dict[str, fl
 def time_click(image: np.ndarray, predictor, limits: tuple[float, float]) -> dict[str, float]:
     """Median seconds of a one-point click in a tile that is already encoded."""
     try:
-        from napari_mobilesam.segany_tiled import TiledSegAnyPredictor
+        from napari_mobilesam.segany.tiled import TiledSegAnyPredictor
     except ImportError:  # pragma: no cover - older checkouts: time the plain predictor
         TiledSegAnyPredictor = None
 
@@ -158,7 +158,7 @@ def time_click(image: np.ndarray, predictor, limits: tuple[float, float]) -> dic
             seconds.append(time.perf_counter() - start)
         how = "TiledSegAnyPredictor"
     else:
-        from napari_mobilesam.imaging import to_rgb_uint8
+        from napari_mobilesam.imaging.convert import to_rgb_uint8
 
         y0, x0 = int(point[0, 1]) - 512, int(point[0, 0]) - 512
         crop = to_rgb_uint8(image[y0 : y0 + 1024, x0 : x0 + 1024], limits)

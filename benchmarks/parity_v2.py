@@ -41,8 +41,8 @@ def prompt_guided_file(state_dict: Path, target: Path) -> Path:
 
 def main() -> None:
     from napari_mobilesam import SegAnyPredictor, build_mobile_sam, segment_everything
-    from napari_mobilesam.decoders import build_prompt_guided_decoder
-    from napari_mobilesam.discovery import discover_objects, load_detector
+    from napari_mobilesam.segevery.box_decoders import build_prompt_guided_decoder
+    from napari_mobilesam.segevery.discovery import discover_objects, load_detector
 
     official = np.load(FIXTURES / "v2" / "official_seed0.npz")
     confs = json.loads((FIXTURES / "v2" / "confs.json").read_text())

@@ -43,9 +43,9 @@ from skimage.filters import gaussian
 from _measure import Measurement, measure
 from _report import RowResult, markdown_table, text_table
 from napari_mobilesam import SegAnyPredictor, SegEveryResult, build_mobile_sam, segment_everything
-from napari_mobilesam.discovery import discover_objects, load_detector
+from napari_mobilesam.imaging.model_frame import preprocess_shape, scale_boxes, scale_coords
 from napari_mobilesam.model import MobileSAM
-from napari_mobilesam.transforms import preprocess_shape, scale_boxes, scale_coords
+from napari_mobilesam.segevery.discovery import discover_objects, load_detector
 
 DEFAULT_WEIGHTS = (
     Path(__file__).resolve().parents[2] / "shared/fixtures/parity/mobile_sam_seed0.pt"

@@ -28,8 +28,8 @@ def main() -> None:
     args = parser.parse_args()
 
     from napari_mobilesam import SegAnyPredictor, build_mobile_sam, segment_everything
-    from napari_mobilesam.decoders import build_prompt_guided_decoder
-    from napari_mobilesam.discovery import load_detector
+    from napari_mobilesam.segevery.box_decoders import build_prompt_guided_decoder
+    from napari_mobilesam.segevery.discovery import load_detector
 
     official = np.load(SHARED / "v2" / "official_seed0.npz")
     confs = json.loads((SHARED / "v2" / "confs.json").read_text())

@@ -63,7 +63,7 @@ def slice_boxes(truth: np.ndarray) -> list[np.ndarray]:
 
 
 def bench_propagate(predictor, args) -> dict:
-    from napari_mobilesam.propagation import propagate_mask
+    from napari_mobilesam.stacks.propagation import propagate_mask
 
     image, truth = ellipsoids(args.slices, args.side, 12)
     label = np.bincount(truth.ravel())[1:].argmax() + 1
@@ -85,7 +85,7 @@ def bench_propagate(predictor, args) -> dict:
 
 
 def bench_segevery(predictor, args) -> dict:
-    from napari_mobilesam.segevery_stack import segment_everything_stack
+    from napari_mobilesam.stacks.segevery_stack import segment_everything_stack
 
     image, truth = ellipsoids(args.ev_slices, args.ev_side, 60, seed=1)
     boxes = slice_boxes(truth)
@@ -107,7 +107,7 @@ def bench_segevery(predictor, args) -> dict:
 
 
 def bench_projection(predictor, args) -> dict:
-    from napari_mobilesam.propagation import PROJECTIONS, propagate_mask
+    from napari_mobilesam.stacks.propagation import PROJECTIONS, propagate_mask
 
     image, truth = ellipsoids(args.slices, args.side, 8, seed=2)
     rows = {}

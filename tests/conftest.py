@@ -44,7 +44,7 @@ def offline_registry(
     import dataclasses
     import socket
 
-    from napari_mobilesam import weights
+    from napari_mobilesam.weights import fetch as weights
 
     if request.node.get_closest_marker("official_registry"):
         return
@@ -183,7 +183,7 @@ def yolo_checkpoint(tmp_path_factory: pytest.TempPathFactory) -> Path:
 @pytest.fixture
 def encodes(monkeypatch: pytest.MonkeyPatch) -> list[tuple[int, int]]:
     """The (H, W) of every image the encoder runs on, in order."""
-    from napari_mobilesam.segany import SegAnyPredictor
+    from napari_mobilesam.segany.predictor import SegAnyPredictor
 
     calls: list[tuple[int, int]] = []
     original = SegAnyPredictor._encode

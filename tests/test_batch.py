@@ -1,4 +1,4 @@
-"""Batch SegEvery (napari_mobilesam.batch): outputs, COCO, dask workers, resume, failures,
+"""Batch SegEvery (napari_mobilesam.batch.runner): outputs, COCO, dask workers, resume, failures,
 and the embedding store."""
 
 from __future__ import annotations
@@ -17,9 +17,9 @@ import tifffile
 import zarr
 
 from conftest import RANDOM_WEIGHTS
-from napari_mobilesam import outputs
-from napari_mobilesam.batch import BatchSettings, segment_files
-from napari_mobilesam.inputs import find_inputs, stack_layout
+from napari_mobilesam.batch import outputs as outputs
+from napari_mobilesam.batch.inputs import find_inputs, stack_layout
+from napari_mobilesam.batch.runner import BatchSettings, segment_files
 
 SHAPE = (96, 128)
 
@@ -186,7 +186,7 @@ def test_resume_after_a_killed_run(folder: Path, settings: BatchSettings, tmp_pa
         tifffile.imwrite(images / f"img{i}.tif", _image(10 + i))
     out = tmp_path / "out"
     command = [
-        sys.executable, "-m", "napari_mobilesam.cli", "segment", str(images), "-o", str(out),
+        sys.executable, "-m", "napari_mobilesam.batch.cli", "segment", str(images), "-o", str(out),
         "--detector", settings.detector, "--decoder", "mobile_sam", "--conf", "0.01",
         "--max-objects", "4", "--weights", settings.weights, "-q",
     ]  # fmt: skip
@@ -248,9 +248,9 @@ def test_stack_layout_refuses_an_unknown_axis() -> None:
 def test_embed_then_a_click_from_the_store_runs_no_encoder(
     random_weights, folder: Path, tmp_path: Path, predictor, monkeypatch
 ) -> None:
-    from napari_mobilesam.cli import main
-    from napari_mobilesam.embedding_store import EmbeddingStore
-    from napari_mobilesam.inputs import read_image
+    from napari_mobilesam.batch.cli import main
+    from napari_mobilesam.batch.inputs import read_image
+    from napari_mobilesam.segany.embedding_store import EmbeddingStore
 
     store_path = tmp_path / "store.zarr"
     assert main(["embed", str(folder / "a.tif"), str(folder / "b.png"), "-o", str(store_path),
@@ -280,8 +280,8 @@ def test_a_predictor_pointed_at_a_store_encodes_only_what_is_not_there(
     random_weights, folder: Path, tmp_path: Path, predictor, monkeypatch
 ) -> None:
     from napari_mobilesam._widgets._model import EMBEDDINGS_ENV, new_predictor
-    from napari_mobilesam.cli import main
-    from napari_mobilesam.inputs import read_image
+    from napari_mobilesam.batch.cli import main
+    from napari_mobilesam.batch.inputs import read_image
 
     store_path = tmp_path / "store.zarr"
     assert main(["embed", str(folder / "a.tif"), "-o", str(store_path), "-q"]) == 0

@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pytest
 
-from napari_mobilesam.cli import main
+from napari_mobilesam.batch.cli import main
 
 
 @pytest.mark.parametrize("command", [[], ["segment"], ["embed"], ["info"]])
@@ -63,9 +63,9 @@ def test_console_script_is_declared() -> None:
     from importlib.metadata import entry_points
 
     (script,) = [e for e in entry_points(group="console_scripts") if e.name == "napari-mobilesam"]
-    assert script.value == "napari_mobilesam.cli:main"
+    assert script.value == "napari_mobilesam.batch.cli:main"
     result = subprocess.run(
-        [sys.executable, "-m", "napari_mobilesam.cli", "segment", "--help"],
+        [sys.executable, "-m", "napari_mobilesam.batch.cli", "segment", "--help"],
         capture_output=True,
         text=True,
         timeout=60,

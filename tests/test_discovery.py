@@ -11,17 +11,23 @@ import torch
 from PIL import Image
 
 from conftest import PARITY_CHECKPOINT, SHARED, build_yolo_checkpoint
-from napari_mobilesam import discovery, weights
-from napari_mobilesam.boxes import cap_by_confidence, clean_boxes, nms_boxes, snap_to_border
-from napari_mobilesam.discovery import (
+from napari_mobilesam.segevery import discovery as discovery
+from napari_mobilesam.segevery.boxes import (
+    cap_by_confidence,
+    clean_boxes,
+    nms_boxes,
+    snap_to_border,
+)
+from napari_mobilesam.segevery.detectors.yolo import YoloDetector
+from napari_mobilesam.segevery.discovery import (
     FASTSAM_FILENAME,
     DetectorUnavailableError,
     InvalidDetectorError,
     discover_objects,
     load_detector,
 )
-from napari_mobilesam.weights import CACHE_ENV, WEIGHTS_ENV, WeightsError
-from napari_mobilesam.yolo import YoloDetector
+from napari_mobilesam.weights import fetch as weights
+from napari_mobilesam.weights.fetch import CACHE_ENV, WEIGHTS_ENV, WeightsError
 
 IMGSZ = 320
 HEIGHT, WIDTH = 256, 320

@@ -1,6 +1,6 @@
 """Faults on disk and in downloads, injected on purpose.
 
-Each fault must end in a clear :class:`~napari_mobilesam.weights.WeightsError` (or
+Each fault must end in a clear :class:`~napari_mobilesam.weights.fetch.WeightsError` (or
 ValueError for memory) and leave no partial or corrupt file in the cache. Downloads come
 from a local HTTP server in this module, never from the internet.
 
@@ -24,9 +24,9 @@ import numpy as np
 import pooch
 import pytest
 
-from napari_mobilesam import weights
-from napari_mobilesam.checkpoint_loading import load_state_dict
-from napari_mobilesam.weights import (
+from napari_mobilesam.weights import fetch as weights
+from napari_mobilesam.weights.checkpoints import load_state_dict
+from napari_mobilesam.weights.fetch import (
     CACHE_ENV,
     CHECKPOINTS,
     WEIGHTS_ENV,
@@ -180,7 +180,7 @@ def test_lock_held_too_long_is_a_clear_error(monkeypatch, cache, server):
 
 FETCH_SCRIPT = """
 import dataclasses, sys
-from napari_mobilesam import weights
+from napari_mobilesam.weights import fetch as weights
 weights.CHECKPOINTS["mobile_sam"] = dataclasses.replace(
     weights.CHECKPOINTS["mobile_sam"], url=sys.argv[1], known_id=sys.argv[2]
 )
@@ -302,7 +302,7 @@ def test_huge_lazy_image_untiled_is_refused_before_anything_is_read(predictor):
 
 
 def test_image_that_fits_is_not_refused(monkeypatch):
-    from napari_mobilesam import segevery
+    from napari_mobilesam.segevery import pipeline as segevery
 
     image = np.zeros((64, 64), np.uint16)
     assert segevery.untiled_bytes(image, (64, 64)) == 64 * 64 * (3 + 4 + 4)

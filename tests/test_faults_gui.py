@@ -432,7 +432,7 @@ def open_segevery(make_napari_viewer, qtbot, image: np.ndarray):
 def use_box_detector(widget, monkeypatch, hold: Hold | None = None) -> None:
     """A detector (in place of the widget's "auto") that proposes two boxes, held the first
     time it runs at ``hold`` if given; the boxes are decoded by mobile_sam.pt's decoder."""
-    import napari_mobilesam.discovery
+    import napari_mobilesam.segevery.discovery
 
     def discover_objects(image, detector, **_kwargs):
         if hold is not None:
@@ -440,7 +440,7 @@ def use_box_detector(widget, monkeypatch, hold: Hold | None = None) -> None:
         boxes = np.array([[10, 10, 100, 100], [20, 60, 120, 120]], np.float32)
         return boxes, np.array([0.9, 0.8], np.float32)
 
-    monkeypatch.setattr(napari_mobilesam.discovery, "discover_objects", discover_objects)
+    monkeypatch.setattr(napari_mobilesam.segevery.discovery, "discover_objects", discover_objects)
     widget._detector.value = "auto"
     widget._decoder.value = "mobile_sam"
 

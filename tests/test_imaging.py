@@ -1,7 +1,7 @@
 import numpy as np
 import pytest
 
-from napari_mobilesam.imaging import to_rgb_uint8
+from napari_mobilesam.imaging.convert import to_rgb_uint8
 
 
 def ramp(shape: tuple[int, ...], dtype: type, start: float, stop: float) -> np.ndarray:

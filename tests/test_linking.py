@@ -5,7 +5,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from napari_mobilesam.linking import link_slices
+from napari_mobilesam.stacks.linking import link_slices
 
 
 def ellipsoid_volume(shape=(24, 96, 96)) -> np.ndarray:

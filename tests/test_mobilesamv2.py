@@ -26,12 +26,13 @@ from conftest import (
     require_shared,
     write_prompt_guided_file,
 )
-from napari_mobilesam import segment_everything, weights
-from napari_mobilesam.decoders import build_prompt_guided_decoder, load_box_decoder
-from napari_mobilesam.discovery import discover_objects, load_detector
+from napari_mobilesam import segment_everything
 from napari_mobilesam.model.prompt_decoder import PromptDecoder
-from napari_mobilesam.weights import WeightsError
-from napari_mobilesam.yolo import YoloDetector
+from napari_mobilesam.segevery.box_decoders import build_prompt_guided_decoder, load_box_decoder
+from napari_mobilesam.segevery.detectors.yolo import YoloDetector
+from napari_mobilesam.segevery.discovery import discover_objects, load_detector
+from napari_mobilesam.weights import fetch as weights
+from napari_mobilesam.weights.fetch import WeightsError
 
 IMAGES = ("coffee", "cell")
 

@@ -15,8 +15,9 @@ import torch
 from scipy.optimize import linear_sum_assignment
 
 from conftest import build_yolo_checkpoint
-from napari_mobilesam import segment_everything, yolo
-from napari_mobilesam.discovery import (
+from napari_mobilesam import segment_everything
+from napari_mobilesam.segevery.detectors import yolo as yolo
+from napari_mobilesam.segevery.discovery import (
     DetectorUnavailableError,
     InvalidDetectorError,
     load_detector,

@@ -95,8 +95,8 @@ def test_reference_decoder_path_agrees_with_batched_decoder(mobile_sam, parity_c
     batched decoder are the same function."""
     import torch
 
+    from napari_mobilesam.imaging.model_frame import scale_boxes
     from napari_mobilesam.model.batched_decoder import BatchedMaskDecoder
-    from napari_mobilesam.transforms import scale_boxes
 
     embedding = torch.as_tensor(parity_cases["cell/embedding"])
     boxes = scale_boxes(parity_cases["cell/boxes_batch/in_boxes"][:8], (660, 550))

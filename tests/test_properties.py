@@ -22,12 +22,12 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from hypothesis.extra import numpy as hnp
 
-from napari_mobilesam.boxes import clean_boxes
-from napari_mobilesam.imaging import to_rgb_uint8
-from napari_mobilesam.label_canvas import Candidate, LabelCanvas
-from napari_mobilesam.linking import link_slices
-from napari_mobilesam.segany import MAX_COORDINATE
-from napari_mobilesam.tiling import TileGrid
+from napari_mobilesam.imaging.convert import to_rgb_uint8
+from napari_mobilesam.imaging.label_canvas import Candidate, LabelCanvas
+from napari_mobilesam.imaging.tiling import TileGrid
+from napari_mobilesam.segany.predictor import MAX_COORDINATE
+from napari_mobilesam.segevery.boxes import clean_boxes
+from napari_mobilesam.stacks.linking import link_slices
 
 EXAMPLES: Counter[str] = Counter()
 

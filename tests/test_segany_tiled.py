@@ -10,8 +10,9 @@ import numpy as np
 import pytest
 import skimage.data
 
-from napari_mobilesam.segany import SegAnyPredictor
-from napari_mobilesam.segany_tiled import (
+from napari_mobilesam.imaging.tiling import Tile, TileGrid
+from napari_mobilesam.segany.predictor import SegAnyPredictor
+from napari_mobilesam.segany.tiled import (
     COARSE_INDEX,
     TiledPrediction,
     TiledSegAnyPredictor,
@@ -20,7 +21,6 @@ from napari_mobilesam.segany_tiled import (
     prompt_bounds,
     route_prompts,
 )
-from napari_mobilesam.tiling import Tile, TileGrid
 
 
 @pytest.fixture(scope="module")

@@ -6,8 +6,8 @@ import numpy as np
 import pytest
 
 from napari_mobilesam import segment_everything
-from napari_mobilesam.label_canvas import Candidate, LabelCanvas
-from napari_mobilesam.mask_candidates import grid_points
+from napari_mobilesam.imaging.label_canvas import Candidate, LabelCanvas
+from napari_mobilesam.segevery.candidates import grid_points
 
 
 def _smallest_owner_labels(masks: np.ndarray, min_area: int = 1) -> np.ndarray:
@@ -195,7 +195,7 @@ def test_grid_points_are_cell_centres():
 
 
 def test_grid_mode_filters_and_suppresses(predictor, image, monkeypatch):
-    import napari_mobilesam.mask_candidates as mask_candidates
+    import napari_mobilesam.segevery.candidates as mask_candidates
 
     # Random weights predict low IoUs: SAM's thresholds keep nothing, which is reported.
     empty = segment_everything(image, predictor=predictor, detector="grid", points_per_side=4)

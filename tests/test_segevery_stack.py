@@ -6,9 +6,9 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from napari_mobilesam import segevery
-from napari_mobilesam.segevery import SegEveryResult
-from napari_mobilesam.segevery_stack import segment_everything_stack
+from napari_mobilesam.segevery import pipeline as segevery
+from napari_mobilesam.segevery.pipeline import SegEveryResult
+from napari_mobilesam.stacks.segevery_stack import segment_everything_stack
 
 BOXES = np.array([[4, 4, 30, 30], [34, 34, 60, 60]], np.float64)
 

@@ -13,10 +13,11 @@ import pytest
 from skimage.draw import ellipse
 from skimage.measure import label, regionprops
 
-from napari_mobilesam import mask_candidates, segevery
-from napari_mobilesam.decoders import load_box_decoder
-from napari_mobilesam.label_canvas import Candidate
-from napari_mobilesam.tiling import TileGrid
+from napari_mobilesam.imaging.label_canvas import Candidate
+from napari_mobilesam.imaging.tiling import TileGrid
+from napari_mobilesam.segevery import candidates as mask_candidates
+from napari_mobilesam.segevery import pipeline as segevery
+from napari_mobilesam.segevery.box_decoders import load_box_decoder
 
 
 def ellipses_on_noise(shape, count, seed, radii=(5, 14), big=()):

@@ -5,10 +5,10 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from napari_mobilesam.imaging import select_level
-from napari_mobilesam.label_canvas import Candidate, LabelCanvas
-from napari_mobilesam.segevery_tiled import join_cut_boxes
-from napari_mobilesam.tiling import TileGrid, needs_tiling, read_region
+from napari_mobilesam.imaging.convert import select_level
+from napari_mobilesam.imaging.label_canvas import Candidate, LabelCanvas
+from napari_mobilesam.imaging.tiling import TileGrid, needs_tiling, read_region
+from napari_mobilesam.segevery.tiled import join_cut_boxes
 
 
 @pytest.mark.parametrize("shape", [(3000, 4500), (769, 1537), (100, 2000)])

@@ -21,7 +21,7 @@ def ultralytics_sam(parity_checkpoint, tmp_path_factory):
 
 
 def test_image_encoder_matches_ultralytics(mobile_sam, ultralytics_sam, parity_cases):
-    from napari_mobilesam.transforms import resize_longest_side
+    from napari_mobilesam.imaging.model_frame import resize_longest_side
 
     image = resize_longest_side(parity_cases["coins/image"])
     x = torch.as_tensor(image).permute(2, 0, 1)[None].float()
@@ -44,7 +44,7 @@ def test_prompt_decoding_matches_ultralytics(predictor, ultralytics_sam, parity_
         point_coords=points, point_labels=labels, box=box, multimask_output=multimask
     )
 
-    from napari_mobilesam.transforms import scale_boxes, scale_coords
+    from napari_mobilesam.imaging.model_frame import scale_boxes, scale_coords
 
     with torch.inference_mode():
         coords = torch.as_tensor(scale_coords(points, image.shape[:2]), dtype=torch.float32)

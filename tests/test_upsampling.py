@@ -7,8 +7,8 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from napari_mobilesam.transforms import preprocess_shape
-from napari_mobilesam.upsampling import MaskUpsampler
+from napari_mobilesam.imaging.model_frame import preprocess_shape
+from napari_mobilesam.imaging.upsampling import MaskUpsampler
 
 
 def _reference_mask(logits: torch.Tensor, original: tuple[int, int]) -> np.ndarray:
@@ -27,7 +27,7 @@ def _paste(shape, y0, x0, crop):
 @pytest.mark.parametrize("large_crop", [0.0, 1.0])  # interpolate everything / gather crops
 @pytest.mark.parametrize("shape", [(512, 512), (303, 384), (660, 550), (2048, 1536), (37, 100)])
 def test_equals_reference_post_processing(shape, large_crop, monkeypatch):
-    monkeypatch.setattr("napari_mobilesam.upsampling.LARGE_CROP", large_crop)
+    monkeypatch.setattr("napari_mobilesam.imaging.upsampling.LARGE_CROP", large_crop)
     upsample = MaskUpsampler(shape, preprocess_shape(*shape))
     generator = torch.Generator().manual_seed(0)
     for _ in range(3):

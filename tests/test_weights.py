@@ -15,10 +15,10 @@ import pooch
 import pytest
 import torch
 
-from napari_mobilesam import weights
-from napari_mobilesam.checkpoint_loading import load_state_dict, load_weights_into
 from napari_mobilesam.model.prompt_decoder import PromptDecoder
-from napari_mobilesam.weights import (
+from napari_mobilesam.weights import fetch as weights
+from napari_mobilesam.weights.checkpoints import load_state_dict, load_weights_into
+from napari_mobilesam.weights.fetch import (
     CACHE_ENV,
     CHECKPOINTS,
     WEIGHTS_ENV,

@@ -16,7 +16,7 @@ from napari_mobilesam._torch_guard import prepare_torch_import
 
 if TYPE_CHECKING:
     from napari_mobilesam.model import MobileSAM
-    from napari_mobilesam.segany import SegAnyPredictor
+    from napari_mobilesam.segany.predictor import SegAnyPredictor
 
 #: A store of precomputed embeddings (``napari-mobilesam embed``) for the widgets.
 EMBEDDINGS_ENV = "NAPARI_MOBILESAM_EMBEDDINGS"
@@ -30,8 +30,8 @@ def expected_errors() -> tuple[type[Exception], ...]:
 
     Anything else is a bug, left to napari's worker error report with its traceback.
     """
-    from napari_mobilesam.discovery import DetectorUnavailableError, InvalidDetectorError
-    from napari_mobilesam.weights import WeightsError
+    from napari_mobilesam.segevery.discovery import DetectorUnavailableError, InvalidDetectorError
+    from napari_mobilesam.weights.fetch import WeightsError
 
     return (
         WeightsError,
@@ -67,7 +67,7 @@ def leave_a_core_for_the_gui() -> int:
 def shared_model() -> MobileSAM:
     """Return the MobileSAM model for the default weights, loading it on first use.
 
-    The weights are those of :func:`napari_mobilesam.weights.fetch_checkpoint`:
+    The weights are those of :func:`napari_mobilesam.weights.fetch.fetch_checkpoint`:
     ``NAPARI_MOBILESAM_WEIGHTS`` if set, else the official file, downloaded once.
 
     Raises
@@ -77,7 +77,7 @@ def shared_model() -> MobileSAM:
     """
     prepare_torch_import()
     from napari_mobilesam.model import build_mobile_sam
-    from napari_mobilesam.weights import fetch_checkpoint
+    from napari_mobilesam.weights.fetch import fetch_checkpoint
 
     path = fetch_checkpoint(progress=False).resolve()
     with _models_lock:
@@ -95,8 +95,8 @@ def new_predictor() -> SegAnyPredictor:
     images (and tiles) found there are not encoded: the first click on them is instant.
     """
     model = shared_model()
-    from napari_mobilesam.embedding_store import EmbeddingStore
-    from napari_mobilesam.segany import SegAnyPredictor
+    from napari_mobilesam.segany.embedding_store import EmbeddingStore
+    from napari_mobilesam.segany.predictor import SegAnyPredictor
 
     store_path = os.environ.get(EMBEDDINGS_ENV, "").strip()
     store = EmbeddingStore(Path(store_path).expanduser()) if store_path else None

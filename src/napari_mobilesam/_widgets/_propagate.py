@@ -2,7 +2,7 @@
 
 The prompts of the object (points and boxes on one or more slices along the stack axis, or
 the preview of the slice on screen) are handed to
-:func:`napari_mobilesam.propagation.propagate_mask`, which segments the object on those
+:func:`napari_mobilesam.stacks.propagation.propagate_mask`, which segments the object on those
 slices and then slice by slice outwards. The result is written into the output labels
 layer under one new id, as one step of its undo history; a run that is cancelled or fails
 writes nothing.
@@ -47,8 +47,8 @@ if TYPE_CHECKING:
 
     from napari_mobilesam._widgets._segany import SegAnyController
     from napari_mobilesam._widgets._segany_decoding import Prompts
-    from napari_mobilesam.propagation import PropagationResult
-    from napari_mobilesam.segany import SegAnyPredictor
+    from napari_mobilesam.segany.predictor import SegAnyPredictor
+    from napari_mobilesam.stacks.propagation import PropagationResult
 
 #: Key that propagates the current object (napari binds neither Ctrl+P nor Cmd+P).
 PROPAGATE_KEY = "Control-P"
@@ -166,7 +166,7 @@ def slice_plane(plane: Plane, axis: int, index: int) -> Plane:
 class AxisStack:
     """The slices of a layer's data along one axis, as an (S, H, W[, C]) array-like.
 
-    Indexing with ``(z,)`` (what :class:`napari_mobilesam.propagation.StackSlices` does)
+    Indexing with ``(z,)`` (what :class:`napari_mobilesam.stacks.propagation.StackSlices` does)
     reads slice ``z`` only, so dask and zarr data stay lazy.
     """
 
@@ -257,7 +257,7 @@ class PropagationJob:
     # ------------------------------------------------------------ worker thread
     def _run(self) -> PropagationResult | str | None:
         prepare_torch_import()
-        from napari_mobilesam.propagation import propagate_mask
+        from napari_mobilesam.stacks.propagation import propagate_mask
 
         request = self.request
         try:

@@ -16,7 +16,7 @@ Prompt rules (also in the README):
   Several rectangles: each is its own object, decoded in one batch; points are not used.
 
 Large planes (a side longer than the model's 1024-pixel input) are segmented tile by tile
-(:mod:`napari_mobilesam.segany_tiled`): the prompts of an object are decoded on the tile
+(:mod:`napari_mobilesam.segany.tiled`): the prompts of an object are decoded on the tile
 that holds them with the most margin, encoded at full resolution the first time it is
 used; a box larger than a tile is decoded on a coarser view. Multiscale (pyramid) layers
 are segmented at a chosen level (default 0, full resolution, tiled); prompts are in the
@@ -57,10 +57,15 @@ from napari_mobilesam._widgets._segany_decoding import (
     Prompts,
     route,
 )
-from napari_mobilesam.segany_tiled import (
+from napari_mobilesam.imaging.tiling import (
+    DEFAULT_HALO,
+    DEFAULT_TILE_SHAPE,
+    TileGrid,
+    needs_tiling,
+)
+from napari_mobilesam.segany.tiled import (
     describe_tile,
 )
-from napari_mobilesam.tiling import DEFAULT_HALO, DEFAULT_TILE_SHAPE, TileGrid, needs_tiling
 
 if TYPE_CHECKING:
     import napari

@@ -23,16 +23,16 @@ from napari_mobilesam._widgets._model import (
 from napari_mobilesam._widgets._plane import (
     Plane,
 )
-from napari_mobilesam.segany_tiled import (
+from napari_mobilesam.imaging.tiling import Tile, TileGrid
+from napari_mobilesam.segany.tiled import (
     TiledSegAnyPredictor,
     coarse_window,
     combine_predictions,
     route_prompts,
 )
-from napari_mobilesam.tiling import Tile, TileGrid
 
 if TYPE_CHECKING:
-    from napari_mobilesam.segany import SegAnyPredictor
+    from napari_mobilesam.segany.predictor import SegAnyPredictor
 
 
 @dataclass(frozen=True)

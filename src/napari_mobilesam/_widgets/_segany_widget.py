@@ -32,7 +32,7 @@ from napari_mobilesam._widgets._segany import (
     PREVIEW_TAG,
     SegAnyController,
 )
-from napari_mobilesam.tiling import DEFAULT_HALO, DEFAULT_TILE_SHAPE
+from napari_mobilesam.imaging.tiling import DEFAULT_HALO, DEFAULT_TILE_SHAPE
 
 if TYPE_CHECKING:
     import napari

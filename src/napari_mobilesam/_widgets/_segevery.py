@@ -7,7 +7,7 @@ cancelled, and adds one Labels layer ``"<image> objects"`` with per-object featu
 end. Nothing is added when the run is cancelled, fails or finds no object.
 
 Large images: a plane with a side longer than the model's 1024-pixel input is segmented
-tile by tile (see :mod:`napari_mobilesam.tiling`); the second progress bar then counts
+tile by tile (see :mod:`napari_mobilesam.imaging.tiling`); the second progress bar then counts
 tiles ("finding objects: tile k of N", then "decoding: tile k of N") and a cancel takes
 effect between tiles. A dask or zarr plane is handed to the core as it is, so only one
 tile region is in memory at a time. Multiscale layers: one resolution level is segmented
@@ -17,7 +17,7 @@ napari draws that level.
 
 Stacks: "all slices" segments every plane; with ``SegEverySettings.link`` the objects of
 neighbouring slices along one axis are then linked with
-:func:`napari_mobilesam.linking.link_slices` into 3-D objects ("z") or tracks ("t"), one id
+:func:`napari_mobilesam.stacks.linking.link_slices` into 3-D objects ("z") or tracks ("t"), one id
 each, and the features become one row per object (first and last slice, volume, mean
 score...).
 """
@@ -54,8 +54,13 @@ from napari_mobilesam._widgets._plane import (
     spatial_shape,
     unproxied,
 )
-from napari_mobilesam.imaging import to_rgb_uint8
-from napari_mobilesam.tiling import DEFAULT_HALO, DEFAULT_TILE_SHAPE, TileGrid, needs_tiling
+from napari_mobilesam.imaging.convert import to_rgb_uint8
+from napari_mobilesam.imaging.tiling import (
+    DEFAULT_HALO,
+    DEFAULT_TILE_SHAPE,
+    TileGrid,
+    needs_tiling,
+)
 
 if TYPE_CHECKING:
     import napari
@@ -82,7 +87,7 @@ THIS_PLANE = "this slice"
 ALL_PLANES = "all slices"
 FEATURE_COLUMNS = ("label", "score", "area", "box_x0", "box_y0", "box_x1", "box_y1")
 #: Linking across slices ("all slices" only): the widget's names and the modes of
-#: :func:`napari_mobilesam.linking.link_slices`.
+#: :func:`napari_mobilesam.stacks.linking.link_slices`.
 LINKING = {"off": "off", "3-D objects (Z)": "z", "tracks (T)": "t"}
 LINKED_COLUMNS = ("label", "first_slice", "last_slice", "volume", "mean_score")
 
@@ -105,7 +110,7 @@ class SegEverySettings:
         ultralytics YOLO ``.pt`` checkpoint.
     decoder : str
         What decodes the boxes: ``"auto"``, ``"prompt_guided"`` or ``"mobile_sam"``; see
-        :func:`napari_mobilesam.decoders.load_box_decoder`.
+        :func:`napari_mobilesam.segevery.box_decoders.load_box_decoder`.
     conf, iou, max_objects, min_area, points_per_side
         Passed to :func:`napari_mobilesam.segment_everything` (``points_per_side`` is
         used by the grid only).
@@ -124,7 +129,7 @@ class SegEverySettings:
     link : {"off", "z", "t"}
         With ``all_planes``: link the objects of neighbouring slices along ``link_axis``
         into 3-D objects ("z") or tracks ("t") with
-        :func:`napari_mobilesam.linking.link_slices`; each then has one id through the
+        :func:`napari_mobilesam.stacks.linking.link_slices`; each then has one id through the
         stack, and the features are per object (first and last slice, volume, mean score).
     link_axis : int, optional
         The data axis to link along; None is the innermost axis that is not displayed.
@@ -275,7 +280,7 @@ class SegEveryJob:
     # --------------------------------------------------------------- worker
     def _segment_planes(self) -> Generator[int, None, SegEveryOutcome]:
         prepare_torch_import()
-        from napari_mobilesam.segevery import segment_everything
+        from napari_mobilesam.segevery.pipeline import segment_everything
 
         expected = expected_errors()
         settings = self.settings
@@ -288,7 +293,7 @@ class SegEveryJob:
             predictor = new_predictor()
             decoder = settings.decoder
             if settings.detector != "grid":
-                from napari_mobilesam.decoders import load_box_decoder
+                from napari_mobilesam.segevery.box_decoders import load_box_decoder
 
                 # Resolved once per run, not once per plane: offline, "auto" would
                 # otherwise try the download again on every plane of a stack.
@@ -394,7 +399,7 @@ class SegEveryJob:
     def _link(self, labels: np.ndarray, features: pd.DataFrame) -> tuple[np.ndarray, pd.DataFrame]:
         """Link the objects of neighbouring slices along the link axis, separately at each
         position of the other stack axes; return the labels and per-object features."""
-        from napari_mobilesam.linking import link_slices
+        from napari_mobilesam.stacks.linking import link_slices
 
         axis = self._link_axis
         plane = self.planes[0]

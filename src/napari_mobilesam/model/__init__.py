@@ -42,8 +42,8 @@ def build_mobile_sam(checkpoint: str | os.PathLike | None = None) -> MobileSAM:
     --------
     >>> model = build_mobile_sam("mobile_sam.pt")  # doctest: +SKIP
     """
-    from napari_mobilesam.checkpoint_loading import load_weights_into
-    from napari_mobilesam.weights import resolve_checkpoint
+    from napari_mobilesam.weights.checkpoints import load_weights_into
+    from napari_mobilesam.weights.fetch import resolve_checkpoint
 
     model = MobileSAM()
     load_weights_into(model, resolve_checkpoint(checkpoint))

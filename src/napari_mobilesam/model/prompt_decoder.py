@@ -20,7 +20,7 @@ class PromptDecoder(nn.Module):
     Its parameter names are those of ``mobile_sam.pt`` without the image encoder
     (``prompt_encoder.*`` and ``mask_decoder.*``); MobileSAMv2's
     ``{"PromtEncoder": ..., "MaskDecoder": ...}`` file is read into them by
-    :func:`napari_mobilesam.checkpoint_loading.load_state_dict`.
+    :func:`napari_mobilesam.weights.checkpoints.load_state_dict`.
 
     Attributes
     ----------

@@ -18,21 +18,21 @@ import numpy as np
 import torch
 
 from napari_mobilesam._allocator import keep_large_allocations_in_heap
-from napari_mobilesam.imaging import content_key as _content_key
-from napari_mobilesam.imaging import to_rgb_uint8
-from napari_mobilesam.model.batched_decoder import BatchedMaskDecoder
-from napari_mobilesam.model.prompt_decoder import PromptDecoder
-from napari_mobilesam.model.sam import MobileSAM
-from napari_mobilesam.transforms import (
+from napari_mobilesam.imaging.convert import content_key as _content_key
+from napari_mobilesam.imaging.convert import to_rgb_uint8
+from napari_mobilesam.imaging.model_frame import (
     preprocess_shape,
     resize_longest_side,
     scale_boxes,
     scale_coords,
 )
-from napari_mobilesam.upsampling import MaskUpsampler
+from napari_mobilesam.imaging.upsampling import MaskUpsampler
+from napari_mobilesam.model.batched_decoder import BatchedMaskDecoder
+from napari_mobilesam.model.prompt_decoder import PromptDecoder
+from napari_mobilesam.model.sam import MobileSAM
 
 if TYPE_CHECKING:
-    from napari_mobilesam.embedding_store import EmbeddingStore
+    from napari_mobilesam.segany.embedding_store import EmbeddingStore
 
 LOW_RES_SIDE = 256
 PRECISIONS = ("float32", "bfloat16", "float16")
@@ -215,7 +215,7 @@ class SegAnyPredictor:
         self, key: str, embedding: torch.Tensor | np.ndarray, image_shape: Sequence[int]
     ) -> None:
         """Put a precomputed embedding in the cache, so that :meth:`set_image` of the image
-        it belongs to skips the encoder (see :class:`napari_mobilesam.embedding_store.
+        it belongs to skips the encoder (see :class:`napari_mobilesam.segany.embedding_store.
         EmbeddingStore`). The current image is not changed; safe from another thread.
 
         Parameters
@@ -425,7 +425,8 @@ class SegAnyPredictor:
         if not isinstance(decoder, PromptDecoder):
             raise TypeError(
                 "decoder must be None or a PromptDecoder (see "
-                f"napari_mobilesam.decoders.load_box_decoder), got {type(decoder).__name__}"
+                "napari_mobilesam.segevery.box_decoders.load_box_decoder), got "
+                f"{type(decoder).__name__}"
             )
         entry = self._other_decoders.get(id(decoder))
         if entry is None:
@@ -502,7 +503,7 @@ class SegAnyPredictor:
         """Low-resolution logits (N, 256, 256) -> (N, H, W) bool masks of the image.
 
         The same masks as thresholding :meth:`upscale_logits`, but each is computed only
-        on the crop where it can be positive (see :mod:`napari_mobilesam.upsampling`).
+        on the crop where it can be positive (see :mod:`napari_mobilesam.imaging.upsampling`).
         """
         self._require_image()
         return self._upsampler.masks(low_res.cpu())
@@ -510,7 +511,7 @@ class SegAnyPredictor:
     @property
     def mask_upsampler(self) -> MaskUpsampler:
         """Turns one (256, 256) logit map of the current image into a cropped full-size
-        mask; see :class:`napari_mobilesam.upsampling.MaskUpsampler`."""
+        mask; see :class:`napari_mobilesam.imaging.upsampling.MaskUpsampler`."""
         self._require_image()
         return self._upsampler
 

@@ -192,7 +192,7 @@ def build_parser() -> argparse.ArgumentParser:
 
 # ------------------------------------------------------------------------ commands
 def _segment(args: argparse.Namespace, parser: argparse.ArgumentParser) -> int:
-    from napari_mobilesam.batch import BatchSettings, segment_files
+    from napari_mobilesam.batch.runner import BatchSettings, segment_files
 
     inputs = list(args.inputs) + ([f"sample:{args.sample}"] if args.sample else [])
     if not inputs:
@@ -254,11 +254,11 @@ def _embed(args: argparse.Namespace) -> int:
     import numpy as np
     from tqdm.auto import tqdm
 
-    from napari_mobilesam.batch import FileResult
-    from napari_mobilesam.embedding_store import EmbeddingStore
-    from napari_mobilesam.inputs import find_inputs, read_image, stack_layout
+    from napari_mobilesam.batch.inputs import find_inputs, read_image, stack_layout
+    from napari_mobilesam.batch.runner import FileResult
     from napari_mobilesam.model import build_mobile_sam
-    from napari_mobilesam.segany import SegAnyPredictor
+    from napari_mobilesam.segany.embedding_store import EmbeddingStore
+    from napari_mobilesam.segany.predictor import SegAnyPredictor
 
     if args.threads:
         import torch
@@ -296,7 +296,7 @@ def _embed(args: argparse.Namespace) -> int:
 def _info() -> int:
     import platform
 
-    from napari_mobilesam import weights
+    from napari_mobilesam.weights import fetch as weights
 
     print(f"napari-mobilesam {_version('napari-mobilesam')}, Python {platform.python_version()}")
     for package in ("torch", "torchvision", "ultralytics", "numpy", "scikit-image", "tifffile",
@@ -307,7 +307,7 @@ def _info() -> int:
     prepare_torch_import()
     import torch
 
-    from napari_mobilesam.segany import default_device
+    from napari_mobilesam.segany.predictor import default_device
 
     print(f"device: {default_device()} (CUDA available: {torch.cuda.is_available()})")
     print(f"threads: torch {torch.get_num_threads()}, CPU cores {os.cpu_count()}")

@@ -16,7 +16,7 @@ from typing import Any
 
 import numpy as np
 
-from napari_mobilesam.imaging import HIGH_PERCENTILE, LOW_PERCENTILE, to_rgb_uint8
+from napari_mobilesam.imaging.convert import HIGH_PERCENTILE, LOW_PERCENTILE, to_rgb_uint8
 
 __all__ = ["SliceEmbeddings", "StackSlices", "stack_contrast_limits"]
 
@@ -220,7 +220,7 @@ class SliceEmbeddings:
                     self._queue.put(z)
 
     def _work(self) -> None:
-        from napari_mobilesam.segany import SegAnyPredictor
+        from napari_mobilesam.segany.predictor import SegAnyPredictor
 
         main = self.predictor
         helper = SegAnyPredictor(main.model, main.device, cache_size=1, precision=main.precision)

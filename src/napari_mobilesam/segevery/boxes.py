@@ -1,7 +1,8 @@
 """Object boxes as prompts: border snapping, cleaning, non-maximum suppression, capping.
 
 Plain arrays in, plain arrays out: ``(N, 4)`` x0, y0, x1, y1 boxes in pixels and ``(N,)``
-scores. Used by object discovery (:mod:`napari_mobilesam.discovery`) and by tiled SegEvery.
+scores. Used by object discovery (:mod:`napari_mobilesam.segevery.discovery`) and by tiled
+SegEvery.
 """
 
 from __future__ import annotations

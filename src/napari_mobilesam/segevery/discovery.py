@@ -22,7 +22,7 @@ from typing import Any, Protocol
 
 import numpy as np
 
-from napari_mobilesam.boxes import (
+from napari_mobilesam.segevery.boxes import (
     cap_by_confidence,
     check_fraction,
     check_positive_int,
@@ -44,7 +44,8 @@ __all__ = [
 
 DETECTOR_NAMES = ("auto", "object_aware", "fastsam")
 FASTSAM_FILENAME = "FastSAM-x.pt"
-#: ultralytics' and MobileSAMv2's ``max_det``, as :data:`napari_mobilesam.yolo.MAX_DETECTIONS`.
+#: ultralytics' and MobileSAMv2's ``max_det``, as
+#: :data:`napari_mobilesam.segevery.detectors.yolo.MAX_DETECTIONS`.
 _DEFAULT_MAX_DET = 300
 #: MobileSAMv2's YOLO input size, the default for ``.pt`` files and dynamic ONNX exports.
 DEFAULT_IMGSZ = 1024
@@ -102,7 +103,7 @@ def load_detector(
         One of:
 
         - ``"object_aware"``: MobileSAMv2's ``ObjectAwareModel.pt``, found or downloaded
-          with :func:`napari_mobilesam.weights.fetch_checkpoint` (a folder named by
+          with :func:`napari_mobilesam.weights.fetch.fetch_checkpoint` (a folder named by
           ``NAPARI_MOBILESAM_WEIGHTS``, then the cache, then a download).
         - ``"fastsam"``: ultralytics' ``FastSAM-x.pt``, looked for in the
           ``NAPARI_MOBILESAM_WEIGHTS`` folder, the napari-mobilesam cache, the working
@@ -137,7 +138,8 @@ def load_detector(
     Returns
     -------
     Detector
-        For names and paths a :class:`napari_mobilesam.yolo.YoloDetector`, which applies
+        For names and paths a :class:`napari_mobilesam.segevery.detectors.yolo.YoloDetector`,
+        which applies
         MobileSAMv2's box post-processing (one class-agnostic NMS at ``iou``, then box
         edges within 20 px of the border of the letterboxed ``imgsz`` frame snapped onto
         it); otherwise a checking wrapper.
@@ -190,7 +192,7 @@ def load_detector(
             f"YOLO .pt checkpoint or .onnx export, or a callable; received "
             f"{type(detector).__name__}."
         )
-    from napari_mobilesam.yolo import load_yolo_detector
+    from napari_mobilesam.segevery.detectors.yolo import load_yolo_detector
 
     return load_yolo_detector(
         path, conf=conf, iou=iou, imgsz=imgsz, max_det=max_det, device=device
@@ -211,11 +213,11 @@ def discover_objects(
 
     The detector is loaded if needed (see :func:`load_detector`) and run; its boxes are
     clipped to the image and degenerate ones dropped
-    (:func:`~napari_mobilesam.boxes.clean_boxes`); overlapping boxes of a callable
+    (:func:`~napari_mobilesam.segevery.boxes.clean_boxes`); overlapping boxes of a callable
     detector are suppressed by class-agnostic NMS at ``iou``
-    (:func:`~napari_mobilesam.boxes.nms_boxes`; a YOLO detector has applied its NMS
+    (:func:`~napari_mobilesam.segevery.boxes.nms_boxes`; a YOLO detector has applied its NMS
     already, once, as MobileSAMv2 does); and the ``max_objects`` most confident are kept
-    (:func:`~napari_mobilesam.boxes.cap_by_confidence`).
+    (:func:`~napari_mobilesam.segevery.boxes.cap_by_confidence`).
 
     Parameters
     ----------
@@ -287,7 +289,7 @@ def discover_objects(
 
 def _is_yolo_detector(detector: object) -> bool:
     # Checked by name so that ultralytics is not imported for a callable detector.
-    yolo = sys.modules.get("napari_mobilesam.yolo")
+    yolo = sys.modules.get("napari_mobilesam.segevery.detectors.yolo")
     return yolo is not None and isinstance(detector, yolo.YoloDetector)
 
 
@@ -312,7 +314,7 @@ def _resolve_named_detector(name: str) -> Path:
 
 
 def _fetch_object_aware(*, raise_error: bool = True) -> tuple[Path | None, str]:
-    from napari_mobilesam import weights
+    from napari_mobilesam.weights import fetch as weights
 
     try:
         return weights.fetch_checkpoint("object_aware"), ""
@@ -323,8 +325,8 @@ def _fetch_object_aware(*, raise_error: bool = True) -> tuple[Path | None, str]:
 
 
 def _fetch_fastsam(*, raise_error: bool = True) -> tuple[Path | None, str]:
-    from napari_mobilesam import weights
-    from napari_mobilesam.yolo import first_line, quiet_ultralytics, yolo_class
+    from napari_mobilesam.segevery.detectors.yolo import first_line, quiet_ultralytics, yolo_class
+    from napari_mobilesam.weights import fetch as weights
 
     yolo_class()  # sets ultralytics' environment defaults before its first import
     from ultralytics.utils import SETTINGS
@@ -363,7 +365,7 @@ def _fetch_fastsam(*, raise_error: bool = True) -> tuple[Path | None, str]:
 
 
 def _detector_options() -> str:
-    from napari_mobilesam import weights
+    from napari_mobilesam.weights import fetch as weights
 
     object_aware = weights.CHECKPOINTS["object_aware"]
     return (

@@ -19,18 +19,23 @@ from typing import Any
 
 import numpy as np
 
-from napari_mobilesam.decoders import BoxDecoder, load_box_decoder
-from napari_mobilesam.imaging import select_level, spatial_shape, to_rgb_uint8
-from napari_mobilesam.label_canvas import LabelCanvas
-from napari_mobilesam.mask_candidates import (
+from napari_mobilesam.imaging.convert import select_level, spatial_shape, to_rgb_uint8
+from napari_mobilesam.imaging.label_canvas import LabelCanvas
+from napari_mobilesam.imaging.tiling import (
+    DEFAULT_HALO,
+    DEFAULT_TILE_SHAPE,
+    TileGrid,
+    needs_tiling,
+)
+from napari_mobilesam.model.prompt_decoder import PromptDecoder
+from napari_mobilesam.segany.predictor import SegAnyPredictor
+from napari_mobilesam.segevery.box_decoders import BoxDecoder, load_box_decoder
+from napari_mobilesam.segevery.candidates import (
     PRED_IOU_THRESH,
     STABILITY_SCORE_THRESH,
     box_candidates,
     grid_candidates,
 )
-from napari_mobilesam.model.prompt_decoder import PromptDecoder
-from napari_mobilesam.segany import SegAnyPredictor
-from napari_mobilesam.tiling import DEFAULT_HALO, DEFAULT_TILE_SHAPE, TileGrid, needs_tiling
 
 logger = logging.getLogger(__name__)
 
@@ -142,7 +147,8 @@ def segment_everything(
         there or can be downloaded, else ``mobile_sam.pt``'s own decoder, and
         ``result.message`` says so), "prompt_guided" (that decoder, or an error),
         "mobile_sam" (the predictor's own decoder), or a file in the prompt-guided
-        format. See :func:`napari_mobilesam.decoders.load_box_decoder`. The grid's point
+        format. See :func:`napari_mobilesam.segevery.box_decoders.load_box_decoder`. The grid's
+        point
         prompts always use the predictor's own decoder.
     conf, iou : float
         Detector confidence threshold and class-agnostic NMS IoU (MobileSAMv2: 0.4, 0.9).
@@ -162,7 +168,7 @@ def segment_everything(
     tiling : bool
         True (default): an image with a side longer than the model's 1024-pixel input is
         cut into tiles, each encoded at full resolution (see
-        :class:`napari_mobilesam.tiling.TileGrid`); an image that fits the model's input,
+        :class:`napari_mobilesam.imaging.tiling.TileGrid`); an image that fits the model's input,
         or that one tile covers, gives exactly the untiled result whatever the tile
         settings. False: the whole image is resized into the model's 1024 pixels (coarse
         objects, one embedding).
@@ -287,12 +293,12 @@ def _segment_whole(image: Any, predictor: SegAnyPredictor | None, o: _Options) -
     box_decoder = o.box_decoder
     start = time.perf_counter()
     if o.boxes is not None:
-        from napari_mobilesam.boxes import clean_boxes
+        from napari_mobilesam.segevery.boxes import clean_boxes
 
         prompt_boxes, _ = clean_boxes(o.boxes, shape)
         prompt_boxes = _unique_rows(prompt_boxes)[: o.max_objects]
     elif not o.grid:
-        from napari_mobilesam.discovery import discover_objects
+        from napari_mobilesam.segevery.discovery import discover_objects
 
         prompt_boxes, _ = discover_objects(
             rgb, o.detector, conf=o.conf, iou=o.iou, max_objects=o.max_objects
@@ -357,9 +363,9 @@ def _segment_whole(image: Any, predictor: SegAnyPredictor | None, o: _Options) -
 def _segment_tiled(
     image: Any, tiles: TileGrid, predictor: SegAnyPredictor, o: _Options, out: Any
 ) -> SegEveryResult:
-    """SegEvery tile by tile (see :mod:`napari_mobilesam.segevery_tiled`)."""
-    from napari_mobilesam.boxes import clean_boxes
-    from napari_mobilesam.segevery_tiled import TiledSegEvery
+    """SegEvery tile by tile (see :mod:`napari_mobilesam.segevery.tiled`)."""
+    from napari_mobilesam.segevery.boxes import clean_boxes
+    from napari_mobilesam.segevery.tiled import TiledSegEvery
 
     box_decoder = o.box_decoder
     run = TiledSegEvery(
@@ -378,7 +384,7 @@ def _segment_tiled(
             prompt_boxes, _ = clean_boxes(o.boxes, tiles.shape)
             prompt_boxes = _unique_rows(prompt_boxes)
         else:
-            from napari_mobilesam.discovery import load_detector
+            from napari_mobilesam.segevery.discovery import load_detector
 
             detect = load_detector(
                 o.detector, conf=o.conf, iou=o.iou, max_det=max(300, o.max_objects)

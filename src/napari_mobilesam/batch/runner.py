@@ -21,8 +21,8 @@ from typing import Any
 
 import numpy as np
 
-from napari_mobilesam import outputs
-from napari_mobilesam.inputs import InputItem, find_inputs, read_image, stack_layout
+from napari_mobilesam.batch import outputs as outputs
+from napari_mobilesam.batch.inputs import InputItem, find_inputs, read_image, stack_layout
 
 __all__ = [
     "BatchReport",
@@ -44,7 +44,7 @@ class BatchSettings:
 
     Small and picklable: sent to every task. ``link`` links the objects of a stack's
     planes into 3-D objects (``"z"``) or tracks (``"t"``) as the SegEvery widget does
-    (:func:`napari_mobilesam.linking.link_slices`); ``"auto"`` picks tracks when the
+    (:func:`napari_mobilesam.stacks.linking.link_slices`); ``"auto"`` picks tracks when the
     stack axis is a file's T axis. ``weights`` is a ``mobile_sam.pt``-format
     file (None: ``NAPARI_MOBILESAM_WEIGHTS`` or the default weights); ``threads`` sets
     torch's thread count in the process that runs a task (None leaves it).
@@ -68,7 +68,7 @@ class BatchSettings:
 
     def check(self) -> None:
         """Raise ValueError with a clear message for a value out of range."""
-        from napari_mobilesam.tiling import TileGrid
+        from napari_mobilesam.imaging.tiling import TileGrid
 
         for name in ("conf", "iou"):
             if not 0.0 <= getattr(self, name) <= 1.0:
@@ -144,10 +144,10 @@ def load_models(settings: BatchSettings) -> tuple[Any, Any, Any]:
     )
     with _LOCK:
         if key not in _MODELS:
-            from napari_mobilesam.decoders import load_box_decoder
-            from napari_mobilesam.discovery import load_detector
             from napari_mobilesam.model import build_mobile_sam
-            from napari_mobilesam.segany import SegAnyPredictor
+            from napari_mobilesam.segany.predictor import SegAnyPredictor
+            from napari_mobilesam.segevery.box_decoders import load_box_decoder
+            from napari_mobilesam.segevery.discovery import load_detector
 
             predictor = SegAnyPredictor(build_mobile_sam(settings.weights), settings.device)
             detector: Any = settings.detector
@@ -269,7 +269,7 @@ def _segment_planes(
     models: tuple[Any, Any, Any],
     link: str = "off",
 ) -> tuple[int, list[str]]:
-    from napari_mobilesam.segevery import segment_everything
+    from napari_mobilesam.segevery.pipeline import segment_everything
 
     predictor, detector, box_decoder = models
     paths = output_paths(outdir, item.key)
@@ -337,7 +337,7 @@ def _link_planes(
 ) -> tuple[np.ndarray, dict[int, float]]:
     """Link a (S, H, W) stack of per-plane labels (ids unique across planes); the score
     of a linked object is the mean of its planes' scores."""
-    from napari_mobilesam.linking import link_slices
+    from napari_mobilesam.stacks.linking import link_slices
 
     linked = link_slices(labels, axis=0, mode=mode, scores=[scores] * len(labels))
     table = linked.table

@@ -2,7 +2,7 @@
 
 The model sees a 1024-pixel square, so a plain :class:`~napari_mobilesam.SegAnyPredictor`
 shrinks a 4096² field four times and small objects vanish. :class:`TiledSegAnyPredictor`
-cuts the image into the tiles of a :class:`~napari_mobilesam.tiling.TileGrid` (by default
+cuts the image into the tiles of a :class:`~napari_mobilesam.imaging.tiling.TileGrid` (by default
 768 pixels plus a 128-pixel halo on each side: each tile is encoded at exactly 1024 pixels,
 one image pixel per model pixel) and decodes a prompt on the tile that holds all of it
 with the most margin. Only that tile is read and encoded, on first use; its embedding is
@@ -10,7 +10,7 @@ then kept in the predictor's cache, so the next prompt in the same region is ins
 
 The image may be a numpy array or memory map, a dask array or a zarr array: only the
 tile's region is read. All tiles share one contrast range (``contrast_limits``, or
-:func:`~napari_mobilesam.imaging.display_range` of the whole image), so an object looks the
+:func:`~napari_mobilesam.imaging.convert.display_range` of the whole image), so an object looks the
 same to the model whichever tile it is decoded on.
 
 Prompts that no tile holds whole (a box larger than a tile with its halo) are decoded on a
@@ -28,8 +28,8 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
-from napari_mobilesam.imaging import display_range, to_rgb_uint8
-from napari_mobilesam.tiling import (
+from napari_mobilesam.imaging.convert import display_range, to_rgb_uint8
+from napari_mobilesam.imaging.tiling import (
     DEFAULT_HALO,
     DEFAULT_TILE_SHAPE,
     Tile,
@@ -38,7 +38,7 @@ from napari_mobilesam.tiling import (
 )
 
 if TYPE_CHECKING:
-    from napari_mobilesam.segany import SegAnyPredictor
+    from napari_mobilesam.segany.predictor import SegAnyPredictor
 
 __all__ = [
     "COARSE_INDEX",
@@ -397,9 +397,9 @@ class TiledSegAnyPredictor:
             It is kept, not copied; tiles are read from it when first needed.
         contrast_limits : (lo, hi), optional
             The display range mapped to 0..255 for every tile. By default
-            :func:`~napari_mobilesam.imaging.display_range` of the whole image (read
+            :func:`~napari_mobilesam.imaging.convert.display_range` of the whole image (read
             sparsely); for an image that fits one tile, the range
-            :func:`~napari_mobilesam.imaging.to_rgb_uint8` picks for it.
+            :func:`~napari_mobilesam.imaging.convert.to_rgb_uint8` picks for it.
         """
         shape = tuple(int(side) for side in np.shape(image))
         if len(shape) not in (2, 3) or (len(shape) == 3 and not 1 <= shape[2] <= 4):
@@ -478,7 +478,7 @@ class TiledSegAnyPredictor:
         bool
             True when the encoder ran (the region was not cached).
         """
-        from napari_mobilesam.imaging import content_key as _content_key
+        from napari_mobilesam.imaging.convert import content_key as _content_key
 
         self._require_grid()
         outer = tuple(tile.outer)

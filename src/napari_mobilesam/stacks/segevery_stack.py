@@ -2,7 +2,7 @@
 
 :func:`segment_everything_stack` runs :func:`napari_mobilesam.segment_everything` on each
 slice (one contrast range for the whole stack, so slices are rendered alike), then links
-the objects of neighbouring slices with :func:`napari_mobilesam.linking.link_slices`:
+the objects of neighbouring slices with :func:`napari_mobilesam.stacks.linking.link_slices`:
 optimal one-to-one matching on mask IoU, with gap tolerance, split and merge rules
 documented there.
 
@@ -21,8 +21,8 @@ from typing import Any
 
 import numpy as np
 
-from napari_mobilesam.linking import LinkResult, link_slices
-from napari_mobilesam.stack_slices import StackSlices
+from napari_mobilesam.stacks.linking import LinkResult, link_slices
+from napari_mobilesam.stacks.slices import StackSlices
 
 ProgressCallback = Callable[[int, int], Any]
 
@@ -39,7 +39,7 @@ class StackSegEveryResult:
     table : pandas.DataFrame
         Per object: ``label``, ``first_slice``, ``last_slice``, ``n_slices``, ``gaps``,
         ``volume`` (pixels), ``mean_score``, ``parent``, ``merged_into`` (see
-        :class:`napari_mobilesam.linking.LinkResult`).
+        :class:`napari_mobilesam.stacks.linking.LinkResult`).
     area_per_slice, score_per_slice : (N, S) arrays
         Pixels and SegEvery's predicted IoU of each object on each slice (NaN: absent).
     slice_labels : (S, H, W) int32
@@ -93,14 +93,15 @@ def segment_everything_stack(
         None builds the default one (once per process).
     mode : {"z", "t"}
         3-D objects or tracks (tracks follow each object's motion); see
-        :func:`napari_mobilesam.linking.link_slices`.
+        :func:`napari_mobilesam.stacks.linking.link_slices`.
     iou_threshold, min_contained, max_gap
-        The linking rule and gap tolerance, see :func:`~napari_mobilesam.linking.link_slices`.
+        The linking rule and gap tolerance, see
+        :func:`~napari_mobilesam.stacks.linking.link_slices`.
     boxes : sequence of S (N_s, 4) arrays or mapping {slice: (N, 4)}, optional
         Box prompts per slice (discovery is skipped on those slices; a slice missing from
         a mapping uses the detector).
     rgb, contrast_limits
-        See :class:`napari_mobilesam.propagation.StackSlices`; by default one display
+        See :class:`napari_mobilesam.stacks.propagation.StackSlices`; by default one display
         range (0.1st-99.9th percentiles) for the whole stack.
     prefetch : bool
         Encode the next slice in a background thread while this one is decoded.
@@ -121,7 +122,7 @@ def segment_everything_stack(
     >>> result = segment_everything_stack(volume, detector="nuclei.pt")  # doctest: +SKIP
     >>> result.table[["label", "first_slice", "last_slice", "volume"]]  # doctest: +SKIP
     """
-    from napari_mobilesam.segevery import default_predictor, segment_everything
+    from napari_mobilesam.segevery.pipeline import default_predictor, segment_everything
 
     for name in ("image", "contrast_limits", "progress", "predictor", "boxes", "out", "level"):
         if name in segevery_options:

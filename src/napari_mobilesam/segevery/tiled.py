@@ -1,13 +1,13 @@
 """SegEvery on an image larger than the model's input: discovery and decoding tile by tile.
 
-Every tile of a :class:`~napari_mobilesam.tiling.TileGrid` is read from the image (numpy,
+Every tile of a :class:`~napari_mobilesam.imaging.tiling.TileGrid` is read from the image (numpy,
 memory map, dask or zarr: one region at a time), shown to the detector at its working size,
 and keeps the boxes whose centre lies in its inner region, so halos give no duplicates. A
 box cut by a tile's outer edge (an object larger than the halo) is joined with the parts of
 the same object that neighbouring tiles saw. Each box is then decoded against the embedding
 of the tile that holds it whole with the most margin; a box that no tile holds whole is
 decoded on a coarser view of its surroundings. Masks are pasted into the label image one
-tile window at a time (:class:`~napari_mobilesam.label_canvas.LabelCanvas`), so memory does
+tile window at a time (:class:`~napari_mobilesam.imaging.label_canvas.LabelCanvas`), so memory does
 not grow with the image beyond the label image, which may itself be a zarr array on disk.
 """
 
@@ -19,12 +19,12 @@ from typing import Any
 
 import numpy as np
 
-from napari_mobilesam import mask_candidates
-from napari_mobilesam.decoders import BoxDecoder
-from napari_mobilesam.imaging import display_range, to_rgb_uint8
-from napari_mobilesam.label_canvas import Candidate, LabelCanvas
-from napari_mobilesam.segany import SegAnyPredictor
-from napari_mobilesam.tiling import Tile, TileGrid, read_region
+from napari_mobilesam.imaging.convert import display_range, to_rgb_uint8
+from napari_mobilesam.imaging.label_canvas import Candidate, LabelCanvas
+from napari_mobilesam.imaging.tiling import Tile, TileGrid, read_region
+from napari_mobilesam.segany.predictor import SegAnyPredictor
+from napari_mobilesam.segevery import candidates as mask_candidates
+from napari_mobilesam.segevery.box_decoders import BoxDecoder
 
 __all__ = ["TiledSegEvery"]
 
@@ -93,7 +93,7 @@ class TiledSegEvery:
         iou: float,
     ) -> tuple[np.ndarray, np.ndarray]:
         """Boxes and scores of every object, in image pixels, each found once."""
-        from napari_mobilesam.discovery import discover_objects
+        from napari_mobilesam.segevery.discovery import discover_objects
 
         self._total = 2 * len(self.grid)
         found_boxes, found_scores, cut, owner = [], [], [], []

@@ -2,7 +2,7 @@
 
 Every failure a user can meet here (offline, a damaged download, the wrong file) is raised as
 :class:`WeightsError` with a message that says what to do (reading the files is
-:mod:`napari_mobilesam.checkpoint_loading`). torch is imported only by the
+:mod:`napari_mobilesam.weights.checkpoints`). torch is imported only by the
 functions that load weights, so importing this module is cheap.
 
 Checkpoints with a known id (:attr:`Checkpoint.known_id`) are verified before

@@ -15,7 +15,8 @@ prototypes, which are not used. An export has a fixed input size unless exported
 ``dynamic=True``; ``imgsz`` must then be that size (it is the default).
 
 Boxes are post-processed as MobileSAMv2's ``PromptModelPredictor`` does: class-agnostic NMS
-once, then box edges within :data:`~napari_mobilesam.boxes.BORDER_SNAP_PIXELS` of the border
+once, then box edges within :data:`~napari_mobilesam.segevery.boxes.BORDER_SNAP_PIXELS` of the
+border
 of the detector's letterboxed input frame are snapped onto it, then the boxes are scaled to
 the image.
 
@@ -39,8 +40,8 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
-from napari_mobilesam.boxes import BORDER_SNAP_PIXELS, snap_to_border
-from napari_mobilesam.discovery import (
+from napari_mobilesam.segevery.boxes import BORDER_SNAP_PIXELS, snap_to_border
+from napari_mobilesam.segevery.discovery import (
     DEFAULT_IMGSZ,
     DetectorUnavailableError,
     InvalidDetectorError,
@@ -73,7 +74,8 @@ _ULTRALYTICS_ENV_DEFAULTS = {"YOLO_OFFLINE": "1", "YOLO_AUTOINSTALL": "False"}
 class YoloDetector:
     """An ultralytics YOLO detection or segmentation model used as a box detector.
 
-    Made by :func:`load_yolo_detector` (or :func:`napari_mobilesam.discovery.load_detector`);
+    Made by :func:`load_yolo_detector` (or
+    :func:`napari_mobilesam.segevery.discovery.load_detector`);
     models are loaded once and shared between detectors with the same file and device.
 
     Parameters
@@ -83,7 +85,7 @@ class YoloDetector:
     path : pathlib.Path
         The checkpoint (``.pt``) or ONNX export (``.onnx``) file.
     conf, iou, imgsz, max_det, device
-        See :func:`napari_mobilesam.discovery.load_detector`.
+        See :func:`napari_mobilesam.segevery.discovery.load_detector`.
 
     Attributes
     ----------
@@ -166,7 +168,7 @@ def load_yolo_detector(
 ) -> YoloDetector:
     """Load an ultralytics YOLO ``.pt`` or ``.onnx`` file (once per file version and device).
 
-    See :func:`napari_mobilesam.discovery.load_detector` for the parameters and errors.
+    See :func:`napari_mobilesam.segevery.discovery.load_detector` for the parameters and errors.
     """
     resolved_device = _resolve_device(device)
     stat = path.stat()

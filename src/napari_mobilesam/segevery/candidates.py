@@ -3,8 +3,9 @@
 :func:`box_candidates` decodes box prompts in batches against the predictor's embedding and
 yields each mask cropped to where it can be positive. :func:`grid_candidates` is SAM's
 automatic mask generation: three masks per point of a regular grid, kept where SAM's quality
-filters pass, then box NMS. Both give image-pixel :class:`~napari_mobilesam.label_canvas.Candidate`
-masks for :class:`~napari_mobilesam.label_canvas.LabelCanvas`.
+filters pass, then box NMS. Both give image-pixel
+:class:`~napari_mobilesam.imaging.label_canvas.Candidate`
+masks for :class:`~napari_mobilesam.imaging.label_canvas.LabelCanvas`.
 """
 
 from __future__ import annotations
@@ -15,9 +16,9 @@ from typing import Any
 import numpy as np
 import torch
 
-from napari_mobilesam.label_canvas import Candidate
+from napari_mobilesam.imaging.label_canvas import Candidate
 from napari_mobilesam.model.prompt_decoder import PromptDecoder
-from napari_mobilesam.segany import SegAnyPredictor
+from napari_mobilesam.segany.predictor import SegAnyPredictor
 
 __all__ = ["box_candidates", "grid_candidates", "grid_points"]
 

@@ -51,7 +51,7 @@ def load_box_decoder(decoder: str | os.PathLike[str] | PromptDecoder | None) -> 
     ----------
     decoder : str, os.PathLike, PromptDecoder or None
         - ``"auto"``: MobileSAMv2's prompt-guided decoder when it is on this computer or
-          can be downloaded (see :func:`napari_mobilesam.weights.fetch_checkpoint`), else
+          can be downloaded (see :func:`napari_mobilesam.weights.fetch.fetch_checkpoint`), else
           ``mobile_sam.pt``'s own decoder, with a ``message`` that says so and why.
         - ``"prompt_guided"``: the prompt-guided decoder, or an error.
         - ``"mobile_sam"`` or None: the predictor's own decoder.
@@ -76,7 +76,7 @@ def load_box_decoder(decoder: str | os.PathLike[str] | PromptDecoder | None) -> 
     BoxDecoder(decoder=None, name='mobile_sam', message='')
     """
     from napari_mobilesam.model.prompt_decoder import PromptDecoder
-    from napari_mobilesam.weights import WeightsError
+    from napari_mobilesam.weights.fetch import WeightsError
 
     if decoder is None or (isinstance(decoder, str) and decoder == "mobile_sam"):
         return BoxDecoder(None, "mobile_sam")
@@ -118,7 +118,7 @@ def build_prompt_guided_decoder(checkpoint: str | os.PathLike[str] | None = None
     checkpoint : str, os.PathLike or None
         A file in the ``Prompt_guided_Mask_Decoder.pt`` format; None for the official
         file, found or downloaded (and verified) by
-        :func:`napari_mobilesam.weights.fetch_checkpoint`.
+        :func:`napari_mobilesam.weights.fetch.fetch_checkpoint`.
 
     Returns
     -------
@@ -130,7 +130,7 @@ def build_prompt_guided_decoder(checkpoint: str | os.PathLike[str] | None = None
     napari_mobilesam.WeightsError
         If the file cannot be found, downloaded, verified or loaded strictly.
     """
-    from napari_mobilesam.weights import fetch_checkpoint, resolve_checkpoint
+    from napari_mobilesam.weights.fetch import fetch_checkpoint, resolve_checkpoint
 
     if checkpoint is None:
         path = fetch_checkpoint("prompt_guided", progress=False)
@@ -144,8 +144,8 @@ def build_prompt_guided_decoder(checkpoint: str | os.PathLike[str] | None = None
 @functools.lru_cache(maxsize=4)
 def _load_prompt_decoder(path: Path, mtime_ns: int, size: int) -> PromptDecoder:
     del mtime_ns, size  # cache keys: a rewritten file is loaded again
-    from napari_mobilesam.checkpoint_loading import load_weights_into
     from napari_mobilesam.model.prompt_decoder import PromptDecoder
+    from napari_mobilesam.weights.checkpoints import load_weights_into
 
     decoder = PromptDecoder()
     load_weights_into(decoder, path)

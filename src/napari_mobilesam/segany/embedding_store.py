@@ -1,7 +1,8 @@
 """Precomputed image embeddings in a zarr store, keyed by image content.
 
 ``napari-mobilesam embed`` fills a store overnight; later, :meth:`EmbeddingStore.load_into`
-puts an image's embeddings into a :class:`~napari_mobilesam.segany.SegAnyPredictor`'s cache
+puts an image's embeddings into a :class:`~napari_mobilesam.segany.predictor.SegAnyPredictor`'s
+cache
 so that the first click on that image is answered without running the encoder.
 
 Layout: a zarr group (``STORE.zarr``) with one ``(1, 256, 64, 64)`` float32 array per model
@@ -22,9 +23,14 @@ from typing import Any
 
 import numpy as np
 
-from napari_mobilesam.imaging import display_range, to_rgb_uint8
-from napari_mobilesam.outputs import atomic_path
-from napari_mobilesam.tiling import DEFAULT_HALO, DEFAULT_TILE_SHAPE, TileGrid, needs_tiling
+from napari_mobilesam.batch.outputs import atomic_path
+from napari_mobilesam.imaging.convert import display_range, to_rgb_uint8
+from napari_mobilesam.imaging.tiling import (
+    DEFAULT_HALO,
+    DEFAULT_TILE_SHAPE,
+    TileGrid,
+    needs_tiling,
+)
 
 __all__ = ["EmbeddingStore", "encoder_fingerprint", "model_inputs"]
 
@@ -57,7 +63,7 @@ def model_inputs(
     image larger than the model's input that one tile does not cover, with the whole
     image's display range (``contrast_limits`` when given).
     """
-    from napari_mobilesam.tiling import read_region
+    from napari_mobilesam.imaging.tiling import read_region
 
     shape = tuple(int(side) for side in np.shape(image))[:2]
     grid = TileGrid(shape, tile_shape, halo)
@@ -155,7 +161,7 @@ class EmbeddingStore:
         int
             The number of embeddings computed (0 when all were stored already).
         """
-        from napari_mobilesam.imaging import content_key
+        from napari_mobilesam.imaging.convert import content_key
 
         self._claim(predictor)
         computed = 0
@@ -192,7 +198,7 @@ class EmbeddingStore:
             True when every embedding of the image was found (found ones are loaded even
             when some are missing); False also when the store was made with other weights.
         """
-        from napari_mobilesam.imaging import content_key
+        from napari_mobilesam.imaging.convert import content_key
 
         stored = self.fingerprint
         if stored is None or stored != encoder_fingerprint(predictor):
@@ -213,7 +219,8 @@ class EmbeddingStore:
         """``(embedding, (H, W))`` of the model input ``key`` if this store holds it for
         ``predictor``'s weights, else None (the fingerprint is checked once per store).
 
-        This is what :class:`~napari_mobilesam.segany.SegAnyPredictor` asks when it has an
+        This is what :class:`~napari_mobilesam.segany.predictor.SegAnyPredictor` asks when it
+        has an
         ``embedding_store``: a stored image is then not encoded.
         """
         fingerprint = encoder_fingerprint(predictor)

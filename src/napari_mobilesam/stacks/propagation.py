@@ -35,13 +35,13 @@ from typing import Any
 
 import numpy as np
 
-from napari_mobilesam.prompt_projection import (
+from napari_mobilesam.stacks.projection import (
     DEFAULT_BOX_EXTENSION,
     PROJECTIONS,
     mask_iou,
     project_prompt,
 )
-from napari_mobilesam.stack_slices import SliceEmbeddings, StackSlices
+from napari_mobilesam.stacks.slices import SliceEmbeddings, StackSlices
 
 ProgressCallback = Callable[[int, int], Any]
 

@@ -1,0 +1,28 @@
+"""Images as the model sees them: microscopy data -> RGB uint8 in the 1024 frame, tiles of
+large images, the label canvas masks are pasted into, and low-resolution logits -> masks.
+
+numpy only, except ``upsampling`` (torch)."""
+
+import lazy_loader as lazy
+
+__getattr__, __dir__, __all__ = lazy.attach(
+    __name__,
+    submod_attrs={
+        "convert": [
+            "to_rgb_uint8",
+            "display_range",
+            "content_key",
+            "select_level",
+            "spatial_shape",
+        ],
+        "tiling": [
+            "DEFAULT_HALO",
+            "DEFAULT_TILE_SHAPE",
+            "Tile",
+            "TileGrid",
+            "needs_tiling",
+            "read_region",
+        ],
+        "label_canvas": ["Candidate", "LabelCanvas"],
+    },
+)
