@@ -31,6 +31,7 @@ from napari.utils import cancelable_progress
 from napari.utils.notifications import show_error, show_info
 from superqt.utils import ensure_main_thread
 
+from napari_mobilesam._progress import Cancelled
 from napari_mobilesam._torch_guard import prepare_torch_import
 from napari_mobilesam._widgets._model import expected_errors, new_predictor
 from napari_mobilesam._widgets._plane import (
@@ -54,10 +55,6 @@ if TYPE_CHECKING:
 PROPAGATE_KEY = "Control-P"
 #: Axis labels that mean time: their stacks are time-lapses.
 TIME_LABELS = ("t", "time", "frame", "frames", "timepoint")
-
-
-class Cancelled(Exception):
-    """Raised inside the worker to stop a run that was cancelled."""
 
 
 # ------------------------------------------------------------------ axes and planes

@@ -39,6 +39,7 @@ from napari.utils import cancelable_progress, progress
 from napari.utils.notifications import show_error, show_info
 from superqt.utils import ensure_main_thread
 
+from napari_mobilesam._progress import Cancelled
 from napari_mobilesam._torch_guard import prepare_torch_import
 from napari_mobilesam._widgets._model import (
     expected_errors,
@@ -93,10 +94,6 @@ LINKED_COLUMNS = ("label", "first_slice", "last_slice", "volume", "mean_score")
 
 # Jobs started without a widget (the menu command) are kept alive here until they finish.
 _running_jobs: set[SegEveryJob] = set()
-
-
-class Cancelled(Exception):
-    """Raised inside the worker to stop a run that was cancelled."""
 
 
 @dataclass(frozen=True)

@@ -307,7 +307,7 @@ def _info() -> int:
     prepare_torch_import()
     import torch
 
-    from napari_mobilesam.segany.predictor import default_device
+    from napari_mobilesam.model.device import default_device
 
     print(f"device: {default_device()} (CUDA available: {torch.cuda.is_available()})")
     print(f"threads: torch {torch.get_num_threads()}, CPU cores {os.cpu_count()}")

@@ -10,6 +10,9 @@ import numpy as np
 from PIL import Image
 
 MODEL_SIDE = 1024
+"""Side of the square frame the image encoder sees."""
+LOW_RES_SIDE = 256
+"""Side of the mask decoder's low-resolution logits (a quarter of ``MODEL_SIDE``)."""
 
 
 def preprocess_shape(height: int, width: int, long_side: int = MODEL_SIDE) -> tuple[int, int]:

@@ -6,7 +6,7 @@ import lazy_loader as lazy
 __getattr__, __dir__, __all__ = lazy.attach(
     __name__,
     submod_attrs={
-        "predictor": ["SegAnyPredictor", "default_device"],
+        "predictor": ["SegAnyPredictor"],
         "tiled": ["TiledSegAnyPredictor", "TiledPrediction"],
         "embedding_store": ["EmbeddingStore"],
     },

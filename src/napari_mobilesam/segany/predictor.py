@@ -21,6 +21,7 @@ from napari_mobilesam._allocator import keep_large_allocations_in_heap
 from napari_mobilesam.imaging.convert import content_key as _content_key
 from napari_mobilesam.imaging.convert import to_rgb_uint8
 from napari_mobilesam.imaging.model_frame import (
+    LOW_RES_SIDE,
     preprocess_shape,
     resize_longest_side,
     scale_boxes,
@@ -28,24 +29,14 @@ from napari_mobilesam.imaging.model_frame import (
 )
 from napari_mobilesam.imaging.upsampling import MaskUpsampler
 from napari_mobilesam.model.batched_decoder import BatchedMaskDecoder
+from napari_mobilesam.model.device import default_device
 from napari_mobilesam.model.prompt_decoder import PromptDecoder
 from napari_mobilesam.model.sam import MobileSAM
 
 if TYPE_CHECKING:
     from napari_mobilesam.segany.embedding_store import EmbeddingStore
 
-LOW_RES_SIDE = 256
 PRECISIONS = ("float32", "bfloat16", "float16")
-
-
-def default_device() -> torch.device:
-    """CUDA if available, then Apple's MPS, then the CPU."""
-    if torch.cuda.is_available():
-        return torch.device("cuda")
-    mps = getattr(torch.backends, "mps", None)
-    if mps is not None and mps.is_available():
-        return torch.device("mps")
-    return torch.device("cpu")
 
 
 @dataclass(frozen=True)
@@ -604,4 +595,4 @@ def _validate_mask_input(mask_input: np.ndarray | None) -> np.ndarray | None:
     return mask_input
 
 
-__all__ = ["SegAnyPredictor", "default_device"]
+__all__ = ["SegAnyPredictor"]

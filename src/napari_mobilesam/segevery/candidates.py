@@ -10,19 +10,18 @@ masks for :class:`~napari_mobilesam.imaging.label_canvas.LabelCanvas`.
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterator
-from typing import Any
+from collections.abc import Iterator
 
 import numpy as np
 import torch
 
+from napari_mobilesam._progress import ProgressCallback
 from napari_mobilesam.imaging.label_canvas import Candidate
 from napari_mobilesam.model.prompt_decoder import PromptDecoder
 from napari_mobilesam.segany.predictor import SegAnyPredictor
 
 __all__ = ["box_candidates", "grid_candidates", "grid_points"]
 
-ProgressCallback = Callable[[int, int], Any]
 
 #: Bytes of full-resolution float logits upsampled at once.
 UPSCALE_BUDGET = 256 * 2**20

@@ -19,6 +19,7 @@ from typing import Any
 
 import numpy as np
 
+from napari_mobilesam._progress import ProgressCallback
 from napari_mobilesam.imaging.convert import select_level, spatial_shape, to_rgb_uint8
 from napari_mobilesam.imaging.label_canvas import LabelCanvas
 from napari_mobilesam.imaging.tiling import (
@@ -38,8 +39,6 @@ from napari_mobilesam.segevery.candidates import (
 )
 
 logger = logging.getLogger(__name__)
-
-ProgressCallback = Callable[[int, int], Any]
 
 
 @dataclass(frozen=True)

@@ -30,13 +30,13 @@ Rules (the same for ``mode="z"`` and ``mode="t"``, except where said):
 
 from __future__ import annotations
 
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
 import numpy as np
 
-ProgressCallback = Callable[[int, int], Any]
+from napari_mobilesam._progress import ProgressCallback
 
 MODES = ("z", "t")
 

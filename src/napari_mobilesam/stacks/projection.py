@@ -6,6 +6,8 @@ from typing import Any
 
 import numpy as np
 
+from napari_mobilesam.imaging.model_frame import LOW_RES_SIDE
+
 __all__ = [
     "DEFAULT_BOX_EXTENSION",
     "PROJECTIONS",
@@ -18,7 +20,6 @@ __all__ = [
 
 PROJECTIONS = ("mask", "box", "points")
 DEFAULT_BOX_EXTENSION = 0.05
-LOW_RES_SIDE = 256
 _LOGIT_EPS = 1e-3  # a user mask becomes logits of about +-6.9 (inverse sigmoid of 0.999)
 
 

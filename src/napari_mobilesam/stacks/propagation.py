@@ -29,12 +29,13 @@ from __future__ import annotations
 
 import itertools
 import time
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
 import numpy as np
 
+from napari_mobilesam._progress import ProgressCallback
 from napari_mobilesam.stacks.projection import (
     DEFAULT_BOX_EXTENSION,
     PROJECTIONS,
@@ -42,8 +43,6 @@ from napari_mobilesam.stacks.projection import (
     project_prompt,
 )
 from napari_mobilesam.stacks.slices import SliceEmbeddings, StackSlices
-
-ProgressCallback = Callable[[int, int], Any]
 
 DEFAULT_PROJECTION = "mask"
 DEFAULT_IOU_THRESHOLD = 0.5

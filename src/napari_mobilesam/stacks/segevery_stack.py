@@ -21,10 +21,9 @@ from typing import Any
 
 import numpy as np
 
+from napari_mobilesam._progress import ProgressCallback
 from napari_mobilesam.stacks.linking import LinkResult, link_slices
 from napari_mobilesam.stacks.slices import StackSlices
-
-ProgressCallback = Callable[[int, int], Any]
 
 
 @dataclass(frozen=True)

@@ -486,13 +486,10 @@ def _resolve_device(device: str | None) -> str:
                 f"received {type(device).__name__}."
             )
         return device
-    import torch
+    from napari_mobilesam.model.device import default_device
 
-    if torch.cuda.is_available():
-        return "cuda:0"
-    if torch.backends.mps.is_available():
-        return "mps"
-    return "cpu"
+    device = default_device()
+    return "cuda:0" if device.type == "cuda" else device.type
 
 
 def first_line(error: BaseException, limit: int = 300) -> str:
