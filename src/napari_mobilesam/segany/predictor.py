@@ -18,8 +18,7 @@ import numpy as np
 import torch
 
 from napari_mobilesam._allocator import keep_large_allocations_in_heap
-from napari_mobilesam.imaging.convert import content_key as _content_key
-from napari_mobilesam.imaging.convert import to_rgb_uint8
+from napari_mobilesam.imaging.convert import ModelInput, model_input
 from napari_mobilesam.imaging.model_frame import (
     LOW_RES_SIDE,
     preprocess_shape,
@@ -120,7 +119,7 @@ class SegAnyPredictor:
     # ------------------------------------------------------------------ image
     def set_image(
         self,
-        image: np.ndarray,
+        image: np.ndarray | ModelInput,
         contrast_limits: Sequence[float] | None = None,
     ) -> None:
         """Compute (or fetch from the cache) the embedding of ``image``.
@@ -130,13 +129,15 @@ class SegAnyPredictor:
         image : array
             (H, W) or (H, W, C) with C in 1..4, any numeric dtype; see
             :func:`napari_mobilesam.to_rgb_uint8` for how it becomes the model's RGB input.
-            An (H, W, 3) uint8 RGB image is used exactly as the reference does.
+            An (H, W, 3) uint8 RGB image is used exactly as the reference does. A
+            :class:`~napari_mobilesam.imaging.convert.ModelInput` is used as it is (not
+            converted or hashed again).
         contrast_limits : (lo, hi), optional
             Display range to map to 0..255; by default the 0.1st-99.9th percentiles
             (uint8 images are used as they are).
         """
-        rgb = to_rgb_uint8(image, contrast_limits)
-        key = _content_key(rgb)
+        prepared = model_input(image, contrast_limits)
+        rgb, key = prepared.rgb, prepared.key
         with self._cache_lock:
             state = self._cache.get(key)
             if state is not None:
@@ -147,15 +148,17 @@ class SegAnyPredictor:
         self._activate(state)
         self._current_key = key
 
-    def precompute(self, image: np.ndarray, contrast_limits: Sequence[float] | None = None) -> str:
+    def precompute(
+        self, image: np.ndarray | ModelInput, contrast_limits: Sequence[float] | None = None
+    ) -> str:
         """Encode ``image`` into the cache without making it the current image.
 
         Safe to call from a background thread (e.g. to encode the next slices of a stack
         while the user works on this one); a later :meth:`set_image` of the same image
         skips the encoder. Returns the image's content key.
         """
-        rgb = to_rgb_uint8(image, contrast_limits)
-        key = _content_key(rgb)
+        prepared = model_input(image, contrast_limits)
+        rgb, key = prepared.rgb, prepared.key
         with self._cache_lock:
             if key in self._cache:
                 return key
@@ -179,9 +182,11 @@ class SegAnyPredictor:
         """Content key of the current image if it was set by :meth:`set_image`, else None."""
         return self._current_key if self._state is not None else None
 
-    def is_cached(self, image: np.ndarray, contrast_limits: Sequence[float] | None = None) -> bool:
+    def is_cached(
+        self, image: np.ndarray | ModelInput, contrast_limits: Sequence[float] | None = None
+    ) -> bool:
         """Whether :meth:`set_image` of ``image`` would skip the encoder (reads no model)."""
-        key = _content_key(to_rgb_uint8(image, contrast_limits))
+        key = model_input(image, contrast_limits).key
         with self._cache_lock:
             return key in self._cache
 
@@ -212,7 +217,7 @@ class SegAnyPredictor:
         Parameters
         ----------
         key : str
-            Content key of the model input (``_content_key(to_rgb_uint8(image, limits))``).
+            Content key of the model input (``model_input(image, limits).key``).
         embedding : (1, 256, 64, 64) tensor or array
         image_shape : (H, W)
             Size of the image the embedding was computed from.
