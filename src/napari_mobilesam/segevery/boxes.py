@@ -14,6 +14,7 @@ from numpy.typing import ArrayLike
 
 __all__ = [
     "BORDER_SNAP_PIXELS",
+    "MAX_DETECTIONS",
     "cap_by_confidence",
     "clean_boxes",
     "nms_boxes",
@@ -21,6 +22,9 @@ __all__ = [
 ]
 
 BORDER_SNAP_PIXELS = 20
+MAX_DETECTIONS = 300
+"""The most boxes a detector returns per image (ultralytics' and MobileSAMv2's ``max_det``),
+and the default number of objects SegEvery decodes."""
 """Box edges closer than this to the border of the detector's input frame are snapped."""
 
 

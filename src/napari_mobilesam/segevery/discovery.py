@@ -23,6 +23,7 @@ from typing import Any, Protocol
 import numpy as np
 
 from napari_mobilesam.segevery.boxes import (
+    MAX_DETECTIONS,
     cap_by_confidence,
     check_fraction,
     check_positive_int,
@@ -44,9 +45,6 @@ __all__ = [
 
 DETECTOR_NAMES = ("auto", "object_aware", "fastsam")
 FASTSAM_FILENAME = "FastSAM-x.pt"
-#: ultralytics' and MobileSAMv2's ``max_det``, as
-#: :data:`napari_mobilesam.segevery.detectors.yolo.MAX_DETECTIONS`.
-_DEFAULT_MAX_DET = 300
 #: MobileSAMv2's YOLO input size, the default for ``.pt`` files and dynamic ONNX exports.
 DEFAULT_IMGSZ = 1024
 #: File types a YOLO detector is loaded from: ultralytics checkpoints and ONNX exports.
@@ -93,7 +91,7 @@ def load_detector(
     iou: float = 0.9,
     imgsz: int | None = None,
     device: str | None = None,
-    max_det: int = _DEFAULT_MAX_DET,
+    max_det: int = MAX_DETECTIONS,
 ) -> Detector:
     """Turn a detector name, checkpoint path or callable into a :class:`Detector`.
 
@@ -205,7 +203,7 @@ def discover_objects(
     *,
     conf: float = 0.4,
     iou: float = 0.9,
-    max_objects: int = 300,
+    max_objects: int = MAX_DETECTIONS,
     imgsz: int | None = None,
     device: str | None = None,
 ) -> tuple[np.ndarray, np.ndarray]:
@@ -276,7 +274,7 @@ def discover_objects(
         iou=iou,
         imgsz=imgsz,
         device=device,
-        max_det=max(_DEFAULT_MAX_DET, int(max_objects)),
+        max_det=max(MAX_DETECTIONS, int(max_objects)),
     )
     boxes, scores = detect(image)
     boxes, valid = clean_boxes(boxes, image.shape)

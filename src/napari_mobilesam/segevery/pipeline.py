@@ -31,6 +31,7 @@ from napari_mobilesam.imaging.tiling import (
 from napari_mobilesam.model.prompt_decoder import PromptDecoder
 from napari_mobilesam.segany.predictor import SegAnyPredictor
 from napari_mobilesam.segevery.box_decoders import BoxDecoder, load_box_decoder
+from napari_mobilesam.segevery.boxes import MAX_DETECTIONS
 from napari_mobilesam.segevery.candidates import (
     PRED_IOU_THRESH,
     STABILITY_SCORE_THRESH,
@@ -108,7 +109,7 @@ def segment_everything(
     decoder: str | os.PathLike | PromptDecoder | None = "auto",
     conf: float = 0.4,
     iou: float = 0.9,
-    max_objects: int = 300,
+    max_objects: int = MAX_DETECTIONS,
     min_area: int = 0,
     progress: ProgressCallback | None = None,
     contrast_limits: Sequence[float] | None = None,
@@ -386,7 +387,7 @@ def _segment_tiled(
             from napari_mobilesam.segevery.discovery import load_detector
 
             detect = load_detector(
-                o.detector, conf=o.conf, iou=o.iou, max_det=max(300, o.max_objects)
+                o.detector, conf=o.conf, iou=o.iou, max_det=max(MAX_DETECTIONS, o.max_objects)
             )
             prompt_boxes, _ = run.discover(detect, o.max_objects, o.iou)
             prompt_boxes = _unique_rows(prompt_boxes)

@@ -51,11 +51,8 @@ from napari_mobilesam.segevery.discovery import (
 if TYPE_CHECKING:
     from ultralytics import YOLO
 
-__all__ = ["MAX_DETECTIONS", "SUPPORTED_TASKS", "YoloDetector", "load_yolo_detector"]
+__all__ = ["SUPPORTED_TASKS", "YoloDetector", "load_yolo_detector"]
 
-MAX_DETECTIONS = 300
-"""The most boxes a YOLO detector returns per image (ultralytics' and MobileSAMv2's
-``max_det``)."""
 
 SUPPORTED_TASKS = ("detect", "segment")
 
