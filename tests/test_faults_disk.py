@@ -16,6 +16,7 @@ import http.server
 import os
 import subprocess
 import sys
+import tempfile
 import threading
 from collections.abc import Iterator
 from pathlib import Path
@@ -25,14 +26,10 @@ import pooch
 import pytest
 
 from napari_mobilesam.weights import fetch as weights
+from napari_mobilesam.weights import verify
 from napari_mobilesam.weights.checkpoints import load_state_dict
-from napari_mobilesam.weights.fetch import (
-    CACHE_ENV,
-    CHECKPOINTS,
-    WEIGHTS_ENV,
-    WeightsError,
-    fetch_checkpoint,
-)
+from napari_mobilesam.weights.fetch import CACHE_ENV, WEIGHTS_ENV, fetch_checkpoint
+from napari_mobilesam.weights.registry import CHECKPOINTS, WeightsError
 
 pytestmark = pytest.mark.official_registry
 
@@ -89,7 +86,7 @@ def cache(monkeypatch: pytest.MonkeyPatch, tmp_path: Path, server: Server) -> Pa
     folder = tmp_path / "cache"
     monkeypatch.setenv(CACHE_ENV, str(folder))
     monkeypatch.delenv(WEIGHTS_ENV, raising=False)
-    monkeypatch.setattr(weights, "_verified", {})
+    monkeypatch.setattr(verify, "_verified", {})
     monkeypatch.setitem(
         CHECKPOINTS,
         "mobile_sam",
@@ -140,7 +137,7 @@ def test_read_only_cache_folder(monkeypatch, cache, server, code):
     def refuse(*args, **kwargs):
         raise OSError(code, os.strerror(code), str(cache))
 
-    monkeypatch.setattr(weights.tempfile, "mkstemp", refuse)
+    monkeypatch.setattr(tempfile, "NamedTemporaryFile", refuse)
     with pytest.raises(WeightsError, match=r"Could not save mobile_sam\.pt") as e:
         fetch_checkpoint(progress=False)
     assert os.strerror(code) in str(e.value)
@@ -257,9 +254,9 @@ def test_file_truncated_while_hashed_is_refused(monkeypatch, tmp_path):
         os.truncate(path, 10)  # another program rewrites the file while it is hashed
         return result
 
-    monkeypatch.setattr(weights.os, "fstat", fstat_then_truncate)
+    monkeypatch.setattr(verify.os, "fstat", fstat_then_truncate)
     with pytest.raises(WeightsError, match="changed while its sha256 id was computed"):
-        weights.file_id(path)
+        verify.file_id(path)
 
 
 # ------------------------------------------------------------------------- resources

@@ -17,19 +17,17 @@ import torch
 
 from napari_mobilesam.model.prompt_decoder import PromptDecoder
 from napari_mobilesam.weights import fetch as weights
+from napari_mobilesam.weights import verify
 from napari_mobilesam.weights.checkpoints import load_state_dict, load_weights_into
 from napari_mobilesam.weights.fetch import (
     CACHE_ENV,
-    CHECKPOINTS,
     WEIGHTS_ENV,
-    Checkpoint,
-    WeightsError,
     cache_dir,
     fetch_checkpoint,
-    file_id,
     resolve_checkpoint,
-    verify_checkpoint_file,
 )
+from napari_mobilesam.weights.registry import CHECKPOINTS, Checkpoint, WeightsError
+from napari_mobilesam.weights.verify import file_id, verify_checkpoint_file
 
 # These tests read the official URLs and serve downloads from their own local server.
 pytestmark = pytest.mark.official_registry
@@ -102,7 +100,7 @@ def isolated_env(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> Path:
     cache = tmp_path / "cache"
     monkeypatch.setenv(CACHE_ENV, str(cache))
     monkeypatch.delenv(WEIGHTS_ENV, raising=False)
-    monkeypatch.setattr(weights, "_verified", {})
+    monkeypatch.setattr(verify, "_verified", {})
     return cache
 
 
@@ -123,13 +121,13 @@ def point_registry_at(
 def count_hashing(monkeypatch: pytest.MonkeyPatch) -> list[str]:
     """Record the path of every file that weights hashes from now on."""
     hashed: list[str] = []
-    real_file_id = weights.file_id
+    real_file_id = verify.file_id
 
     def counting_file_id(path: str | os.PathLike[str], kind: str = "sha256") -> str:
         hashed.append(str(path))
         return real_file_id(path, kind)
 
-    monkeypatch.setattr(weights, "file_id", counting_file_id)
+    monkeypatch.setattr(verify, "file_id", counting_file_id)
     return hashed
 
 
@@ -498,7 +496,7 @@ def test_gitblob_id_is_what_git_hash_object_says(tmp_path, content):
 
 
 def test_file_id_reads_in_chunks(monkeypatch, tmp_path):
-    monkeypatch.setattr(weights, "_HASH_CHUNK_BYTES", 7)
+    monkeypatch.setattr(verify, "_HASH_CHUNK_BYTES", 7)
     path = tmp_path / "payload.bin"
     path.write_bytes(PAYLOAD)
     assert file_id(path) == PAYLOAD_SHA256
@@ -686,3 +684,38 @@ def test_prompt_guided_file_with_a_wrong_key_names_the_expected_file(tmp_path):
     assert "Prompt_guided_Mask_Decoder.pt" in message
     assert PROMPT_GUIDED_URL in message
     assert "MobileSAM (vit_t)" not in message
+
+
+def test_mobile_sam_sha256_is_recorded_beside_its_git_blob_id():
+    mobile_sam = CHECKPOINTS["mobile_sam"]
+    assert mobile_sam.known_id == MOBILE_SAM_GITBLOB
+    assert mobile_sam.sha256 == (
+        "sha256:6dbb90523a35330fedd7f1d3dfc66f995213d81b29a5ca8108dbcdd4e37d6c2f"
+    )
+    assert CHECKPOINTS["prompt_guided"].sha256 == PROMPT_GUIDED_SHA256
+    assert CHECKPOINTS["object_aware"].sha256 is None
+
+
+QUIET_FETCH_SCRIPT = """
+import dataclasses, sys
+from napari_mobilesam.weights import registry
+from napari_mobilesam.weights.fetch import fetch_checkpoint
+registry.CHECKPOINTS["object_aware"] = dataclasses.replace(
+    registry.CHECKPOINTS["object_aware"], url=sys.argv[1]
+)
+fetch_checkpoint("object_aware", progress=False)
+"""
+
+
+def test_download_prints_nothing(server, isolated_env):
+    env = {**os.environ, CACHE_ENV: str(isolated_env)}
+    result = subprocess.run(
+        [sys.executable, "-c", QUIET_FETCH_SCRIPT, server.url("ObjectAwareModel.pt")],
+        check=True,
+        capture_output=True,
+        text=True,
+        env=env,
+    )
+    assert (isolated_env / "ObjectAwareModel.pt").read_bytes() == PAYLOAD
+    assert result.stdout == ""
+    assert result.stderr == ""

@@ -6,19 +6,20 @@ import lazy_loader as lazy
 __getattr__, __dir__, __all__ = lazy.attach(
     __name__,
     submod_attrs={
-        "fetch": [
-            "CACHE_ENV",
+        "registry": [
             "CHECKPOINTS",
             "DEFAULT_CHECKPOINT",
             "ID_KINDS",
-            "WEIGHTS_ENV",
             "Checkpoint",
             "WeightsError",
+        ],
+        "verify": ["file_id", "verify_checkpoint_file"],
+        "fetch": [
+            "CACHE_ENV",
+            "WEIGHTS_ENV",
             "cache_dir",
             "fetch_checkpoint",
-            "file_id",
             "resolve_checkpoint",
-            "verify_checkpoint_file",
         ],
         "checkpoints": ["load_state_dict", "load_weights_into"],
     },

@@ -1,7 +1,7 @@
 """Reading checkpoint files: state dicts, MobileSAMv2's prompt-guided format, strict loading.
 
 Every failure (a damaged file, a whole pickled model, weights that do not fit the model) is
-raised as :class:`~napari_mobilesam.weights.fetch.WeightsError` with a message that says what to
+raised as :class:`~napari_mobilesam.weights.registry.WeightsError` with a message that says what to
 do. Files are read with ``torch.load(weights_only=True)``; torch is imported by the
 functions that need it.
 """
@@ -14,12 +14,8 @@ from collections.abc import Mapping
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from napari_mobilesam.weights.fetch import (
-    CHECKPOINTS,
-    DEFAULT_CHECKPOINT,
-    WeightsError,
-    cache_dir,
-)
+from napari_mobilesam.weights.fetch import cache_dir
+from napari_mobilesam.weights.registry import CHECKPOINTS, DEFAULT_CHECKPOINT, WeightsError
 
 if TYPE_CHECKING:
     import torch

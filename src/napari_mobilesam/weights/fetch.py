@@ -1,60 +1,48 @@
-"""Named checkpoints: where they come from, where they are cached, and how they are verified.
+"""Named checkpoints on this computer: the user's files, the cache, and verified downloads.
 
-Every failure a user can meet here (offline, a damaged download, the wrong file) is raised as
-:class:`WeightsError` with a message that says what to do (reading the files is
-:mod:`napari_mobilesam.weights.checkpoints`). torch is imported only by the
-functions that load weights, so importing this module is cheap.
+Every failure a user can meet here (offline, a damaged download, the wrong file, a cache
+folder that cannot be written) is raised as
+:class:`~napari_mobilesam.weights.registry.WeightsError` with a message that says what to do.
+torch is never imported here, so importing this module is cheap.
 
-Checkpoints with a known id (:attr:`Checkpoint.known_id`) are verified before
-:func:`fetch_checkpoint` returns them from the cache: a download that does not match is
-discarded, and a cached file that does not match is moved aside, so that a wrong file is never
-used silently. Files named through ``NAPARI_MOBILESAM_WEIGHTS`` are the user's choice (they may
-be fine-tuned weights) and are not checked.
+Checkpoints with a known id are verified before :func:`fetch_checkpoint` returns them: a
+download that does not match is discarded, and a cached file that does not match is moved
+aside, so that a wrong file is never used silently. Files named through
+``NAPARI_MOBILESAM_WEIGHTS`` are the user's choice (they may be fine-tuned weights) and are not
+checked.
 """
 
 from __future__ import annotations
 
 import errno
-import hashlib
 import logging
 import os
-import re
-import tempfile
 from collections.abc import Iterator
 from contextlib import contextmanager
-from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING
 
 import pooch
 
-if TYPE_CHECKING:
-    pass
+from napari_mobilesam.weights.registry import (
+    CHECKPOINTS,
+    DEFAULT_CHECKPOINT,
+    Checkpoint,
+    WeightsError,
+    lookup_checkpoint,
+)
+from napari_mobilesam.weights.verify import find_mismatch, remember_verified
 
 __all__ = [
     "CACHE_ENV",
-    "CHECKPOINTS",
-    "DEFAULT_CHECKPOINT",
-    "ID_KINDS",
     "WEIGHTS_ENV",
-    "Checkpoint",
-    "WeightsError",
     "cache_dir",
     "fetch_checkpoint",
-    "file_id",
     "resolve_checkpoint",
-    "verify_checkpoint_file",
 ]
 
 WEIGHTS_ENV = "NAPARI_MOBILESAM_WEIGHTS"
 CACHE_ENV = "NAPARI_MOBILESAM_CACHE"
-DEFAULT_CHECKPOINT = "mobile_sam"
 
-
-#: The kinds of file id understood by :func:`file_id` and :attr:`Checkpoint.known_id`.
-ID_KINDS = ("sha256", "gitblob")
-_ID_PATTERN = re.compile(r"(sha256:[0-9a-f]{64}|gitblob:[0-9a-f]{40})")
-_HASH_CHUNK_BYTES = 1 << 20
 _REJECTED_SUFFIX = ".rejected"
 #: Seconds a download waits for another process downloading the same file.
 _LOCK_TIMEOUT_S = 900.0
@@ -65,101 +53,7 @@ _CACHE_ERRNOS = frozenset(
     if hasattr(errno, name)
 )
 
-
-# Files found to match their known id in this process: (resolved path, size, mtime_ns) -> id.
-_verified: dict[tuple[str, int, int], str] = {}
-
 _logger = logging.getLogger(__name__)
-
-
-class WeightsError(RuntimeError):
-    """A checkpoint could not be found, downloaded or loaded; the message says what to do."""
-
-
-@dataclass(frozen=True)
-class Checkpoint:
-    """A named checkpoint file that can be downloaded.
-
-    Parameters
-    ----------
-    name : str
-        Key in :data:`CHECKPOINTS`.
-    url : str
-        Where the file is downloaded from with a plain HTTP GET.
-    filename : str
-        File name in the cache folder, and the name looked for in a folder given by
-        ``NAPARI_MOBILESAM_WEIGHTS``.
-    description : str
-        One line for people: what the file is and where it comes from.
-    known_id : str, optional
-        The id of the official file, ``"sha256:<64 hex digits>"`` or
-        ``"gitblob:<40 hex digits>"`` (see :func:`file_id`). :func:`fetch_checkpoint`
-        checks downloaded and cached copies against it. None when no id is known: the file
-        is then used without verification.
-
-    Raises
-    ------
-    ValueError
-        If ``known_id`` is neither None nor a well-formed id.
-    """
-
-    name: str
-    url: str
-    filename: str
-    description: str
-    known_id: str | None = None
-
-    def __post_init__(self) -> None:
-        if self.known_id is not None and not _ID_PATTERN.fullmatch(self.known_id):
-            raise ValueError(
-                f"Expected the known_id of checkpoint {self.name!r} to be None, "
-                "'sha256:' followed by 64 lowercase hex digits or 'gitblob:' followed by 40; "
-                f"received {self.known_id!r}."
-            )
-
-
-CHECKPOINTS: dict[str, Checkpoint] = {
-    checkpoint.name: checkpoint
-    for checkpoint in (
-        Checkpoint(
-            name="mobile_sam",
-            url="https://github.com/ChaoningZhang/MobileSAM/raw/master/weights/mobile_sam.pt",
-            filename="mobile_sam.pt",
-            description=(
-                "MobileSAM (vit_t) weights, the official file from the MobileSAM repository "
-                "(Apache-2.0, about 40 MB)"
-            ),
-            known_id="gitblob:7ef2d090979fd9853adf17b7a99c8b94a1c5a6a7",
-        ),
-        Checkpoint(
-            name="prompt_guided",
-            url=(
-                "https://github.com/ChaoningZhang/MobileSAM/raw/master/MobileSAMv2/"
-                "PromptGuidedDecoder/Prompt_guided_Mask_Decoder.pt"
-            ),
-            filename="Prompt_guided_Mask_Decoder.pt",
-            description=(
-                "MobileSAMv2 prompt-guided mask decoder (SAM's prompt encoder and mask decoder "
-                "fine-tuned for box prompts), the official file from the MobileSAM repository "
-                "(Apache-2.0, about 16 MB)"
-            ),
-            known_id="sha256:8771b38a57ad67750dbe18fff95e66c8d1789436096738cace37d58bfc06151e",
-        ),
-        Checkpoint(
-            name="object_aware",
-            url="https://huggingface.co/RogerQi/MobileSAMV2/resolve/main/ObjectAwareModel.pt",
-            filename="ObjectAwareModel.pt",
-            description=(
-                "MobileSAMv2 object-aware prompt sampler (a YOLOv8 detector). The official "
-                "distribution is a Google Drive zip "
-                "(https://drive.google.com/file/d/1dE-YAG-1mFCBmao2rHDp0n-PP4eH7SjE/view) that "
-                "cannot be downloaded automatically; this URL is a community mirror on "
-                "Hugging Face. No id of the official file is known, so it is used without "
-                "verification"
-            ),
-        ),
-    )
-}
 
 
 def cache_dir() -> Path:
@@ -193,22 +87,22 @@ def fetch_checkpoint(name: str = DEFAULT_CHECKPOINT, *, progress: bool = True) -
        ignored for other checkpoints. Such files are used as they are, without
        verification, so that fine-tuned weights can be given this way.
     2. The file in :func:`cache_dir`.
-    3. A download from the checkpoint's URL (with pooch's HTTP downloader) into a
-       temporary file in :func:`cache_dir`, moved into place only once complete and
-       verified, so an interrupted or wrong download never leaves a file behind. A lock
+    3. A download from the checkpoint's URL with ``pooch.retrieve``, into a temporary
+       file in :func:`cache_dir` that is moved into place only once complete and verified,
+       so an interrupted or wrong download never leaves a file behind. A lock
        file (``.<file name>.lock``, removed afterwards) makes processes that need the same
        file at once download it once: the others wait, then use the downloaded file.
 
     A file returned from the cache is checked against the checkpoint's
-    :attr:`~Checkpoint.known_id`, when it has one, before it is returned. The check is
-    remembered for the rest of the process as long as the file's size and modification time
-    stay the same, so repeated calls do not read the file again.
+    :attr:`~napari_mobilesam.weights.registry.Checkpoint.known_id`, when it has one, before
+    it is returned. The check is remembered for the rest of the process as long as the file's
+    size and modification time stay the same, so repeated calls do not read the file again.
 
     Parameters
     ----------
     name : str
-        A key of :data:`CHECKPOINTS`, e.g. ``"mobile_sam"``, ``"prompt_guided"`` or
-        ``"object_aware"``.
+        A key of :data:`~napari_mobilesam.weights.registry.CHECKPOINTS`, e.g.
+        ``"mobile_sam"``, ``"prompt_guided"`` or ``"object_aware"``.
     progress : bool
         Show a progress bar while downloading.
 
@@ -220,7 +114,7 @@ def fetch_checkpoint(name: str = DEFAULT_CHECKPOINT, *, progress: bool = True) -
     Raises
     ------
     ValueError
-        If ``name`` is not in :data:`CHECKPOINTS`.
+        If ``name`` is not a known checkpoint.
     WeightsError
         If ``$NAPARI_MOBILESAM_WEIGHTS`` points at nothing usable, or the download fails.
         The message names the URL, the path where a manually downloaded file can be put
@@ -235,7 +129,7 @@ def fetch_checkpoint(name: str = DEFAULT_CHECKPOINT, *, progress: bool = True) -
     >>> path.name  # doctest: +SKIP
     'mobile_sam.pt'
     """
-    checkpoint = _lookup(name)
+    checkpoint = lookup_checkpoint(name)
     from_env = _checkpoint_from_env(checkpoint)
     if from_env is not None:
         _logger.debug(
@@ -256,108 +150,6 @@ def fetch_checkpoint(name: str = DEFAULT_CHECKPOINT, *, progress: bool = True) -
             _check_cached_file(target, checkpoint)
             return target
         return _download(checkpoint, target, progress=progress)
-
-
-def file_id(path: str | os.PathLike[str], kind: str = "sha256") -> str:
-    """Compute the id of a file's contents, in the form used by :attr:`Checkpoint.known_id`.
-
-    The file is read in chunks of 1 MiB, so large checkpoints are not held in memory.
-
-    Parameters
-    ----------
-    path : str or os.PathLike
-        The file.
-    kind : {"sha256", "gitblob"}
-        ``"sha256"``: the SHA-256 of the file's bytes. ``"gitblob"``: the id git gives the
-        file (``git hash-object``, what GitHub shows for a file), the SHA-1 of
-        ``b"blob <size in bytes>\\0"`` followed by the file's bytes.
-
-    Returns
-    -------
-    str
-        ``"sha256:"`` followed by 64 lowercase hex digits, or ``"gitblob:"`` followed by 40.
-
-    Raises
-    ------
-    ValueError
-        If ``kind`` is not one of :data:`ID_KINDS`.
-    WeightsError
-        If the file cannot be read, or changed size while it was read.
-
-    Examples
-    --------
-    >>> file_id("mobile_sam.pt", "gitblob")  # doctest: +SKIP
-    'gitblob:7ef2d090979fd9853adf17b7a99c8b94a1c5a6a7'
-    """
-    if kind not in ID_KINDS:
-        kinds = ", ".join(repr(known) for known in ID_KINDS)
-        raise ValueError(f"Expected kind to be one of {kinds}; received {kind!r}.")
-    path = Path(path)
-    digest = hashlib.sha256() if kind == "sha256" else hashlib.sha1(usedforsecurity=False)
-    try:
-        with path.open("rb") as stream:
-            size = os.fstat(stream.fileno()).st_size
-            if kind == "gitblob":
-                digest.update(f"blob {size}\0".encode("ascii"))
-            read = 0
-            while chunk := stream.read(_HASH_CHUNK_BYTES):
-                digest.update(chunk)
-                read += len(chunk)
-    except OSError as exc:
-        raise WeightsError(f"Could not read {path} to compute its {kind} id: {exc}") from exc
-    if read != size:
-        raise WeightsError(
-            f"{path} changed while its {kind} id was computed ({size} bytes at the start, "
-            f"{read} read). Wait until whatever writes it has finished, then try again."
-        )
-    return f"{kind}:{digest.hexdigest()}"
-
-
-def verify_checkpoint_file(path: str | os.PathLike[str], name: str = DEFAULT_CHECKPOINT) -> bool:
-    """Check that a file is the official file of a named checkpoint, byte for byte.
-
-    Nothing is moved or deleted. A successful check is remembered for the rest of the
-    process as long as the file's size and modification time stay the same.
-
-    Parameters
-    ----------
-    path : str or os.PathLike
-        The file to check.
-    name : str
-        A key of :data:`CHECKPOINTS`.
-
-    Returns
-    -------
-    bool
-        True if the file matches the checkpoint's :attr:`~Checkpoint.known_id`; False if
-        no id is known for that checkpoint, so the file cannot be verified.
-
-    Raises
-    ------
-    ValueError
-        If ``name`` is not in :data:`CHECKPOINTS`.
-    WeightsError
-        If the file cannot be read, or does not match: the message gives the expected id,
-        the file's id and size, and where to download the official file.
-
-    Examples
-    --------
-    >>> verify_checkpoint_file("/data/weights/mobile_sam.pt", "mobile_sam")  # doctest: +SKIP
-    True
-    """
-    checkpoint = _lookup(name)
-    if checkpoint.known_id is None:
-        return False
-    path = Path(path)
-    mismatch = _find_mismatch(path, checkpoint)
-    if mismatch is not None:
-        found, size = mismatch
-        raise WeightsError(
-            f"{path} is not the official {checkpoint.filename} ({checkpoint.description}): "
-            f"expected {checkpoint.known_id}, found {found} ({size:,} bytes). Download the "
-            f"official file again from {checkpoint.url} and replace {path}."
-        )
-    return True
 
 
 def resolve_checkpoint(
@@ -419,14 +211,6 @@ def resolve_checkpoint(
     raise WeightsError(f"Expected a checkpoint file or one of the names {names}; {found}.")
 
 
-def _lookup(name: str) -> Checkpoint:
-    try:
-        return CHECKPOINTS[name]
-    except (KeyError, TypeError):
-        names = ", ".join(repr(known) for known in CHECKPOINTS)
-        raise ValueError(f"Expected a checkpoint name among {names}; received {name!r}.") from None
-
-
 def _checkpoint_from_env(checkpoint: Checkpoint) -> Path | None:
     value = os.environ.get(WEIGHTS_ENV, "").strip()
     if not value:
@@ -450,39 +234,9 @@ def _checkpoint_from_env(checkpoint: Checkpoint) -> Path | None:
     )
 
 
-def _verified_key(path: Path) -> tuple[str, int, int]:
-    stat = path.stat()
-    return (str(path.resolve()), stat.st_size, stat.st_mtime_ns)
-
-
-def _find_mismatch(
-    path: Path, checkpoint: Checkpoint, *, remember: bool = True
-) -> tuple[str, int] | None:
-    """Return the file's id and size if it differs from the known id, else None.
-
-    Uses the per-process record of verified files, and adds ``path`` to it when it matches
-    and ``remember`` is true. Raises WeightsError when the file cannot be read.
-    """
-    expected = checkpoint.known_id
-    if expected is None:
-        return None
-    try:
-        key = _verified_key(path)
-    except OSError as exc:
-        raise WeightsError(f"Could not read {path} to verify it: {exc}") from exc
-    if _verified.get(key) == expected:
-        return None
-    found = file_id(path, expected.partition(":")[0])
-    if found != expected:
-        return found, key[1]
-    if remember:
-        _verified[key] = expected
-    return None
-
-
 def _check_cached_file(target: Path, checkpoint: Checkpoint) -> None:
     """Raise WeightsError, after moving the file aside, if a cached file is not the right one."""
-    mismatch = _find_mismatch(target, checkpoint)
+    mismatch = find_mismatch(target, checkpoint.known_id)
     if mismatch is None:
         return
     found, size = mismatch
@@ -546,9 +300,13 @@ def _download_lock(checkpoint: Checkpoint, target: Path) -> Iterator[None]:
         lock.release()
 
 
-def _is_cache_error(exc: BaseException) -> bool:
-    """True for an OSError raised by writing to the cache folder rather than by the network."""
-    return isinstance(exc, OSError) and exc.errno in _CACHE_ERRNOS
+def _cache_error_in(exc: BaseException) -> OSError | None:
+    """The OSError of writing to the cache folder behind ``exc`` (itself, or the error pooch
+    re-raises as a PermissionError without an errno), or None for a network error."""
+    for candidate in (exc, exc.__cause__):
+        if isinstance(candidate, OSError) and candidate.errno in _CACHE_ERRNOS:
+            return candidate
+    return None
 
 
 def _cache_unwritable_message(checkpoint: Checkpoint, target: Path, exc: OSError) -> str:
@@ -564,39 +322,48 @@ def _cache_unwritable_message(checkpoint: Checkpoint, target: Path, exc: OSError
 
 
 def _download(checkpoint: Checkpoint, target: Path, *, progress: bool) -> Path:
-    """Download into a temporary file beside ``target``; verify, then move into place."""
+    """Download with pooch, which writes a temporary file beside ``target`` and moves it into
+    place only once the download is complete and its hash matches; the file's known id is
+    checked before pooch's own check, so that a wrong file gets a message that says why."""
     _logger.info("Downloading %s from %s to %s", checkpoint.filename, checkpoint.url, target)
-    try:
-        target.parent.mkdir(parents=True, exist_ok=True)
-        handle, temporary_name = tempfile.mkstemp(
-            prefix=f".{checkpoint.filename}.", suffix=".part", dir=target.parent
-        )
-        os.close(handle)
-    except OSError as exc:
-        raise WeightsError(_cache_unwritable_message(checkpoint, target, exc)) from exc
-    temporary = Path(temporary_name)
-    try:
-        try:
-            pooch.HTTPDownloader(progressbar=progress)(checkpoint.url, str(temporary), None)
-        # requests' errors are OSErrors; pooch raises ValueError for a bad progress bar.
-        except (OSError, ValueError) as exc:
-            if _is_cache_error(exc):
-                raise WeightsError(_cache_unwritable_message(checkpoint, target, exc)) from exc
-            raise WeightsError(_download_failed_message(checkpoint, target, exc)) from exc
-        mismatch = _find_mismatch(temporary, checkpoint, remember=False)
+
+    def download_and_verify(url: str, output_file: str, pooch_: object) -> None:
+        pooch.HTTPDownloader(progressbar=progress)(url, output_file, pooch_)
+        mismatch = find_mismatch(Path(output_file), checkpoint.known_id, remember=False)
         if mismatch is not None:
             raise WeightsError(_wrong_download_message(checkpoint, target, *mismatch))
-        os.replace(temporary, target)
-        if checkpoint.known_id is not None:
-            # Verified above as the temporary file; the move keeps its size and mtime.
-            _verified[_verified_key(target)] = checkpoint.known_id
-    except OSError as exc:
-        if _is_cache_error(exc):
-            raise WeightsError(_cache_unwritable_message(checkpoint, target, exc)) from exc
+
+    try:
+        with _pooch_logs_quiet():
+            pooch.retrieve(
+                checkpoint.url,
+                known_hash=checkpoint.sha256,
+                fname=target.name,
+                path=target.parent,
+                downloader=download_and_verify,
+            )
+    # requests' errors are OSErrors; pooch raises ValueError for a bad progress bar or hash.
+    except (OSError, ValueError) as exc:
+        cache_error = _cache_error_in(exc)
+        if cache_error is not None:
+            raise WeightsError(_cache_unwritable_message(checkpoint, target, cache_error)) from exc
         raise WeightsError(_download_failed_message(checkpoint, target, exc)) from exc
-    finally:
-        temporary.unlink(missing_ok=True)
+    if checkpoint.known_id is not None:
+        # Verified as the temporary file; the move within the folder keeps its size and mtime.
+        remember_verified(target, checkpoint.known_id)
     return target
+
+
+@contextmanager
+def _pooch_logs_quiet() -> Iterator[None]:
+    """Keep pooch's own info lines (it logs every download) off the user's terminal."""
+    logger = pooch.get_logger()
+    level = logger.level
+    logger.setLevel(logging.WARNING)
+    try:
+        yield
+    finally:
+        logger.setLevel(level)
 
 
 def _wrong_download_message(checkpoint: Checkpoint, target: Path, found: str, size: int) -> str:
