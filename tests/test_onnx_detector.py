@@ -16,6 +16,7 @@ from scipy.optimize import linear_sum_assignment
 
 from conftest import build_yolo_checkpoint
 from napari_mobilesam import segment_everything
+from napari_mobilesam.segevery.detectors import letterbox, onnx
 from napari_mobilesam.segevery.detectors import yolo as yolo
 from napari_mobilesam.segevery.discovery import (
     DetectorUnavailableError,
@@ -115,11 +116,11 @@ def test_onnx_fixed_frame_boxes_snap_like_a_pt_frame():
     # A 500 x 1000 image fills rows 256..768 of a fixed 1024 square frame; a .pt model
     # gets a 512 x 1024 frame. Edges at the image's top and bottom must snap in both.
     boxes = np.array([[0.0, 266.0, 1024.0, 760.0]])
-    moved, frame = yolo.square_to_rect_frame(boxes, (1024, 1024), (500, 1000), 32)
+    moved, frame = letterbox.square_to_rect_frame(boxes, (1024, 1024), (500, 1000), 32)
     assert frame == (512, 1024)
     np.testing.assert_allclose(moved, [[0, 10, 1024, 504]])
     # A .pt frame (already minimal) is not moved.
-    same, frame = yolo.square_to_rect_frame(boxes, (512, 1024), (500, 1000), 32)
+    same, frame = letterbox.square_to_rect_frame(boxes, (512, 1024), (500, 1000), 32)
     assert frame == (512, 1024)
     np.testing.assert_allclose(same, boxes)
 
@@ -138,12 +139,12 @@ def test_segment_everything_with_an_onnx_detector(predictor, models):
 
 def test_onnx_without_onnxruntime_names_the_extra(models, monkeypatch, tmp_path):
     path = shutil.copy(models["detect"][1], tmp_path / "nuclei.onnx")
-    real_find_spec = yolo.importlib.util.find_spec
+    real_find_spec = onnx.importlib.util.find_spec
 
     def find_spec(name, *args, **kwargs):
         return None if name == "onnxruntime" else real_find_spec(name, *args, **kwargs)
 
-    monkeypatch.setattr(yolo.importlib.util, "find_spec", find_spec)
+    monkeypatch.setattr(onnx.importlib.util, "find_spec", find_spec)
     with pytest.raises(DetectorUnavailableError, match="onnxruntime") as raised:
         load_detector(path, device="cpu")
     assert 'pip install "napari-mobilesam[onnx]"' in str(raised.value)

@@ -22,10 +22,10 @@ __all__ = [
 ]
 
 BORDER_SNAP_PIXELS = 20
+"""Box edges closer than this to the border of the detector's input frame are snapped."""
 MAX_DETECTIONS = 300
 """The most boxes a detector returns per image (ultralytics' and MobileSAMv2's ``max_det``),
 and the default number of objects SegEvery decodes."""
-"""Box edges closer than this to the border of the detector's input frame are snapped."""
 
 
 def snap_to_border(

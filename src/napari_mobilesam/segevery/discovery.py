@@ -13,12 +13,11 @@ that need them.
 
 from __future__ import annotations
 
-import contextlib
 import os
 import sys
 from collections.abc import Callable
 from pathlib import Path
-from typing import Any, Protocol
+from typing import Any
 
 import numpy as np
 
@@ -29,6 +28,19 @@ from napari_mobilesam.segevery.boxes import (
     check_positive_int,
     clean_boxes,
     nms_boxes,
+)
+from napari_mobilesam.segevery.detectors.base import (
+    DEFAULT_IMGSZ,
+    CheckedDetector,
+    Detector,
+    DetectorUnavailableError,
+    InvalidDetectorError,
+    check_rgb_uint8,
+)
+from napari_mobilesam.segevery.detectors.named import (
+    DETECTOR_NAMES,
+    FASTSAM_FILENAME,
+    resolve_named_detector,
 )
 
 __all__ = [
@@ -43,45 +55,8 @@ __all__ = [
     "load_detector",
 ]
 
-DETECTOR_NAMES = ("auto", "object_aware", "fastsam")
-FASTSAM_FILENAME = "FastSAM-x.pt"
-#: MobileSAMv2's YOLO input size, the default for ``.pt`` files and dynamic ONNX exports.
-DEFAULT_IMGSZ = 1024
 #: File types a YOLO detector is loaded from: ultralytics checkpoints and ONNX exports.
 _DETECTOR_SUFFIXES = (".pt", ".onnx")
-
-
-class Detector(Protocol):
-    """A callable that proposes object boxes in an RGB image.
-
-    It takes an ``(H, W, 3)`` uint8 RGB image and returns ``(boxes, scores)``: ``boxes`` an
-    ``(N, 4)`` float32 array of x0, y0, x1, y1 in image pixels and ``scores`` an ``(N,)``
-    float32 array of confidences.
-    """
-
-    def __call__(self, image: np.ndarray, /) -> tuple[np.ndarray, np.ndarray]: ...
-
-
-class DetectorUnavailableError(RuntimeError):
-    """No detector checkpoint could be found or downloaded, or what runs it is not installed;
-    the message lists what to do."""
-
-
-class InvalidDetectorError(ValueError):
-    """A detector file or callable is not usable, e.g. not an ultralytics YOLO checkpoint."""
-
-
-class _CheckedDetector:
-    """Wrap a user's detector callable so that what it returns is checked and made float32."""
-
-    def __init__(self, function: Callable[[np.ndarray], Any]) -> None:
-        self.function = function
-
-    def __repr__(self) -> str:
-        return f"_CheckedDetector({self.function!r})"
-
-    def __call__(self, image: np.ndarray, /) -> tuple[np.ndarray, np.ndarray]:
-        return _check_detector_output(self.function(image), self.function)
 
 
 def load_detector(
@@ -175,14 +150,14 @@ def load_detector(
     if imgsz is not None:
         check_positive_int(imgsz, "imgsz")
     check_positive_int(max_det, "max_det")
-    if isinstance(detector, _CheckedDetector) or _is_yolo_detector(detector):
+    if isinstance(detector, CheckedDetector) or _is_yolo_detector(detector):
         return detector
     if isinstance(detector, str) and detector.strip().lower() in DETECTOR_NAMES:
-        path = _resolve_named_detector(detector.strip().lower())
+        path = resolve_named_detector(detector.strip().lower())
     elif isinstance(detector, str | os.PathLike):
         path = _existing_checkpoint(detector)
     elif callable(detector):
-        return _CheckedDetector(detector)
+        return CheckedDetector(detector)
     else:
         raise TypeError(
             "Expected detector to be a name among "
@@ -291,93 +266,6 @@ def _is_yolo_detector(detector: object) -> bool:
     return yolo is not None and isinstance(detector, yolo.YoloDetector)
 
 
-def _resolve_named_detector(name: str) -> Path:
-    if name == "object_aware":
-        return _fetch_object_aware()[0]
-    if name == "fastsam":
-        return _fetch_fastsam()[0]
-    object_aware, object_aware_problem = _fetch_object_aware(raise_error=False)
-    if object_aware is not None:
-        return object_aware
-    fastsam, fastsam_problem = _fetch_fastsam(raise_error=False)
-    if fastsam is not None:
-        return fastsam
-    raise DetectorUnavailableError(
-        "No object detector for segment-everything could be found or downloaded "
-        "(detector='auto').\n"
-        f"ObjectAwareModel.pt (MobileSAMv2):\n{_indent(object_aware_problem)}\n"
-        f"{FASTSAM_FILENAME} (FastSAM):\n{_indent(fastsam_problem)}\n"
-        f"{_detector_options()}"
-    )
-
-
-def _fetch_object_aware(*, raise_error: bool = True) -> tuple[Path | None, str]:
-    from napari_mobilesam.weights import fetch as weights
-
-    try:
-        return weights.fetch_checkpoint("object_aware"), ""
-    except weights.WeightsError as error:
-        if raise_error:
-            raise DetectorUnavailableError(f"{error}\n{_detector_options()}") from error
-        return None, str(error)
-
-
-def _fetch_fastsam(*, raise_error: bool = True) -> tuple[Path | None, str]:
-    from napari_mobilesam.segevery.detectors.yolo import first_line, quiet_ultralytics, yolo_class
-    from napari_mobilesam.weights import fetch as weights
-
-    yolo_class()  # sets ultralytics' environment defaults before its first import
-    from ultralytics.utils import SETTINGS
-    from ultralytics.utils.downloads import attempt_download_asset
-
-    env_value = os.environ.get(weights.WEIGHTS_ENV, "").strip()
-    folders = [Path(env_value).expanduser()] if env_value else []
-    # ultralytics itself looks in the working folder, then in its weights folder.
-    ultralytics_weights = Path(SETTINGS["weights_dir"]).expanduser().absolute()
-    folders += [weights.cache_dir(), Path.cwd(), ultralytics_weights]
-    for folder in folders:
-        if (folder / FASTSAM_FILENAME).is_file():
-            return folder / FASTSAM_FILENAME, ""
-
-    target = weights.cache_dir() / FASTSAM_FILENAME
-    try:
-        target.parent.mkdir(parents=True, exist_ok=True)
-        # ultralytics draws its download progress bar on stdout; keep stdout clean.
-        with quiet_ultralytics(), contextlib.redirect_stdout(sys.stderr):
-            attempt_download_asset(str(target))
-    except OSError as error:
-        reason = f"{type(error).__name__}: {first_line(error)}"
-    else:
-        if target.is_file():
-            return target, ""
-        reason = "ultralytics did not find it among its release assets"
-    searched = ", ".join(str(folder) for folder in folders)
-    problem = (
-        f"Not found in {searched}, and the download by ultralytics failed ({reason}). "
-        f"Without internet access, download {FASTSAM_FILENAME} from ultralytics' GitHub "
-        f"release assets on another computer and copy it to {target}."
-    )
-    if raise_error:
-        raise DetectorUnavailableError(f"{problem}\n{_detector_options()}")
-    return None, problem
-
-
-def _detector_options() -> str:
-    from napari_mobilesam.weights import fetch as weights
-
-    object_aware = weights.CHECKPOINTS["object_aware"]
-    return (
-        "Options:\n"
-        "  - detector='/path/to/model.pt': any ultralytics YOLO detection or segmentation "
-        "checkpoint, e.g. your own nucleus detector, or its ONNX export (model.onnx);\n"
-        "  - detector='grid': prompts on a regular grid of points, no detector needed;\n"
-        "  - boxes=...: pass your own (N, 4) x0, y0, x1, y1 boxes instead of detecting them;\n"
-        f"  - put {object_aware.filename} (from {object_aware.url}) into "
-        f"{weights.cache_dir()}, or into a folder and set {weights.WEIGHTS_ENV} to that "
-        "folder."
-    )
-
-
 def _existing_checkpoint(path_like: str | os.PathLike[str]) -> Path:
     path = Path(path_like).expanduser()
     if not path.exists():
@@ -399,55 +287,3 @@ def _existing_checkpoint(path_like: str | os.PathLike[str]) -> Path:
             'exported from, or export it to ONNX: YOLO("best.pt").export(format="onnx").'
         )
     return path
-
-
-def _check_detector_output(output: Any, detector: object) -> tuple[np.ndarray, np.ndarray]:
-    name = getattr(detector, "__name__", type(detector).__name__)
-    if not isinstance(output, tuple | list) or len(output) != 2:
-        raise InvalidDetectorError(
-            f"Detector {name} must return a pair (boxes, scores); received "
-            f"{type(output).__name__}."
-        )
-    try:
-        boxes = np.asarray(output[0], dtype=np.float32)
-        scores = np.asarray(output[1], dtype=np.float32)
-    except (TypeError, ValueError) as error:
-        raise InvalidDetectorError(
-            f"Detector {name} must return numeric arrays (boxes, scores): {error}"
-        ) from error
-    if boxes.size == 0 and scores.size == 0:
-        return np.zeros((0, 4), np.float32), np.zeros(0, np.float32)
-    if boxes.ndim != 2 or boxes.shape[1] != 4:
-        raise InvalidDetectorError(
-            f"Detector {name} must return boxes of shape (N, 4) as x0, y0, x1, y1; "
-            f"received shape {boxes.shape}."
-        )
-    if scores.shape != (len(boxes),):
-        raise InvalidDetectorError(
-            f"Detector {name} must return one score per box, shape ({len(boxes)},); "
-            f"received shape {scores.shape}."
-        )
-    if not (np.isfinite(boxes).all() and np.isfinite(scores).all()):
-        raise InvalidDetectorError(f"Detector {name} returned NaN or infinite values.")
-    return boxes, scores
-
-
-def check_rgb_uint8(image: Any) -> np.ndarray:
-    if not isinstance(image, np.ndarray):
-        raise TypeError(
-            f"Expected the image as a numpy array; received {type(image).__name__}. "
-            "Convert it with napari_mobilesam.to_rgb_uint8."
-        )
-    if image.ndim != 3 or image.shape[2] != 3 or image.dtype != np.uint8:
-        raise ValueError(
-            "Expected an (H, W, 3) uint8 RGB image; received shape "
-            f"{image.shape} and dtype {image.dtype}. Convert it with "
-            "napari_mobilesam.to_rgb_uint8."
-        )
-    if image.shape[0] < 1 or image.shape[1] < 1:
-        raise ValueError(f"Expected a non-empty image; received shape {image.shape}.")
-    return image
-
-
-def _indent(text: str) -> str:
-    return "\n".join(f"    {line}" for line in text.splitlines())

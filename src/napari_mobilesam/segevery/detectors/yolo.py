@@ -6,29 +6,17 @@ head has no ``proto`` module, since only the boxes are used. Any segmentation he
 here as a detection head (its mask prototypes are never computed, so no full-size YOLO masks
 are built), which makes such files run on current ultralytics releases.
 
-ONNX exports of ultralytics detection and segmentation models (``.onnx``, e.g.
-``YOLO("best.pt").export(format="onnx", imgsz=1024)``) run through ultralytics' ONNX Runtime
-backend. They hold a graph and weights but no Python code, so loading one cannot run code,
-unlike a ``.pt`` file, which ultralytics unpickles. onnxruntime is an optional dependency
-(``pip install "napari-mobilesam[onnx]"``). A segmentation export computes its mask
-prototypes, which are not used. An export has a fixed input size unless exported with
-``dynamic=True``; ``imgsz`` must then be that size (it is the default).
-
-Boxes are post-processed as MobileSAMv2's ``PromptModelPredictor`` does: class-agnostic NMS
-once, then box edges within :data:`~napari_mobilesam.segevery.boxes.BORDER_SNAP_PIXELS` of the
-border
-of the detector's letterboxed input frame are snapped onto it, then the boxes are scaled to
-the image.
+ONNX exports (``.onnx``) run through ultralytics' ONNX Runtime backend; the file is checked
+first (:mod:`napari_mobilesam.segevery.detectors.onnx`). Boxes get MobileSAMv2's
+post-processing (:mod:`napari_mobilesam.segevery.detectors.letterbox`).
 
 Importing this module is cheap: torch and ultralytics are imported on first use.
 """
 
 from __future__ import annotations
 
-import ast
 import contextlib
 import functools
-import importlib.util
 import logging
 import os
 import threading
@@ -40,13 +28,14 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
-from napari_mobilesam.segevery.boxes import BORDER_SNAP_PIXELS, snap_to_border
-from napari_mobilesam.segevery.discovery import (
+from napari_mobilesam.segevery.detectors.base import (
     DEFAULT_IMGSZ,
-    DetectorUnavailableError,
     InvalidDetectorError,
     check_rgb_uint8,
+    first_line,
 )
+from napari_mobilesam.segevery.detectors.letterbox import frame_boxes_to_image
+from napari_mobilesam.segevery.detectors.onnx import ONNX_SUFFIX, OnnxExport, read_onnx_export
 
 if TYPE_CHECKING:
     from ultralytics import YOLO
@@ -55,10 +44,6 @@ __all__ = ["SUPPORTED_TASKS", "YoloDetector", "load_yolo_detector"]
 
 
 SUPPORTED_TASKS = ("detect", "segment")
-
-ONNX_SUFFIX = ".onnx"
-#: How to install what ONNX detectors need.
-ONNX_INSTALL = 'pip install "napari-mobilesam[onnx]"'
 
 # Set before the first ultralytics import, without overriding a user's own choice.
 # YOLO_OFFLINE: skip the DNS probe at import and the analytics, crash reports and pip update
@@ -192,45 +177,6 @@ def load_yolo_detector(
     )
 
 
-class OnnxExport:
-    """What an ultralytics ONNX export says about itself: its stride and input size.
-
-    Parameters
-    ----------
-    path : str
-        The ``.onnx`` file.
-    stride : int
-        The model's largest stride.
-    input_shape : tuple of int or None
-        ``(height, width)`` of the fixed input, None for a ``dynamic=True`` export.
-    """
-
-    def __init__(self, path: str, stride: int, input_shape: tuple[int, int] | None) -> None:
-        self.path = path
-        self.stride = stride
-        self.input_shape = input_shape
-
-    def check_imgsz(self, imgsz: int | None) -> int:
-        """The input size to run at: ``imgsz``, or the export's own size by default."""
-        if self.input_shape is None:
-            return DEFAULT_IMGSZ if imgsz is None else imgsz
-        height, width = self.input_shape
-        if height != width:
-            raise InvalidDetectorError(
-                f"{self.path} is an ONNX export with a fixed {height}x{width} input; images "
-                "are letterboxed into squares here. Export it again with one imgsz "
-                "(e.g. imgsz=1024), or with dynamic=True."
-            )
-        if imgsz is not None and imgsz != height:
-            raise ValueError(
-                f"{self.path} is an ONNX export with a fixed input size of {height} (it was "
-                f"exported with imgsz={height}); received imgsz={imgsz}. Pass imgsz={height} "
-                f"(the default for this file), or export it again with imgsz={imgsz}, or "
-                "with dynamic=True to allow any size."
-            )
-        return height
-
-
 @functools.lru_cache(maxsize=2)
 def _load_yolo(
     path: str, signature: tuple[int, int], device: str
@@ -240,7 +186,7 @@ def _load_yolo(
     Returns the model and, for an ONNX export, what its file says about it.
     """
     del signature, device  # cache keys only: a rewritten file or another device reloads
-    export = _read_onnx_export(path) if path.lower().endswith(ONNX_SUFFIX) else None
+    export = read_onnx_export(path) if path.lower().endswith(ONNX_SUFFIX) else None
     yolo = yolo_class()
     try:
         with quiet_ultralytics():
@@ -263,58 +209,6 @@ def _load_yolo(
     if export is None:  # an ONNX graph is run as exported
         _detect_boxes_only(model)
     return model, export
-
-
-def _read_onnx_export(path: str) -> OnnxExport:
-    """Check that ``path`` is an ultralytics ONNX export that onnxruntime can load.
-
-    The file is opened with onnxruntime once here (no optimisation, CPU), so that a bad file
-    or a missing onnxruntime is reported now, and its input shape is read from the graph.
-    ultralytics builds its own session for the device on the first detection.
-    """
-    if importlib.util.find_spec("onnxruntime") is None:
-        raise DetectorUnavailableError(
-            f"The ONNX detector {path} needs onnxruntime, which is not installed. Install it "
-            f"with: {ONNX_INSTALL} (or pip install onnxruntime-gpu for CUDA)."
-        )
-    import onnxruntime
-
-    options = onnxruntime.SessionOptions()
-    options.graph_optimization_level = onnxruntime.GraphOptimizationLevel.ORT_DISABLE_ALL
-    options.log_severity_level = 3  # errors only
-    try:
-        session = onnxruntime.InferenceSession(path, options, providers=["CPUExecutionProvider"])
-    except Exception as error:  # onnxruntime raises its own pybind11 error types
-        raise InvalidDetectorError(
-            f"{path} is not a loadable ONNX model ({type(error).__name__}: "
-            f"{first_line(error)}). Export it again with ultralytics, e.g. "
-            'YOLO("best.pt").export(format="onnx", imgsz=1024).'
-        ) from error
-    metadata = dict(session.get_modelmeta().custom_metadata_map)
-    shape = session.get_inputs()[0].shape
-    del session
-    if "task" not in metadata or "names" not in metadata:
-        raise InvalidDetectorError(
-            f"{path} is not an ONNX export of an ultralytics YOLO model: it has no ultralytics "
-            "metadata (task, class names). Export it with ultralytics, e.g. "
-            'YOLO("best.pt").export(format="onnx", imgsz=1024).'
-        )
-    try:
-        args = ast.literal_eval(metadata.get("args", "{}"))
-        stride = int(metadata.get("stride", 32))
-    except (ValueError, SyntaxError, TypeError) as error:
-        raise InvalidDetectorError(
-            f"{path} has unreadable ultralytics metadata ({first_line(error)})."
-        ) from error
-    if isinstance(args, dict) and args.get("nms"):
-        raise InvalidDetectorError(
-            f"{path} was exported with nms=True, which fixes its confidence and NMS "
-            "thresholds in the graph. Export it again without nms, so that conf and iou "
-            "apply."
-        )
-    fixed = len(shape) == 4 and all(isinstance(side, int) and side > 0 for side in shape[2:])
-    input_shape = (int(shape[2]), int(shape[3])) if fixed else None
-    return OnnxExport(path, stride, input_shape)
 
 
 def _detect_boxes_only(model: YOLO) -> None:
@@ -358,13 +252,13 @@ def _box_predictor_class() -> type:
             from ultralytics.engine.results import Results
 
             # pred[:, :4] is in the letterboxed input frame, (H, W) = img.shape[2:].
-            frame = tuple(img.shape[2:])
-            boxes = pred[:, :4].cpu().numpy()
-            if _fixed_input_size(self.model):
-                stride = int(getattr(self.model, "stride", 32))
-                boxes, frame = square_to_rect_frame(boxes, frame, orig_img.shape[:2], stride)
-            boxes = snap_to_border(boxes, frame, BORDER_SNAP_PIXELS)
-            boxes = letterbox_to_image(boxes, frame, orig_img.shape[:2])
+            boxes = frame_boxes_to_image(
+                pred[:, :4].cpu().numpy(),
+                tuple(img.shape[2:]),
+                orig_img.shape[:2],
+                stride=int(getattr(self.model, "stride", 32)),
+                fixed_input=_fixed_input_size(self.model),
+            )
             pred[:, :4] = pred.new_tensor(boxes)
             return Results(orig_img, path=img_path, names=self.model.names, boxes=pred[:, :6])
 
@@ -383,66 +277,6 @@ def _fixed_input_size(backend: Any) -> bool:
     else:
         pytorch = model_format == "pt"
     return not (pytorch or bool(getattr(backend, "dynamic", False)))
-
-
-def square_to_rect_frame(
-    boxes: np.ndarray, frame_shape: tuple[int, int], image_shape: tuple[int, int], stride: int
-) -> tuple[np.ndarray, tuple[int, int]]:
-    """Move boxes from a fixed-size letterboxed frame into the frame a ``.pt`` model gets.
-
-    ultralytics pads an image for a PyTorch model only up to a multiple of ``stride``, and
-    MobileSAMv2 snaps box edges onto the border of that frame; a fixed-size ONNX export is
-    padded to its full input instead. Shifting the boxes into the smaller frame makes the
-    border snapping the same for both.
-
-    Examples
-    --------
-    >>> boxes = np.array([[0.0, 256.0, 1024.0, 768.0]])
-    >>> square_to_rect_frame(boxes, (1024, 1024), (500, 1000), 32)
-    (array([[   0.,    0., 1024.,  512.]]), (512, 1024))
-    """
-    height, width = image_shape
-    gain = min(frame_shape[0] / height, frame_shape[1] / width)
-    rect: list[int] = []
-    shifts: list[int] = []
-    for side, size in zip(frame_shape, image_shape, strict=True):
-        resized = max(round(size * gain), 1)
-        rect_side = resized + (side - resized) % stride
-        rect.append(rect_side)
-        # Pads as letterbox_to_image takes them (MobileSAMv2's rounding).
-        shifts.append(
-            round((side - size * gain) / 2 - 0.1) - round((rect_side - size * gain) / 2 - 0.1)
-        )
-    shift_y, shift_x = shifts
-    moved = np.asarray(boxes, dtype=np.float64) - [shift_x, shift_y, shift_x, shift_y]
-    return moved, (rect[0], rect[1])
-
-
-def letterbox_to_image(
-    boxes: np.ndarray, frame_shape: tuple[int, int], image_shape: tuple[int, int]
-) -> np.ndarray:
-    """Map ``(N, 4)`` boxes from a letterboxed detector frame to image pixels, clipped.
-
-    The image was resized by ``gain = min(frame / image)`` per side and padded equally on
-    both sides. The padding is taken as MobileSAMv2's ultralytics 8.0.120 computes it,
-    ``round((frame - image * gain) / 2 - 0.1)``, so that boxes equal the official
-    pipeline's (current ultralytics rounds the resized side first, which moves boxes by up
-    to one frame pixel when the padding is odd).
-
-    Examples
-    --------
-    >>> letterbox_to_image(np.array([[0.0, 10.0, 1024.0, 694.0]]), (704, 1024), (400, 600))
-    array([[  0.,   0., 600., 400.]], dtype=float32)
-    """
-    frame_h, frame_w = frame_shape
-    height, width = image_shape
-    gain = min(frame_h / height, frame_w / width)
-    pad_x = round((frame_w - width * gain) / 2 - 0.1)
-    pad_y = round((frame_h - height * gain) / 2 - 0.1)
-    scaled = (np.asarray(boxes, dtype=np.float64) - [pad_x, pad_y, pad_x, pad_y]) / gain
-    scaled[:, 0::2] = scaled[:, 0::2].clip(0, width)
-    scaled[:, 1::2] = scaled[:, 1::2].clip(0, height)
-    return scaled.astype(np.float32)
 
 
 _model_locks: weakref.WeakKeyDictionary[Any, threading.Lock] = weakref.WeakKeyDictionary()
@@ -487,10 +321,3 @@ def _resolve_device(device: str | None) -> str:
 
     device = default_device()
     return "cuda:0" if device.type == "cuda" else device.type
-
-
-def first_line(error: BaseException, limit: int = 300) -> str:
-    """The first line of an error's message, shortened to ``limit`` characters."""
-    text = str(error).strip().splitlines()
-    line = text[0] if text else ""
-    return line if len(line) <= limit else line[:limit] + "..."
