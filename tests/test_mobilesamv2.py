@@ -219,6 +219,29 @@ def test_auto_decoder_uses_the_file_in_the_weights_folder(predictor, tmp_path, m
     assert "mobile_sam.pt" not in result.message
 
 
+def test_a_decoder_passed_loaded_is_named_after_its_file(
+    predictor, seed0_prompt_guided, tmp_path, monkeypatch
+):
+    require_shared(REAL_PROMPT_GUIDED)
+    (tmp_path / "Prompt_guided_Mask_Decoder.pt").symlink_to(REAL_PROMPT_GUIDED)
+    monkeypatch.setenv(weights.WEIGHTS_ENV, str(tmp_path))
+    image = np.random.default_rng(1).integers(0, 256, (96, 128, 3), np.uint8)
+    boxes = [[10, 10, 60, 50]]
+
+    official = build_prompt_guided_decoder()
+    users = build_prompt_guided_decoder(seed0_prompt_guided)
+    by_name = segment_everything(image, predictor=predictor, boxes=boxes)
+    loaded = segment_everything(image, predictor=predictor, boxes=boxes, decoder=official)
+    own = segment_everything(image, predictor=predictor, boxes=boxes, decoder=users)
+
+    assert official.source == "prompt_guided"
+    assert loaded.decoder == by_name.decoder == "prompt_guided"
+    np.testing.assert_array_equal(loaded.labels, by_name.labels)
+    assert users.source == str(seed0_prompt_guided)
+    assert own.decoder == str(seed0_prompt_guided)
+    assert load_box_decoder(PromptDecoder()).name == "custom"
+
+
 def test_prompt_guided_decoder_missing_is_a_clear_error(predictor):
     image = np.random.default_rng(1).integers(0, 256, (96, 128, 3), np.uint8)
 

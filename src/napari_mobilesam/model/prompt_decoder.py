@@ -29,9 +29,15 @@ class PromptDecoder(nn.Module):
     mask_decoder : MaskDecoder
         Prompt embeddings and a (1, 256, 64, 64) image embedding to (B, C, 256, 256)
         low-resolution mask logits and (B, C) predicted IoU.
+    source : str
+        Where its weights come from, recorded by the loader
+        (:func:`napari_mobilesam.segevery.box_decoders.build_prompt_guided_decoder`):
+        ``"prompt_guided"`` for MobileSAMv2's official file, the path of a user's file, or
+        ``"custom"`` (the default) for a decoder filled some other way.
     """
 
     mask_threshold: float = 0.0
+    source: str = "custom"
 
     def __init__(self) -> None:
         super().__init__()

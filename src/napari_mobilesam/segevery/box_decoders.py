@@ -33,7 +33,9 @@ class BoxDecoder:
         The prompt encoder and mask decoder to use; None for the predictor's own
         (``mobile_sam.pt``'s).
     name : str
-        ``"prompt_guided"``, ``"mobile_sam"`` or the path of the file used.
+        ``"prompt_guided"``, ``"mobile_sam"`` or the path of the file used: the
+        :attr:`~napari_mobilesam.model.prompt_decoder.PromptDecoder.source` of a loaded
+        decoder (``"custom"`` for one that was not loaded from a file here).
     message : str
         A note for the user when ``"auto"`` fell back to ``mobile_sam.pt``'s decoder;
         empty otherwise.
@@ -76,15 +78,15 @@ def load_box_decoder(decoder: str | os.PathLike[str] | PromptDecoder | None) -> 
     BoxDecoder(decoder=None, name='mobile_sam', message='')
     """
     from napari_mobilesam.model.prompt_decoder import PromptDecoder
-    from napari_mobilesam.weights.fetch import WeightsError
+    from napari_mobilesam.weights.registry import WeightsError
 
     if decoder is None or (isinstance(decoder, str) and decoder == "mobile_sam"):
         return BoxDecoder(None, "mobile_sam")
     if isinstance(decoder, PromptDecoder):
-        return BoxDecoder(decoder, "custom")
+        return BoxDecoder(decoder, decoder.source)
     if isinstance(decoder, str) and decoder in ("auto", "prompt_guided"):
         try:
-            return BoxDecoder(build_prompt_guided_decoder(), "prompt_guided")
+            official = build_prompt_guided_decoder()
         except WeightsError as error:
             if decoder == "prompt_guided":
                 raise
@@ -94,6 +96,7 @@ def load_box_decoder(decoder: str | os.PathLike[str] | PromptDecoder | None) -> 
                 f"which decodes boxes better, is not available: {error}"
             )
             return BoxDecoder(None, "mobile_sam", message)
+        return BoxDecoder(official, official.source)
     if isinstance(decoder, str) and not _looks_like_path(decoder):
         names = ", ".join(repr(name) for name in DECODER_NAMES)
         raise ValueError(
@@ -106,8 +109,8 @@ def load_box_decoder(decoder: str | os.PathLike[str] | PromptDecoder | None) -> 
             "Expected decoder to be a name, a file path or a PromptDecoder; received "
             f"{type(decoder).__name__}."
         )
-    path = Path(decoder).expanduser()
-    return BoxDecoder(build_prompt_guided_decoder(path), str(path))
+    loaded = build_prompt_guided_decoder(decoder)
+    return BoxDecoder(loaded, loaded.source)
 
 
 def build_prompt_guided_decoder(checkpoint: str | os.PathLike[str] | None = None) -> PromptDecoder:
@@ -123,7 +126,10 @@ def build_prompt_guided_decoder(checkpoint: str | os.PathLike[str] | None = None
     Returns
     -------
     PromptDecoder
-        On the CPU, in evaluation mode. Shared: do not modify it.
+        On the CPU, in evaluation mode, its
+        :attr:`~napari_mobilesam.model.prompt_decoder.PromptDecoder.source` set to
+        ``"prompt_guided"`` for the official file, else to the path given. Shared: do not
+        modify it.
 
     Raises
     ------
@@ -132,23 +138,26 @@ def build_prompt_guided_decoder(checkpoint: str | os.PathLike[str] | None = None
     """
     from napari_mobilesam.weights.fetch import fetch_checkpoint, resolve_checkpoint
 
-    if checkpoint is None:
+    if checkpoint is None or checkpoint == "prompt_guided":
         path = fetch_checkpoint("prompt_guided", progress=False)
+        source = "prompt_guided"
     else:
         path = resolve_checkpoint(checkpoint, "prompt_guided", progress=False)
+        source = str(Path(checkpoint).expanduser())
     path = path.resolve()
     stat = path.stat()
-    return _load_prompt_decoder(path, stat.st_mtime_ns, stat.st_size)
+    return _load_prompt_decoder(path, stat.st_mtime_ns, stat.st_size, source)
 
 
 @functools.lru_cache(maxsize=4)
-def _load_prompt_decoder(path: Path, mtime_ns: int, size: int) -> PromptDecoder:
+def _load_prompt_decoder(path: Path, mtime_ns: int, size: int, source: str) -> PromptDecoder:
     del mtime_ns, size  # cache keys: a rewritten file is loaded again
     from napari_mobilesam.model.prompt_decoder import PromptDecoder
     from napari_mobilesam.weights.checkpoints import load_weights_into
 
     decoder = PromptDecoder()
     load_weights_into(decoder, path)
+    decoder.source = source
     return decoder.eval()
 
 
