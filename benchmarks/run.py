@@ -3,7 +3,7 @@
 Peers: ultralytics' own MobileSAM (an independent implementation, loaded from the same
 weights file) and the "reference-style" path through this project's model, which follows
 the original implementation: ``MaskDecoder.forward`` (the image embedding repeated per
-prompt) and ``postprocess_masks`` of every mask to full size.
+prompt) and :func:`reference_postprocess_masks` of every mask to full size.
 
 Run from the repository root::
 
@@ -37,6 +37,7 @@ from typing import Any
 import numpy as np
 import psutil
 import torch
+import torch.nn.functional as F
 from skimage.draw import disk
 from skimage.filters import gaussian
 
@@ -123,6 +124,21 @@ def bgr(rgb: np.ndarray) -> np.ndarray:
 
 
 # ----------------------------------------------------------------------------- peers
+def reference_postprocess_masks(
+    masks: torch.Tensor,
+    input_size: tuple[int, int],
+    original_size: tuple[int, int],
+    model_side: int,
+) -> torch.Tensor:
+    """Low-resolution logits (B, C, 256, 256) to logits (B, C, H, W) of the image, as the
+    original SAM does it: upsampled bilinearly to the padded ``model_side`` square, cropped
+    to the resized image ``input_size`` (h, w) and resized bilinearly to ``original_size``.
+    """
+    masks = F.interpolate(masks, (model_side, model_side), mode="bilinear", align_corners=False)
+    masks = masks[..., : input_size[0], : input_size[1]]
+    return F.interpolate(masks, original_size, mode="bilinear", align_corners=False)
+
+
 def reference_predict(
     model: MobileSAM,
     embedding: torch.Tensor,
@@ -134,7 +150,7 @@ def reference_predict(
 ) -> np.ndarray:
     """Masks of one prompt the straightforward way of the original ``SamPredictor.predict``.
 
-    Prompt encoder, ``MaskDecoder.forward``, ``postprocess_masks`` to full size, threshold.
+    Prompt encoder, ``MaskDecoder.forward``, :func:`reference_postprocess_masks`, threshold.
     Returns (C, H, W) bool.
     """
     device = embedding.device
@@ -151,7 +167,7 @@ def reference_predict(
         image_pe = model.prompt_encoder.get_dense_pe()
         low_res, _ = model.mask_decoder(embedding, image_pe, sparse, dense, multimask_output)
         input_size = preprocess_shape(*image_shape, model.image_size)
-        full = model.postprocess_masks(low_res, input_size, image_shape)
+        full = reference_postprocess_masks(low_res, input_size, image_shape, model.image_size)
     return (full[0] > model.mask_threshold).cpu().numpy()
 
 
@@ -166,9 +182,9 @@ def reference_boxes_to_labels(
 
     Batches of ``batch_size`` boxes go through ``MaskDecoder.forward``, which repeats the
     image embedding for every prompt; every mask is upsampled to full size with
-    ``postprocess_masks`` and kept. The masks are then pasted largest first, so that each
-    pixel ends with the smallest mask covering it (the earlier box among equal areas), the
-    rule ``segment_everything`` documents.
+    :func:`reference_postprocess_masks` and kept. The masks are then pasted largest first, so
+    that each pixel ends with the smallest mask covering it (the earlier box among equal
+    areas), the rule ``segment_everything`` documents.
 
     Returns
     -------
@@ -184,7 +200,7 @@ def reference_boxes_to_labels(
         for start in range(0, len(boxes_t), batch_size):
             sparse, dense = model.prompt_encoder(None, boxes_t[start : start + batch_size], None)
             low_res, _ = model.mask_decoder(embedding, image_pe, sparse, dense, False)
-            full = model.postprocess_masks(low_res, input_size, image_shape)
+            full = reference_postprocess_masks(low_res, input_size, image_shape, model.image_size)
             masks.append((full[:, 0] > model.mask_threshold).cpu())
     all_masks = torch.cat(masks).numpy()
     areas = all_masks.sum(axis=(1, 2))

@@ -45,20 +45,3 @@ class MobileSAM(nn.Module):
         x = (x - self.pixel_mean) / self.pixel_std
         h, w = x.shape[-2:]
         return F.pad(x, (0, self.image_size - w, 0, self.image_size - h))
-
-    def postprocess_masks(
-        self,
-        masks: torch.Tensor,
-        input_size: tuple[int, int],
-        original_size: tuple[int, int],
-    ) -> torch.Tensor:
-        """Low-resolution logits (B, C, 256, 256) -> logits (B, C, H, W) of the original image.
-
-        Upsampled bilinearly to the padded 1024 frame, cropped to the resized image
-        ``input_size`` (h, w) and resized bilinearly to ``original_size`` (H, W).
-        """
-        masks = F.interpolate(
-            masks, (self.image_size, self.image_size), mode="bilinear", align_corners=False
-        )
-        masks = masks[..., : input_size[0], : input_size[1]]
-        return F.interpolate(masks, original_size, mode="bilinear", align_corners=False)
