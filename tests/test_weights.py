@@ -17,7 +17,7 @@ import torch
 
 from napari_mobilesam.model.prompt_decoder import PromptDecoder
 from napari_mobilesam.weights import fetch as weights
-from napari_mobilesam.weights import verify
+from napari_mobilesam.weights import registry, verify
 from napari_mobilesam.weights.checkpoints import load_state_dict, load_weights_into
 from napari_mobilesam.weights.fetch import (
     CACHE_ENV,
@@ -719,3 +719,18 @@ def test_download_prints_nothing(server, isolated_env):
     assert (isolated_env / "ObjectAwareModel.pt").read_bytes() == PAYLOAD
     assert result.stdout == ""
     assert result.stderr == ""
+
+
+def test_download_is_also_checked_by_pooch_against_the_recorded_sha256(
+    monkeypatch, server, isolated_env
+):
+    # The git blob id matches, but the SHA-256 recorded beside it does not: pooch refuses.
+    point_registry_at(monkeypatch, "mobile_sam", server.url("mobile_sam.pt"), PAYLOAD_GITBLOB)
+    monkeypatch.setitem(registry.SHA256_OF_GITBLOB, PAYLOAD_GITBLOB, "sha256:" + "0" * 64)
+    with pytest.raises(WeightsError, match="does not match") as excinfo:
+        fetch_checkpoint(progress=False)
+    assert server.url("mobile_sam.pt") in str(excinfo.value)
+    assert not isolated_env.exists() or not any(isolated_env.iterdir())
+
+    monkeypatch.setitem(registry.SHA256_OF_GITBLOB, PAYLOAD_GITBLOB, PAYLOAD_SHA256)
+    assert fetch_checkpoint(progress=False).read_bytes() == PAYLOAD
