@@ -1,7 +1,8 @@
 """Detectors known by name: MobileSAMv2's object-aware model and FastSAM, found on this
 computer or downloaded.
 
-Importing this module is cheap: ultralytics is imported on first use.
+Importing this module is cheap: ultralytics and the download machinery are imported on first
+use.
 """
 
 from __future__ import annotations
@@ -12,7 +13,6 @@ import sys
 from pathlib import Path
 
 from napari_mobilesam.segevery.detectors.base import DetectorUnavailableError, first_line
-from napari_mobilesam.weights import fetch as weights
 from napari_mobilesam.weights.registry import CHECKPOINTS, WeightsError
 
 __all__ = ["DETECTOR_NAMES", "FASTSAM_FILENAME", "resolve_named_detector"]
@@ -59,6 +59,8 @@ def resolve_named_detector(name: str) -> Path:
 
 
 def _fetch_object_aware(*, raise_error: bool = True) -> tuple[Path | None, str]:
+    from napari_mobilesam.weights import fetch as weights
+
     try:
         return weights.fetch_checkpoint("object_aware"), ""
     except WeightsError as error:
@@ -69,6 +71,7 @@ def _fetch_object_aware(*, raise_error: bool = True) -> tuple[Path | None, str]:
 
 def _fetch_fastsam(*, raise_error: bool = True) -> tuple[Path | None, str]:
     from napari_mobilesam.segevery.detectors.yolo import quiet_ultralytics, yolo_class
+    from napari_mobilesam.weights import fetch as weights
 
     yolo_class()  # sets ultralytics' environment defaults before its first import
     from ultralytics.utils import SETTINGS
@@ -107,6 +110,8 @@ def _fetch_fastsam(*, raise_error: bool = True) -> tuple[Path | None, str]:
 
 
 def _detector_options() -> str:
+    from napari_mobilesam.weights import fetch as weights
+
     object_aware = CHECKPOINTS["object_aware"]
     return (
         "Options:\n"
