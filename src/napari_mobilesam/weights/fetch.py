@@ -1,15 +1,10 @@
 """Named checkpoints on this computer: the user's files, the cache, and verified downloads.
 
-Every failure a user can meet here (offline, a damaged download, the wrong file, a cache
-folder that cannot be written) is raised as
+Every failure (offline, a wrong file, a cache folder that cannot be written) is raised as
 :class:`~napari_mobilesam.weights.registry.WeightsError` with a message that says what to do.
-torch is never imported here, so importing this module is cheap.
-
-Checkpoints with a known id are verified before :func:`fetch_checkpoint` returns them: a
-download that does not match is discarded, and a cached file that does not match is moved
-aside, so that a wrong file is never used silently. Files named through
-``NAPARI_MOBILESAM_WEIGHTS`` are the user's choice (they may be fine-tuned weights) and are not
-checked.
+A wrong download is discarded and a wrong cached file moved aside, so that a wrong file is
+never used silently; files named through ``NAPARI_MOBILESAM_WEIGHTS`` are the user's choice
+(fine-tuned weights, say) and are not checked. torch is never imported here.
 """
 
 from __future__ import annotations
@@ -241,7 +236,7 @@ def _check_cached_file(target: Path, checkpoint: Checkpoint) -> None:
         return
     found, size = mismatch
     what_was_done = _set_aside(target)
-    env_target = "the file itself or " if checkpoint.name == DEFAULT_CHECKPOINT else ""
+    env_target = _what_weights_env_names(checkpoint)
     raise WeightsError(
         f"The cached file {target} is not the official {checkpoint.filename} "
         f"({checkpoint.description}): expected {checkpoint.known_id}, found {found} "
@@ -367,7 +362,7 @@ def _pooch_logs_quiet() -> Iterator[None]:
 
 
 def _wrong_download_message(checkpoint: Checkpoint, target: Path, found: str, size: int) -> str:
-    env_target = "the file itself or " if checkpoint.name == DEFAULT_CHECKPOINT else ""
+    env_target = _what_weights_env_names(checkpoint)
     return (
         f"Downloaded {checkpoint.filename} ({checkpoint.description}) from\n"
         f"    {checkpoint.url}\n"
@@ -385,7 +380,7 @@ def _download_failed_message(checkpoint: Checkpoint, target: Path, exc: Exceptio
     reason = f"{type(exc).__name__}: {exc}"
     if len(reason) > 300:
         reason = reason[:300] + "..."
-    env_target = "the file itself or " if checkpoint.name == DEFAULT_CHECKPOINT else ""
+    env_target = _what_weights_env_names(checkpoint)
     return (
         f"Could not download {checkpoint.filename} ({checkpoint.description}) from\n"
         f"    {checkpoint.url}\n"
@@ -396,3 +391,8 @@ def _download_failed_message(checkpoint: Checkpoint, target: Path, exc: Exceptio
         f"  - or set the environment variable {WEIGHTS_ENV} to {env_target}"
         f"the folder holding it."
     )
+
+
+def _what_weights_env_names(checkpoint: Checkpoint) -> str:
+    """What ``NAPARI_MOBILESAM_WEIGHTS`` may name for ``checkpoint`` (a file: mobile_sam only)."""
+    return "the file itself or " if checkpoint.name == DEFAULT_CHECKPOINT else ""
