@@ -53,6 +53,7 @@ __all__ = [
     "route_prompts",
 ]
 
+
 # ---------------------------------------------------------------------- routing
 def prompt_bounds(
     point_coords: np.ndarray | Sequence | None = None,
