@@ -386,3 +386,29 @@ def test_the_predictor_takes_a_model_input_as_it_is(predictor, conversions_and_h
     predictor.set_image(prepared)
     assert predictor.is_cached(prepared) and predictor.current_key == prepared.key
     assert conversions_and_hashes == {"converted": 1, "hashed": 1}
+
+
+def test_boxes_decoded_with_another_decoder_build_only_its_batched_decoder(predictor, monkeypatch):
+    from napari_mobilesam.model.prompt_decoder import PromptDecoder
+    from napari_mobilesam.segany import predictor as predictor_module
+
+    built = []
+    batched = predictor_module.BatchedMaskDecoder
+
+    class CountingBatchedDecoder(batched):
+        def __init__(self, mask_decoder, *args, **kwargs) -> None:
+            built.append(mask_decoder)
+            super().__init__(mask_decoder, *args, **kwargs)
+
+    monkeypatch.setattr(predictor_module, "BatchedMaskDecoder", CountingBatchedDecoder)
+    image, _ = ellipses_on_noise((96, 128), 3, seed=11)
+    prompt_guided = PromptDecoder()
+
+    predictor.set_image(image)
+    assert built == []
+    boxes = np.array([[10, 10, 50, 50], [60, 20, 100, 70]], np.float32)
+    found = list(mask_candidates.box_candidates(predictor, boxes, None, prompt_guided))
+    assert len(found) == 2
+    assert len(built) == 1 and built[0] is prompt_guided.mask_decoder
+    predictor.decode_points(np.array([[20.0, 20.0]]))
+    assert len(built) == 2 and built[1] is predictor.model.mask_decoder
