@@ -84,6 +84,7 @@ class TiledSegEvery:
         self.tiles_encoded = 0
         self.notes: list[str] = []
         self._kept: dict[int, ModelInput] = {}
+        self._kept_bytes = 0
         self._done = 0
         self._total = 0
 
@@ -98,9 +99,9 @@ class TiledSegEvery:
         return model_input(read_region(self.image, tile), self.limits)
 
     def _keep(self, number: int, prepared: ModelInput) -> None:
-        used = sum(kept.rgb.nbytes for kept in self._kept.values())
-        if used + prepared.rgb.nbytes <= self.kept_input_bytes:
+        if self._kept_bytes + prepared.rgb.nbytes <= self.kept_input_bytes:
             self._kept[number] = prepared
+            self._kept_bytes += prepared.rgb.nbytes
 
     def _tile_input(self, number: int) -> ModelInput:
         """Tile ``number``'s input, as kept from discovery or else read now."""
@@ -192,6 +193,7 @@ class TiledSegEvery:
                 self._step()
         finally:
             self._kept.clear()
+            self._kept_bytes = 0
         if len(coarse):
             self.notes.append(
                 f"{len(coarse)} object(s) larger than a tile with its halo were decoded on a "
