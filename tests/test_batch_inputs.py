@@ -11,6 +11,10 @@ import tifffile.zarr
 
 from napari_mobilesam.batch import inputs
 from napari_mobilesam.batch.inputs import read_image, stack_layout, stack_view
+from test_batch import (
+    _image,
+    settings,  # noqa: F401  (the fixture)
+)
 
 
 @pytest.fixture
@@ -77,3 +81,30 @@ def test_stack_view_of_a_numpy_array_is_a_view() -> None:
     assert stack_view(data, (0, 1, 2)) is data
     view = stack_view(data, (1, 0, 2))
     assert view.shape == (6, 4, 3) and np.shares_memory(view, data)
+
+
+def test_a_lazy_stack_with_its_stack_axis_in_the_middle_is_segmented_plane_by_plane(
+    request: pytest.FixtureRequest, tmp_path: Path
+) -> None:
+    import zarr
+
+    from napari_mobilesam.batch.runner import segment_files
+
+    batch = request.getfixturevalue("settings")  # test_batch's random-weight models
+    planes = np.stack([_image(5), _image(6)])  # (Z, Y, X)
+    tifffile.imwrite(tmp_path / "leading.tif", planes, metadata={"axes": "ZYX"})
+    middle = zarr.open_array(
+        str(tmp_path / "middle.zarr"), mode="w", shape=(96, 2, 128), dtype="u1"
+    )
+    middle[...] = planes.transpose(1, 0, 2)  # (Y, Z, X)
+
+    leading = segment_files([tmp_path / "leading.tif"], tmp_path / "a", batch, progress=False)
+    moved = segment_files(
+        [tmp_path / "middle.zarr"], tmp_path / "b", batch, axis=1, progress=False
+    )
+
+    assert leading.ok and moved.ok, (leading.failures, moved.failures)
+    np.testing.assert_array_equal(
+        tifffile.imread(tmp_path / "b" / "middle_labels.tif"),
+        tifffile.imread(tmp_path / "a" / "leading_labels.tif"),
+    )
