@@ -13,7 +13,7 @@ import pytest
 from skimage.draw import ellipse
 from skimage.measure import label, regionprops
 
-from napari_mobilesam.imaging.label_canvas import Candidate
+from napari_mobilesam.imaging.label_canvas import Candidate, LabelCanvas
 from napari_mobilesam.imaging.tiling import TileGrid
 from napari_mobilesam.segevery import candidates as mask_candidates
 from napari_mobilesam.segevery import pipeline as segevery
@@ -289,3 +289,126 @@ def test_max_objects_applies_to_each_tiles_own_objects(perfect_decoder):
 
     # Halo boxes, which belong to the neighbours, do not use up a tile's quota.
     assert result.n_objects == expected == 5 * len(grid)
+
+
+class CountingArray:
+    """A lazy array stand-in that counts its reads and the pixels they return."""
+
+    def __init__(self, array: np.ndarray) -> None:
+        self.array, self.shape, self.dtype, self.ndim = array, array.shape, array.dtype, array.ndim
+        self.reads = self.pixels = 0
+
+    def __getitem__(self, key):
+        region = self.array[key]
+        self.reads += 1
+        self.pixels += region.size
+        return region
+
+
+@pytest.fixture
+def conversions_and_hashes(monkeypatch) -> dict[str, int]:
+    """How often an image is converted to the model's input, and how often one is hashed."""
+    import hashlib
+
+    from napari_mobilesam.imaging import convert
+
+    counts = {"converted": 0, "hashed": 0}
+    to_rgb_uint8, blake2b = convert.to_rgb_uint8, hashlib.blake2b
+
+    def counting_to_rgb_uint8(*args, **kwargs):
+        counts["converted"] += 1
+        return to_rgb_uint8(*args, **kwargs)
+
+    def counting_blake2b(*args, **kwargs):
+        counts["hashed"] += 1
+        return blake2b(*args, **kwargs)
+
+    monkeypatch.setattr(convert, "to_rgb_uint8", counting_to_rgb_uint8)
+    monkeypatch.setattr(hashlib, "blake2b", counting_blake2b)
+    return counts
+
+
+def test_a_lazy_image_is_read_once_and_each_tile_converted_and_hashed_once(
+    perfect_decoder, conversions_and_hashes
+):
+    image, truth = ellipses_on_noise((2000, 2000), 40, seed=1, big=[(1000, 1000, 700, 650)])
+    lazy = CountingArray(image)
+    grid = TileGrid(image.shape, 768, 128)
+
+    result = segevery.segment_everything(
+        lazy,
+        predictor=RecordingPredictor(),
+        detector=perfect_detector,
+        decoder="mobile_sam",
+        contrast_limits=(0, 3000),
+    )
+
+    assert_same_objects(result.labels, truth)
+    assert "coarser view" in result.message  # its input is made of the tiles in hand
+    assert lazy.reads == len(grid)
+    assert lazy.pixels == sum(tile.shape[0] * tile.shape[1] for tile in grid.tiles)
+    assert conversions_and_hashes["converted"] == len(grid)
+    assert conversions_and_hashes["hashed"] == len(grid) + 1  # + the coarse view
+
+
+def test_tiles_kept_beyond_the_budget_are_read_again(perfect_decoder):
+    from napari_mobilesam.segevery.tiled import TiledSegEvery
+
+    image, truth = ellipses_on_noise((1800, 1800), 60, seed=9)
+    lazy = CountingArray(image)
+    grid = TileGrid(image.shape, 768, 128)
+    canvas = LabelCanvas(grid.shape, 0)
+    run = TiledSegEvery(
+        lazy,
+        grid,
+        predictor=RecordingPredictor(),
+        box_decoder=load_box_decoder("mobile_sam"),
+        contrast_limits=(0, 3000),
+        kept_input_bytes=0,
+    )
+
+    boxes, _ = run.discover(perfect_detector, 1000, 0.9)
+    run.decode(boxes, canvas)
+    canvas.finish()
+
+    assert_same_objects(canvas.labels, truth)
+    assert lazy.reads == len(grid) + run.tiles_encoded
+
+
+def test_the_predictor_takes_a_model_input_as_it_is(predictor, conversions_and_hashes):
+    from napari_mobilesam.imaging.convert import model_input
+
+    image, _ = ellipses_on_noise((96, 128), 3, seed=10)
+    prepared = model_input(image, (0, 3000))
+    assert conversions_and_hashes == {"converted": 1, "hashed": 1}
+
+    predictor.precompute(prepared)
+    predictor.set_image(prepared)
+    assert predictor.is_cached(prepared) and predictor.current_key == prepared.key
+    assert conversions_and_hashes == {"converted": 1, "hashed": 1}
+
+
+def test_boxes_decoded_with_another_decoder_build_only_its_batched_decoder(predictor, monkeypatch):
+    from napari_mobilesam.model.prompt_decoder import PromptDecoder
+    from napari_mobilesam.segany import predictor as predictor_module
+
+    built = []
+    batched = predictor_module.BatchedMaskDecoder
+
+    class CountingBatchedDecoder(batched):
+        def __init__(self, mask_decoder, *args, **kwargs) -> None:
+            built.append(mask_decoder)
+            super().__init__(mask_decoder, *args, **kwargs)
+
+    monkeypatch.setattr(predictor_module, "BatchedMaskDecoder", CountingBatchedDecoder)
+    image, _ = ellipses_on_noise((96, 128), 3, seed=11)
+    prompt_guided = PromptDecoder()
+
+    predictor.set_image(image)
+    assert built == []
+    boxes = np.array([[10, 10, 50, 50], [60, 20, 100, 70]], np.float32)
+    found = list(mask_candidates.box_candidates(predictor, boxes, None, prompt_guided))
+    assert len(found) == 2
+    assert len(built) == 1 and built[0] is prompt_guided.mask_decoder
+    predictor.decode_points(np.array([[20.0, 20.0]]))
+    assert len(built) == 2 and built[1] is predictor.model.mask_decoder

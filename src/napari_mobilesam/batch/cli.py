@@ -254,7 +254,7 @@ def _embed(args: argparse.Namespace) -> int:
     import numpy as np
     from tqdm.auto import tqdm
 
-    from napari_mobilesam.batch.inputs import find_inputs, read_image, stack_layout
+    from napari_mobilesam.batch.inputs import find_inputs, read_image, stack_layout, stack_view
     from napari_mobilesam.batch.runner import FileResult
     from napari_mobilesam.model import build_mobile_sam
     from napari_mobilesam.segany.embedding_store import EmbeddingStore
@@ -274,8 +274,7 @@ def _embed(args: argparse.Namespace) -> int:
         try:
             image, axes = read_image(item.source)
             order, rgb = stack_layout(image.shape, axes, args.axis)
-            if order != tuple(range(len(order))):
-                image = np.transpose(np.asarray(image), order)
+            image = stack_view(image, order)
             n_stack = len(image.shape) - 2 - rgb
             for index in np.ndindex(*image.shape[:n_stack]):
                 plane = image[index] if n_stack else image

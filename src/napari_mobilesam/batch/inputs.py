@@ -1,8 +1,9 @@
 """Inputs of a batch run: files, folders, globs and samples, read as arrays with their axes.
 
-TIFF and OME-TIFF (tifffile), PNG and JPEG (Pillow), and zarr / OME-Zarr (read lazily) are
-found by :func:`find_inputs` and read by :func:`read_image`; :func:`stack_layout` says which
-axes of an image are iterated as a stack (Z, T, ...) and whether the last one is RGB.
+TIFF and OME-TIFF (tifffile; large ones lazily), PNG and JPEG (Pillow), and zarr / OME-Zarr
+(lazily) are found by :func:`find_inputs` and read by :func:`read_image`;
+:func:`stack_layout` says which axes of an image are iterated as a stack (Z, T, ...) and
+whether the last one is RGB, and :func:`stack_view` puts them first without reading.
 """
 
 from __future__ import annotations
@@ -16,10 +17,21 @@ from typing import Any
 
 import numpy as np
 
-__all__ = ["IMAGE_SUFFIXES", "SAMPLES", "InputItem", "find_inputs", "read_image", "stack_layout"]
+__all__ = [
+    "IMAGE_SUFFIXES",
+    "IN_MEMORY_BYTES",
+    "SAMPLES",
+    "InputItem",
+    "find_inputs",
+    "read_image",
+    "stack_layout",
+    "stack_view",
+]
 
 IMAGE_SUFFIXES = (".tif", ".tiff", ".png", ".jpg", ".jpeg", ".zarr")
 SAMPLES = ("cell", "coins")
+#: TIFFs up to this size are read into memory; larger ones are read a region at a time.
+IN_MEMORY_BYTES = 64 * 2**20
 
 
 @dataclass(frozen=True)
@@ -90,9 +102,10 @@ def _stem(path: Path) -> str:
 def read_image(source: str) -> tuple[Any, str | None]:
     """Read an input: ``(array, axes)``, axes being a string like ``"ZYX"`` when known.
 
-    TIFF and OME-TIFF with tifffile, PNG and JPEG with Pillow, zarr and OME-Zarr lazily
-    (the array of the full-resolution level), ``sample:cell`` / ``sample:coins`` from
-    scikit-image.
+    TIFF and OME-TIFF with tifffile (the first series; over :data:`IN_MEMORY_BYTES` as a
+    lazy zarr array of its full-resolution level, read a plane or region at a time), PNG
+    and JPEG with Pillow, zarr and OME-Zarr lazily (the array of the full-resolution
+    level), ``sample:cell`` / ``sample:coins`` from scikit-image.
     """
     if source.startswith("sample:"):
         import skimage.data
@@ -104,11 +117,7 @@ def read_image(source: str) -> tuple[Any, str | None]:
     path = Path(source)
     suffix = path.suffix.lower()
     if suffix in (".tif", ".tiff"):
-        import tifffile
-
-        with tifffile.TiffFile(path) as tif:
-            series = tif.series[0]
-            return series.asarray(), series.axes
+        return _read_tiff(path)
     if suffix in (".png", ".jpg", ".jpeg"):
         from PIL import Image
 
@@ -119,6 +128,19 @@ def read_image(source: str) -> tuple[Any, str | None]:
     if suffix == ".zarr":
         return _read_zarr(path)
     raise ValueError(f"unsupported file type {suffix!r}; expected one of {IMAGE_SUFFIXES}")
+
+
+def _read_tiff(path: Path) -> tuple[Any, str]:
+    import tifffile
+
+    with tifffile.TiffFile(path) as tif:
+        series = tif.series[0]
+        if series.nbytes <= IN_MEMORY_BYTES:
+            return series.asarray(), series.axes
+        axes = series.axes
+    import zarr
+
+    return zarr.open(tifffile.imread(path, aszarr=True, series=0, level=0), mode="r"), axes
 
 
 def _read_zarr(path: Path) -> tuple[Any, str | None]:
@@ -176,3 +198,19 @@ def stack_layout(
     if len(shape) - rgb < 2:
         raise ValueError(f"an image needs two spatial axes; this one has shape {tuple(shape)}")
     return tuple(order), bool(rgb)
+
+
+def stack_view(image: Any, order: Sequence[int]) -> Any:
+    """``image`` with its axes in ``order`` (from :func:`stack_layout`), not read.
+
+    A numpy array gives a transposed view; a lazy array (zarr, a large TIFF) a dask array
+    that reads only the planes indexed from it.
+    """
+    order = tuple(int(axis) for axis in order)
+    if order == tuple(range(len(order))):
+        return image
+    if isinstance(image, np.ndarray):
+        return np.transpose(image, order)
+    import dask.array as da
+
+    return da.from_array(image, chunks=getattr(image, "chunks", "auto")).transpose(order)

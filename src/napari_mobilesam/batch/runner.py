@@ -22,7 +22,13 @@ from typing import Any
 import numpy as np
 
 from napari_mobilesam.batch import outputs as outputs
-from napari_mobilesam.batch.inputs import InputItem, find_inputs, read_image, stack_layout
+from napari_mobilesam.batch.inputs import (
+    InputItem,
+    find_inputs,
+    read_image,
+    stack_layout,
+    stack_view,
+)
 
 __all__ = [
     "BatchReport",
@@ -231,8 +237,7 @@ def _segment_and_write(
 
     image, axes = read_image(item.source)
     order, rgb = stack_layout(image.shape, axes, axis)
-    if order != tuple(range(len(order))):
-        image = np.transpose(np.asarray(image), order)
+    image = stack_view(image, order)
     n_stack = len(image.shape) - 2 - rgb
     stack_shape = tuple(image.shape[:n_stack])
     stack_letter = axes[order[0]].upper() if axes and n_stack else ""

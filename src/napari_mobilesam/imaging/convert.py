@@ -142,6 +142,10 @@ class ModelInput:
         """(H, W) of the image."""
         return self.rgb.shape[0], self.rgb.shape[1]
 
+    def __getitem__(self, key: Any) -> np.ndarray:
+        """Pixels of :attr:`rgb`: a ModelInput indexes like the RGB image it holds."""
+        return self.rgb[key]
+
 
 def model_input(
     image: ArrayLike | ModelInput, contrast_limits: Sequence[float] | None = None

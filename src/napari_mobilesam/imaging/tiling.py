@@ -22,11 +22,17 @@ from typing import Any
 
 import numpy as np
 
+from napari_mobilesam.imaging.model_frame import MODEL_SIDE
+
 __all__ = [
+    "COARSE_CONTEXT",
+    "COARSE_INDEX",
+    "COARSE_MIN_CONTEXT",
     "DEFAULT_HALO",
     "DEFAULT_TILE_SHAPE",
     "Tile",
     "TileGrid",
+    "coarse_window",
     "needs_tiling",
     "read_region",
 ]
@@ -36,7 +42,12 @@ DEFAULT_TILE_SHAPE = (768, 768)
 DEFAULT_HALO = (128, 128)
 """Pixels added on each side of a tile: objects up to 256 pixels across are never cut."""
 
-MODEL_SIDE = 1024
+#: Grid index given to the window of a coarse view (it is not a tile of the grid).
+COARSE_INDEX = (-1, -1)
+#: A coarse view shows this fraction of its contents' longer side as context on each side ...
+COARSE_CONTEXT = 0.1
+#: ... and at least this many pixels.
+COARSE_MIN_CONTEXT = 16.0
 
 
 @dataclass(frozen=True)
@@ -73,11 +84,6 @@ class Tile:
         """Row and column slices of the outer region."""
         y0, y1, x0, x1 = self.outer
         return slice(y0, y1), slice(x0, x1)
-
-    def owns(self, y: np.ndarray, x: np.ndarray) -> np.ndarray:
-        """True where the image point (y, x) lies in the inner region."""
-        y0, y1, x0, x1 = self.inner
-        return (y >= y0) & (y < y1) & (x >= x0) & (x < x1)
 
 
 class TileGrid:
@@ -229,6 +235,50 @@ def needs_tiling(shape: Sequence[int], model_side: int = MODEL_SIDE) -> bool:
     (False, True)
     """
     return max(int(shape[0]), int(shape[1])) > model_side
+
+
+def coarse_window(grid: TileGrid, bounds: np.ndarray | Sequence) -> Tile:
+    """A window around ``bounds`` for prompts or a box that no tile holds whole.
+
+    The bounds are grown by :data:`COARSE_CONTEXT` of their longer side (at least
+    :data:`COARSE_MIN_CONTEXT` pixels) on each side and clipped to the image. The window is
+    returned as a :class:`Tile` with index :data:`COARSE_INDEX` whose inner and outer
+    regions are the window; the predictor resizes it into the model's input.
+
+    Parameters
+    ----------
+    grid : TileGrid
+    bounds : (4,) x0, y0, x1, y1 image pixels.
+
+    Returns
+    -------
+    Tile
+
+    Raises
+    ------
+    ValueError
+        The bounds lie outside the image.
+
+    Examples
+    --------
+    >>> grid = TileGrid((4096, 4096))
+    >>> coarse_window(grid, [100, 200, 1100, 1200]).outer
+    (100, 1300, 0, 1200)
+    """
+    height, width = grid.shape
+    x0, y0, x1, y1 = (float(v) for v in np.asarray(bounds, dtype=np.float64).reshape(4))
+    pad = max(COARSE_MIN_CONTEXT, COARSE_CONTEXT * max(x1 - x0, y1 - y0))
+    window = (
+        max(int(np.floor(y0 - pad)), 0),
+        min(int(np.ceil(y1 + pad)), height),
+        max(int(np.floor(x0 - pad)), 0),
+        min(int(np.ceil(x1 + pad)), width),
+    )
+    if window[1] - window[0] < 2 or window[3] - window[2] < 2:
+        raise ValueError(
+            f"The prompts {tuple(bounds)} lie outside the image of shape {grid.shape}."
+        )
+    return Tile(COARSE_INDEX, window, window)
 
 
 def read_region(image: Any, tile: Tile) -> np.ndarray:

@@ -16,6 +16,8 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
+from napari_mobilesam.imaging.model_frame import LOW_RES_SIDE, MODEL_SIDE
+
 #: Above this fraction of the image, a mask's crop is computed with PyTorch's interpolation
 #: of the whole logit map instead of the per-crop gather.
 LARGE_CROP = 0.1
@@ -63,8 +65,8 @@ class MaskUpsampler:
     ----------
     original_size : (H, W) of the image.
     input_size : (h, w) of the image resized into the model's frame.
-    model_side : side of the model's padded square frame (1024).
-    low_res : side of the low-resolution logits (256).
+    model_side : side of the model's padded square frame (:data:`MODEL_SIDE`).
+    low_res : side of the low-resolution logits (:data:`LOW_RES_SIDE`).
     threshold : logit above which a pixel is in the mask (0).
     """
 
@@ -72,8 +74,8 @@ class MaskUpsampler:
         self,
         original_size: tuple[int, int],
         input_size: tuple[int, int],
-        model_side: int = 1024,
-        low_res: int = 256,
+        model_side: int = MODEL_SIDE,
+        low_res: int = LOW_RES_SIDE,
         threshold: float = 0.0,
     ) -> None:
         self.threshold = threshold

@@ -266,8 +266,14 @@ class SegAnyPredictor:
             low_res=LOW_RES_SIDE,
             threshold=self.model.mask_threshold,
         )
-        self._decoder = self._batched_decoder(self.model, state)
+        self._decoder = None  # built on first use: SegEvery may decode with another one
         self._other_decoders = {}
+
+    def _model_decoder(self, state: _ImageState) -> BatchedMaskDecoder:
+        """The model's own batched mask decoder on the current image, built once."""
+        if self._decoder is None:
+            self._decoder = self._batched_decoder(self.model, state)
+        return self._decoder
 
     def _batched_decoder(
         self, decoder: MobileSAM | PromptDecoder, state: _ImageState
@@ -374,7 +380,7 @@ class SegAnyPredictor:
 
         with self._inference():
             sparse, dense = self.model.prompt_encoder(points, boxes, masks_t)
-            low_res, scores = self._decoder.decode(
+            low_res, scores = self._model_decoder(state).decode(
                 sparse, dense if masks_t is not None else None, multimask_output
             )
             low_res, scores = low_res.float(), scores.float()
@@ -417,7 +423,7 @@ class SegAnyPredictor:
     ) -> tuple[torch.nn.Module, BatchedMaskDecoder]:
         """The prompt encoder and batched mask decoder of ``decoder`` on this image."""
         if decoder is None:
-            return self.model.prompt_encoder, self._decoder
+            return self.model.prompt_encoder, self._model_decoder(state)
         if not isinstance(decoder, PromptDecoder):
             raise TypeError(
                 "decoder must be None or a PromptDecoder (see "
@@ -452,7 +458,7 @@ class SegAnyPredictor:
             coords_t = torch.as_tensor(scaled, dtype=torch.float32, device=self.device)[:, None]
             labels_t = torch.ones((len(coords), 1), dtype=torch.int64, device=self.device)
             sparse, _ = self.model.prompt_encoder((coords_t, labels_t), None, None)
-            low_res, iou = self._decoder.decode(sparse, None, multimask_output)
+            low_res, iou = self._model_decoder(state).decode(sparse, None, multimask_output)
         return low_res.float(), iou.float()
 
     def predict_boxes(

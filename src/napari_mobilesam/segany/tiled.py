@@ -30,10 +30,12 @@ import numpy as np
 
 from napari_mobilesam.imaging.convert import display_range, to_rgb_uint8
 from napari_mobilesam.imaging.tiling import (
+    COARSE_INDEX,
     DEFAULT_HALO,
     DEFAULT_TILE_SHAPE,
     Tile,
     TileGrid,
+    coarse_window,
     read_region,
 )
 
@@ -50,13 +52,6 @@ __all__ = [
     "prompt_bounds",
     "route_prompts",
 ]
-
-#: Grid index given to the window of a coarse view (it is not a tile of the grid).
-COARSE_INDEX = (-1, -1)
-#: A coarse view shows this fraction of the prompts' extent as context on each side ...
-COARSE_CONTEXT = 0.1
-#: ... and at least this many pixels.
-COARSE_MIN_CONTEXT = 16.0
 
 
 # ---------------------------------------------------------------------- routing
@@ -109,45 +104,6 @@ def prompt_bounds(
     if not np.isfinite(corners_arr).all():
         raise ValueError("Prompt coordinates must be finite numbers.")
     return np.concatenate([corners_arr.min(axis=0), corners_arr.max(axis=0)])
-
-
-def coarse_window(grid: TileGrid, bounds: np.ndarray | Sequence) -> Tile:
-    """A window around ``bounds`` for prompts that no tile holds whole.
-
-    The bounds are grown by :data:`COARSE_CONTEXT` of their longer side (at least
-    :data:`COARSE_MIN_CONTEXT` pixels) on each side and clipped to the image. The window is
-    returned as a :class:`Tile` with index :data:`COARSE_INDEX` whose inner and outer
-    regions are the window.
-
-    Parameters
-    ----------
-    grid : TileGrid
-    bounds : (4,) x0, y0, x1, y1 image pixels.
-
-    Returns
-    -------
-    Tile
-
-    Examples
-    --------
-    >>> grid = TileGrid((4096, 4096))
-    >>> coarse_window(grid, [100, 200, 1100, 1200]).outer
-    (100, 1300, 0, 1200)
-    """
-    height, width = grid.shape
-    x0, y0, x1, y1 = (float(v) for v in np.asarray(bounds, dtype=np.float64).reshape(4))
-    pad = max(COARSE_MIN_CONTEXT, COARSE_CONTEXT * max(x1 - x0, y1 - y0))
-    window = (
-        max(int(np.floor(y0 - pad)), 0),
-        min(int(np.ceil(y1 + pad)), height),
-        max(int(np.floor(x0 - pad)), 0),
-        min(int(np.ceil(x1 + pad)), width),
-    )
-    if window[1] - window[0] < 2 or window[3] - window[2] < 2:
-        raise ValueError(
-            f"The prompts {tuple(bounds)} lie outside the image of shape {grid.shape}."
-        )
-    return Tile(COARSE_INDEX, window, window)
 
 
 def route_prompts(

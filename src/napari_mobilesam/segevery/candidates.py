@@ -38,6 +38,24 @@ def box_candidates(
     progress: ProgressCallback | None,
     decoder: PromptDecoder | None = None,
 ) -> Iterator[Candidate]:
+    """Decode box prompts in batches on the predictor's image, one cropped mask per box.
+
+    Parameters
+    ----------
+    predictor : SegAnyPredictor
+        With the image set.
+    boxes : (N, 4) x0, y0, x1, y1 in the image's pixels.
+    progress : callable, optional
+        ``progress(done, N)`` after each batch.
+    decoder : PromptDecoder, optional
+        Another prompt encoder and mask decoder (MobileSAMv2's prompt-guided one); None
+        decodes with the model's own, which is then the only one built for the image.
+
+    Yields
+    ------
+    Candidate
+        ``index`` is the row of ``boxes``.
+    """
     total = len(boxes)
     upsample = predictor.mask_upsampler
     for rows, low_res, scores in predictor.decode_boxes(boxes, decoder=decoder):
