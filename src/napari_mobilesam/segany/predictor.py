@@ -7,11 +7,8 @@
 
 from __future__ import annotations
 
-import threading
-from collections import OrderedDict
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager, nullcontext
-from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
 import numpy as np
@@ -31,18 +28,20 @@ from napari_mobilesam.model.batched_decoder import BatchedMaskDecoder
 from napari_mobilesam.model.device import default_device
 from napari_mobilesam.model.prompt_decoder import PromptDecoder
 from napari_mobilesam.model.sam import MobileSAM
+from napari_mobilesam.segany.embedding_cache import EmbeddingCache
+from napari_mobilesam.segany.embedding_cache import ImageEmbedding as _ImageState
+from napari_mobilesam.segany.prompt_checks import (
+    MAX_COORDINATE,
+    check_box,
+    check_boxes,
+    check_mask_input,
+    check_points,
+)
 
 if TYPE_CHECKING:
     from napari_mobilesam.segany.embedding_store import EmbeddingStore
 
 PRECISIONS = ("float32", "bfloat16", "float16")
-
-
-@dataclass(frozen=True)
-class _ImageState:
-    embedding: torch.Tensor  # (1, 256, 64, 64)
-    original_size: tuple[int, int]  # (H, W) of the image given to set_image
-    input_size: tuple[int, int]  # (h, w) after resizing the longest side to 1024
 
 
 class SegAnyPredictor:
@@ -104,10 +103,8 @@ class SegAnyPredictor:
             raise ValueError("precision='float16' needs a CUDA device; use 'bfloat16' on a CPU")
         self.model = model.to(self.device).eval()
         self.precision = precision
-        self.cache_size = cache_size
         self.batch_size = batch_size
-        self._cache: OrderedDict[str, _ImageState] = OrderedDict()
-        self._cache_lock = threading.Lock()
+        self._cache = EmbeddingCache(cache_size)
         self._current_key: str | None = None
         self.embedding_store = embedding_store
         self._state: _ImageState | None = None
@@ -115,6 +112,17 @@ class SegAnyPredictor:
         # Other prompt decoders (MobileSAMv2's box decoder) on the current embedding.
         self._other_decoders: dict[int, tuple[PromptDecoder, BatchedMaskDecoder]] = {}
         self._upsampler: MaskUpsampler | None = None
+
+    @property
+    def cache_size(self) -> int:
+        """How many image embeddings are kept (least recently used dropped first)."""
+        return self._cache.size
+
+    @cache_size.setter
+    def cache_size(self, size: int) -> None:
+        if size < 1:
+            raise ValueError("cache_size must be at least 1")
+        self._cache.size = int(size)
 
     # ------------------------------------------------------------------ image
     def set_image(
@@ -138,10 +146,7 @@ class SegAnyPredictor:
         """
         prepared = model_input(image, contrast_limits)
         rgb, key = prepared.rgb, prepared.key
-        with self._cache_lock:
-            state = self._cache.get(key)
-            if state is not None:
-                self._cache.move_to_end(key)
+        state = self._cache.get(key)
         if state is None:
             state = self._stored_state(key) or self._encode(rgb)
             self._store(key, state)
@@ -159,9 +164,8 @@ class SegAnyPredictor:
         """
         prepared = model_input(image, contrast_limits)
         rgb, key = prepared.rgb, prepared.key
-        with self._cache_lock:
-            if key in self._cache:
-                return key
+        if key in self._cache:
+            return key
         self._store(key, self._stored_state(key) or self._encode(rgb))
         return key
 
@@ -174,8 +178,7 @@ class SegAnyPredictor:
 
     def has_embedding(self, key: str) -> bool:
         """Whether the cache holds the embedding of the image with this content key."""
-        with self._cache_lock:
-            return key in self._cache
+        return key in self._cache
 
     @property
     def current_key(self) -> str | None:
@@ -187,8 +190,7 @@ class SegAnyPredictor:
     ) -> bool:
         """Whether :meth:`set_image` of ``image`` would skip the encoder (reads no model)."""
         key = model_input(image, contrast_limits).key
-        with self._cache_lock:
-            return key in self._cache
+        return key in self._cache
 
     def set_embedding(
         self, embedding: torch.Tensor | np.ndarray, image_shape: Sequence[int]
@@ -243,11 +245,7 @@ class SegAnyPredictor:
         return _ImageState(embedding, (height, width), input_size)
 
     def _store(self, key: str, state: _ImageState) -> None:
-        with self._cache_lock:
-            self._cache[key] = state
-            self._cache.move_to_end(key)
-            while len(self._cache) > self.cache_size:
-                self._cache.popitem(last=False)
+        self._cache.put(key, state)
 
     def _encode(self, rgb: np.ndarray) -> _ImageState:
         resized = resize_longest_side(rgb, self.model.image_size)
@@ -290,8 +288,7 @@ class SegAnyPredictor:
 
     def clear_cache(self) -> None:
         """Drop every cached embedding."""
-        with self._cache_lock:
-            self._cache.clear()
+        self._cache.clear()
 
     @property
     def is_image_set(self) -> bool:
@@ -353,9 +350,9 @@ class SegAnyPredictor:
         low_res_logits : (C, 256, 256) float32, for ``mask_input`` of a later call
         """
         state = self._require_image()
-        coords, labels = _validate_points(point_coords, point_labels)
-        box_arr = _validate_box(box)
-        mask_arr = _validate_mask_input(mask_input)
+        coords, labels = check_points(point_coords, point_labels)
+        box_arr = check_box(box)
+        mask_arr = check_mask_input(mask_input)
 
         points = None
         if coords is not None:
@@ -400,7 +397,7 @@ class SegAnyPredictor:
         embedding, such as MobileSAMv2's prompt-guided decoder; None uses the model's own.
         """
         state = self._require_image()
-        boxes = _validate_boxes(boxes)
+        boxes = check_boxes(boxes)
         prompt_encoder, batched = self._decoder_parts(decoder, state)
         scaled = scale_boxes(boxes, state.original_size, self.model.image_size)
         boxes_t = torch.as_tensor(scaled, dtype=torch.float32, device=self.device)
@@ -446,7 +443,7 @@ class SegAnyPredictor:
         iou_pred : (N, C) tensor
         """
         state = self._require_image()
-        coords, _ = _validate_points(points, np.ones(len(points), dtype=np.int64))
+        coords, _ = check_points(points, np.ones(len(points), dtype=np.int64))
         scaled = scale_coords(coords, state.original_size, self.model.image_size)
         with self._inference():
             coords_t = torch.as_tensor(scaled, dtype=torch.float32, device=self.device)[:, None]
@@ -479,7 +476,7 @@ class SegAnyPredictor:
         low_res_logits : (N, 256, 256) float32
         """
         state = self._require_image()
-        boxes = _validate_boxes(boxes)
+        boxes = check_boxes(boxes)
         n = len(boxes)
         h, w = state.original_size
         masks = np.zeros((n, h, w), dtype=np.float32 if return_logits else bool)
@@ -531,73 +528,4 @@ class SegAnyPredictor:
             yield
 
 
-#: Largest prompt coordinate accepted, in pixels: larger ones overflow float32 once scaled.
-MAX_COORDINATE = 1e9
-
-
-def _validate_points(
-    coords: np.ndarray | Sequence | None, labels: np.ndarray | Sequence | None
-) -> tuple[np.ndarray | None, np.ndarray | None]:
-    if coords is None and labels is None:
-        return None, None
-    if coords is None or labels is None:
-        raise ValueError("point_coords and point_labels must be given together")
-    coords = np.asarray(coords, dtype=np.float64)
-    labels = np.asarray(labels)
-    if coords.ndim != 2 or coords.shape[1] != 2:
-        raise ValueError(
-            f"point_coords must have shape (N, 2) holding (x, y) pixels, got {coords.shape}"
-        )
-    if labels.shape != (coords.shape[0],):
-        raise ValueError(
-            f"point_labels must have shape ({coords.shape[0]},) to match point_coords, "
-            f"got {labels.shape}"
-        )
-    if not (np.abs(coords) <= MAX_COORDINATE).all():
-        raise ValueError(
-            f"point_coords must be finite numbers of at most {MAX_COORDINATE:g} pixels in "
-            "magnitude (points outside the image are allowed)"
-        )
-    if not np.isin(labels, (0, 1)).all():
-        raise ValueError("point_labels must be 1 (foreground) or 0 (background)")
-    return coords, labels.astype(np.int64)
-
-
-def _validate_box(box: np.ndarray | Sequence | None) -> np.ndarray | None:
-    if box is None:
-        return None
-    box = np.asarray(box, dtype=np.float64)
-    if box.shape not in ((4,), (1, 4)):
-        raise ValueError(f"box must be x0, y0, x1, y1 with shape (4,), got {box.shape}")
-    return _validate_boxes(box.reshape(1, 4))
-
-
-def _validate_boxes(boxes: np.ndarray | Sequence) -> np.ndarray:
-    boxes = np.asarray(boxes, dtype=np.float64)
-    if boxes.ndim != 2 or boxes.shape[1] != 4:
-        raise ValueError(
-            f"boxes must have shape (N, 4) holding x0, y0, x1, y1 pixels, got {boxes.shape}"
-        )
-    if not (np.abs(boxes) <= MAX_COORDINATE).all():
-        raise ValueError(
-            f"boxes must be finite numbers of at most {MAX_COORDINATE:g} pixels in magnitude "
-            "(boxes reaching outside the image are allowed)"
-        )
-    return boxes
-
-
-def _validate_mask_input(mask_input: np.ndarray | None) -> np.ndarray | None:
-    if mask_input is None:
-        return None
-    mask_input = np.asarray(mask_input, dtype=np.float32)
-    if mask_input.shape == (LOW_RES_SIDE, LOW_RES_SIDE):
-        mask_input = mask_input[None]
-    if mask_input.shape != (1, LOW_RES_SIDE, LOW_RES_SIDE):
-        raise ValueError(
-            "mask_input must be the (1, 256, 256) low-resolution logits of an earlier call, "
-            f"got shape {mask_input.shape}"
-        )
-    return mask_input
-
-
-__all__ = ["SegAnyPredictor"]
+__all__ = ["MAX_COORDINATE", "SegAnyPredictor"]

@@ -36,6 +36,7 @@ from typing import Any
 import numpy as np
 
 from napari_mobilesam._progress import ProgressCallback
+from napari_mobilesam.segany.prompts import PromptSet, predict_object
 from napari_mobilesam.stacks.projection import (
     DEFAULT_BOX_EXTENSION,
     PROJECTIONS,
@@ -293,15 +294,8 @@ class _Propagation:
             return
         if not self.encoder.activate(z):
             raise ValueError(f"slice {z} is blank (no contrast): it cannot be segmented")
-        coords = prompt.get("point_coords")
-        single_point = prompt.get("box") is None and coords is not None and len(coords) == 1
         start = time.perf_counter()
-        masks, scores, low_res = self.predictor.predict(
-            point_coords=coords,
-            point_labels=prompt.get("point_labels"),
-            box=prompt.get("box"),
-            multimask_output=single_point,
-        )
+        masks, scores, low_res = predict_object(self.predictor, PromptSet.from_prompt(prompt))
         self.decode_seconds += time.perf_counter() - start
         best = int(np.argmax(scores))
         if not masks[best].any():
