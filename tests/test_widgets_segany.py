@@ -12,7 +12,7 @@ import skimage.data
 from qtpy.QtCore import QPoint, Qt
 
 from napari_mobilesam._widgets import SegAnyWidget
-from napari_mobilesam._widgets._segany import BACKGROUND, FOREGROUND, PROMPT_FEATURE
+from napari_mobilesam._widgets._prompt_layers import BACKGROUND, FOREGROUND, PROMPT_FEATURE
 
 pytestmark = pytest.mark.usefixtures("random_weights")
 

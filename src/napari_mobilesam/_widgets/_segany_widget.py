@@ -21,17 +21,10 @@ from napari_mobilesam._widgets._plane import (
     spatial_shape,
     unproxied,
 )
-from napari_mobilesam._widgets._propagate import (
-    axis_label,
-    stack_axes,
-)
-from napari_mobilesam._widgets._segany import (
-    BACKGROUND,
-    FOREGROUND,
-    NEW_LAYER,
-    PREVIEW_TAG,
-    SegAnyController,
-)
+from napari_mobilesam._widgets._preview_canvas import PREVIEW_TAG
+from napari_mobilesam._widgets._prompt_layers import BACKGROUND, FOREGROUND
+from napari_mobilesam._widgets._segany import NEW_LAYER, SegAnyController
+from napari_mobilesam._widgets._stack_axes import axis_label, stack_axes
 from napari_mobilesam.imaging.tiling import DEFAULT_HALO, DEFAULT_TILE_SHAPE
 
 if TYPE_CHECKING:
