@@ -4,16 +4,12 @@
 scripts can drive it through layer data; the dock widget around it is
 :class:`~napari_mobilesam._widgets._segany_widget.SegAnyWidget`.
 
-Prompt rules (also in the README):
-
-- Points layer ``"<image> prompts"``: a click adds a foreground point, Shift-click a
-  background point; ``B`` (with the points layer selected) or the widget's "Click adds"
-  switch swaps what a plain click adds. Foreground points are lime, background magenta.
-- Shapes layer ``"<image> boxes"``: each rectangle is one object.
-- No rectangle: the points make one object; one point gives three candidate masks (the
-  best is shown, the others can be picked), several points give one mask.
-  One rectangle: it and the points make one object (one mask).
-  Several rectangles: each is its own object, decoded in one batch; points are not used.
+The prompt layers and clicks are those of
+:class:`~napari_mobilesam._widgets._segany_layers.SegAnyLayers`; how the prompts become
+objects is the rule of :mod:`napari_mobilesam.segany.prompts` (no rectangle: the points
+make one object, one point alone gives three candidate masks, the best shown and the
+others to pick; one rectangle: it and the points make one object; several rectangles: each
+is its own object, and points are not used).
 
 Large planes (a side longer than the model's 1024-pixel input) are segmented tile by tile
 (:mod:`napari_mobilesam.segany.tiled`): the prompts of an object are decoded on the tile
@@ -30,9 +26,8 @@ import weakref
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
-from napari.layers import Image, Labels, Points, Shapes
+from napari.layers import Labels
 from napari.qt.threading import create_worker
-from napari.utils.events import EmitterGroup, Event
 from napari.utils.notifications import show_error
 
 from napari_mobilesam._widgets._label_ids import NextLabelId
@@ -40,24 +35,11 @@ from napari_mobilesam._widgets._plane import (
     Plane,
     PlaneError,
     displayed_plane,
-    labels_for,
     layer_in_viewer,
     level_data,
     model_contrast_limits,
-    spatial_shape,
-    unproxied,
 )
 from napari_mobilesam._widgets._preview_canvas import PreviewCanvas, describe_preview
-from napari_mobilesam._widgets._prompt_layers import (
-    BACKGROUND,
-    FOREGROUND,
-    PROMPT_FEATURE,
-    PlanePrompts,
-    collect_prompts,
-    new_boxes_layer,
-    new_points_layer,
-    remove_prompts,
-)
 from napari_mobilesam._widgets._propagate import PROPAGATE_KEY, PropagationJob, Propagator
 from napari_mobilesam._widgets._segany_decoding import (
     Decoded,
@@ -65,6 +47,7 @@ from napari_mobilesam._widgets._segany_decoding import (
     Preview,
     PreviewEngine,
 )
+from napari_mobilesam._widgets._segany_layers import SegAnyLayers
 from napari_mobilesam.imaging.tiling import (
     DEFAULT_HALO,
     DEFAULT_TILE_SHAPE,
@@ -80,13 +63,9 @@ if TYPE_CHECKING:
 
 
 ACCEPT_KEY = "Control-Enter"
-BACKGROUND_KEY = "B"
-NEW_LAYER = "(new layer)"
-
-_FINISHED_EDITS = {"added", "removed", "changed"}
 
 
-class SegAnyController:
+class SegAnyController(SegAnyLayers):
     """The SegAny behaviour on a napari viewer, without Qt widgets.
 
     Parameters
@@ -96,9 +75,9 @@ class SegAnyController:
 
     Events
     ------
-    ``events.status`` (``value``: a line for people), ``events.layers`` (the image, prompt
-    or output layer changed), ``events.preview`` (a new preview or candidate),
-    ``events.click_kind`` (what a plain click adds changed).
+    Those of :class:`~napari_mobilesam._widgets._segany_layers.SegAnyLayers`, and
+    ``events.preview`` (a new preview or candidate) and ``events.propagation`` (``value``:
+    whether a propagation is running).
 
     Examples
     --------
@@ -112,41 +91,21 @@ class SegAnyController:
     """
 
     def __init__(self, viewer: napari.Viewer) -> None:
-        viewer = self.viewer = unproxied(viewer)
-        self.events = EmitterGroup(
-            source=self,
-            status=Event,
-            layers=Event,
-            preview=Event,
-            click_kind=Event,
-            propagation=Event,
-        )
-        self.image: Image | None = None
-        self.points: Points | None = None
-        self.boxes: Shapes | None = None
-        self.output: Labels | None = None
+        super().__init__(viewer)
+        viewer = self.viewer
         self.overwrite = False
-        self.background_clicks = False
         self.tile_size = DEFAULT_TILE_SHAPE[0]
         self.halo = DEFAULT_HALO[0]
-        self.level = 0
         #: The axis Propagate walks along; None: the slider moved last (3-D: the depth).
         self.stack_axis: int | None = None
         self.preview: Preview | None = None
-        self.status = ""
         self._generation = 0
-        self._image_version = 0
         self._engine = PreviewEngine()
         self._canvas = PreviewCanvas(viewer)
         #: Hands out the ids of accepted and propagated objects.
         self.label_ids = NextLabelId()
         self._workers: set = set()
-        self._shift_click = False
         self.propagator = Propagator(self)
-
-        viewer.dims.events.current_step.connect(self._on_view_changed)
-        viewer.dims.events.ndisplay.connect(self._on_view_changed)
-        viewer.layers.events.removed.connect(self._on_layer_removed)
         controller = weakref.ref(self)
 
         def accept_key(_viewer: napari.Viewer) -> None:
@@ -160,184 +119,15 @@ class SegAnyController:
         viewer.bind_key(ACCEPT_KEY, accept_key, overwrite=True)
         viewer.bind_key(PROPAGATE_KEY, propagate_key, overwrite=True)
 
-    # ------------------------------------------------------------------ layers
-    def set_image(self, layer: Image | None) -> None:
-        """Segment ``layer``: find or create its prompt layers and select the points layer."""
-        layer = unproxied(layer)
-        if layer is self.image:
-            return
-        if self.image is not None:
-            self.image.events.data.disconnect(self._on_image_changed)
-            self.image.events.contrast_limits.disconnect(self._on_image_changed)
-        self.clear_preview()
-        self.image = layer
-        self.level = 0
-        self._image_version += 1
-        if layer is None:
-            self.events.layers()
-            self.refresh()
-            return
-        layer.events.data.connect(self._on_image_changed)
-        layer.events.contrast_limits.connect(self._on_image_changed)
-        self.output = self._find(Labels, self._output_name(layer))
-        points = self._find(Points, f"{layer.name} prompts") or new_points_layer(
-            self.viewer, layer
-        )
-        self.set_points_layer(points)
-        self.set_boxes_layer(
-            self._find(Shapes, f"{layer.name} boxes") or new_boxes_layer(self.viewer, layer)
-        )
-        self.viewer.layers.selection.active = self.points
-        self.points.mode = "add"
-        self.events.layers()
-        self.refresh()
-
-    def set_points_layer(self, layer: Points | None) -> None:
-        """Use ``layer``'s points as point prompts."""
-        layer = unproxied(layer)
-        if layer is self.points:
-            return
-        if self.points is not None:
-            self.points.events.data.disconnect(self._on_points_changed)
-            self.points.events.features.disconnect(self._on_prompts_changed)
-            self.points.bind_key(BACKGROUND_KEY, None)
-            if self._on_points_press in self.points.mouse_drag_callbacks:
-                self.points.mouse_drag_callbacks.remove(self._on_points_press)
-        self.points = layer
-        if layer is not None:
-            layer.events.data.connect(self._on_points_changed)
-            layer.events.features.connect(self._on_prompts_changed)
-            layer.bind_key(BACKGROUND_KEY, self._toggle_click_kind, overwrite=True)
-            layer.mouse_drag_callbacks.insert(0, self._on_points_press)
-            self._apply_click_kind()
-        self.events.layers()
-        self.refresh()
-
-    def set_boxes_layer(self, layer: Shapes | None) -> None:
-        """Use ``layer``'s rectangles as box prompts."""
-        layer = unproxied(layer)
-        if layer is self.boxes:
-            return
-        if self.boxes is not None:
-            self.boxes.events.data.disconnect(self._on_boxes_changed)
-        self.boxes = layer
-        if layer is not None:
-            layer.events.data.connect(self._on_boxes_changed)
-        self.events.layers()
-        self.refresh()
-
-    def set_output_layer(self, layer: Labels | None) -> None:
-        """Write accepted objects into ``layer``; None creates ``"<image> labels"``."""
-        self.output = unproxied(layer)
-        self.events.layers()
-
-    def set_tiling(self, tile_size: int | None = None, halo: int | None = None) -> None:
-        """Tile size and halo (pixels) for planes larger than the model's 1024-pixel input.
-
-        Checked when the next preview is computed: an invalid pair (a halo over half the
-        tile) is reported in the status line.
-        """
-        if tile_size is not None:
-            self.tile_size = int(tile_size)
-        if halo is not None:
-            self.halo = int(halo)
-        self.refresh()
-
-    def set_level(self, level: int) -> None:
-        """Segment ``level`` of a multiscale image (0 = full resolution).
-
-        The output becomes ``"<image> labels"`` for level 0 and ``"<image> labels level N"``
-        for level N, shaped like that level.
-        """
-        level = int(level)
-        if self.image is None or level == self.level:
-            return
-        level_data(self.image, level)  # raises PlaneError for a level that does not exist
-        self.clear_preview()
-        self.level = level
-        self.output = self._find(Labels, self._output_name(self.image))
-        self.events.layers()
-        self.refresh()
-
-    def _output_name(self, image: Image) -> str:
-        if self.level:
-            return f"{image.name} labels level {self.level}"
-        return f"{image.name} labels"
-
-    def _find(self, kind: type, name: str) -> Any:
-        if name in self.viewer.layers and isinstance(self.viewer.layers[name], kind):
-            return self.viewer.layers[name]
-        return None
-
-    # ------------------------------------------------------------- click kind
-    def set_background_clicks(self, background: bool) -> None:
-        """Make a plain click add background points (True) or foreground points (False)."""
-        self.background_clicks = bool(background)
-        self._apply_click_kind()
-        self.events.click_kind(value=self.background_clicks)
-
-    def _toggle_click_kind(self, _layer: Points) -> None:
-        self.set_background_clicks(not self.background_clicks)
-
-    def _apply_click_kind(self) -> None:
-        if self.points is None or PROMPT_FEATURE not in self.points.features:
-            return
-        background = self.background_clicks != self._shift_click
-        kind = BACKGROUND if background else FOREGROUND
-        if self.points.feature_defaults[PROMPT_FEATURE].iloc[0] != kind:
-            self.points.feature_defaults = {PROMPT_FEATURE: kind}
-
-    def _on_points_press(self, layer: Points, event: Any) -> None:
-        # napari adds the point on release, using feature_defaults; Shift flips the kind
-        # for this click only, and the 'added' data event restores it.
-        self._shift_click = layer.mode == "add" and "Shift" in event.modifiers
-        self._apply_click_kind()
-
-    # ----------------------------------------------------------------- events
-    def _on_points_changed(self, event: Any) -> None:
-        action = str(getattr(event, "action", "changed"))
-        if action not in _FINISHED_EDITS:
-            return
-        if action == "added" and self._shift_click:
-            self._shift_click = False
-            self._apply_click_kind()
-        self.refresh()
-
-    def _on_boxes_changed(self, event: Any) -> None:
-        if str(getattr(event, "action", "changed")) in _FINISHED_EDITS:
-            self.refresh()
-
-    def _on_prompts_changed(self, _event: Any = None) -> None:
-        self.refresh()
-
-    def _on_image_changed(self, _event: Any = None) -> None:
-        self._image_version += 1
-        self.refresh()
-
-    def _on_view_changed(self, _event: Any = None) -> None:
-        self.refresh()
-
-    def _on_layer_removed(self, event: Any) -> None:
-        removed = event.value
-        if removed is self.image:
-            self.set_image(None)
-        if removed is self.points:
-            self.set_points_layer(None)
-        if removed is self.boxes:
-            self.set_boxes_layer(None)
-        if removed is self.output:
-            self.set_output_layer(None)
-        self._canvas.forget(removed)
-
     # ---------------------------------------------------------------- preview
+    def _on_layer_removed(self, event: Any) -> None:
+        super()._on_layer_removed(event)
+        self._canvas.forget(event.value)
+
     @property
     def preview_layer(self) -> Labels | None:
         """The ``"<image> preview"`` labels layer, once a preview was shown."""
         return self._canvas.layer
-
-    def collect_prompts(self, plane: Plane) -> PlanePrompts:
-        """The prompts of the prompt layers that lie on ``plane`` of the image."""
-        return collect_prompts(self.points, self.boxes, self.image, plane)
 
     def refresh(self) -> None:
         """Recompute the preview from the current prompts, in a thread worker."""
@@ -571,38 +361,3 @@ class SegAnyController:
             return
         self.remove_prompts(self.collect_prompts(plane))
         self.clear_preview()
-
-    def remove_prompts(self, prompts: PlanePrompts) -> None:
-        """Remove the prompt-layer rows ``prompts`` came from."""
-        remove_prompts(self.points, self.boxes, prompts)
-
-    def output_layer(self, image: Image, level: int = 0) -> Labels | None:
-        """The layer accepted objects of ``image`` (at ``level``) go into, made when there is
-        none; None (and an error in the status line) when it has another shape."""
-        output = self.output
-        shape = spatial_shape(image, level)
-        if output is not None and layer_in_viewer(self.viewer, output):
-            if output.data.shape != shape:
-                at_level = f" at level {level}" if level else ""
-                message = (
-                    f"The output layer {output.name!r} has shape {output.data.shape}, but the "
-                    f"image {image.name!r}{at_level} has shape {shape}; choose another "
-                    "output layer or '(new layer)'."
-                )
-                self.set_status(message)
-                show_error(message)
-                return None
-            return output
-        output = labels_for(
-            image, np.zeros(shape, dtype=np.int32), self._output_name(image), level
-        )
-        active = self.viewer.layers.selection.active
-        self.viewer.layers.insert(self.viewer.layers.index(image) + 1, output)
-        self.viewer.layers.selection.active = active
-        self.set_output_layer(output)
-        return output
-
-    def set_status(self, text: str) -> None:
-        """Show ``text`` in the status line (``events.status``)."""
-        self.status = text
-        self.events.status(value=text)
