@@ -22,7 +22,7 @@ import skimage.data
 from qtpy.QtCore import Qt
 
 from napari_mobilesam._widgets import SegAnyWidget, SegEveryWidget, _model, _propagate, _segevery
-from napari_mobilesam._widgets._segany import NEW_LAYER
+from napari_mobilesam._widgets._segany_layers import NEW_LAYER
 from napari_mobilesam._widgets._segevery_widget import YOLO_FILE_TOOLTIP
 
 pytestmark = pytest.mark.usefixtures("random_weights")

@@ -273,3 +273,64 @@ def test_bad_contrast_limits_are_refused(contrast_limits, match):
 def test_non_numeric_dtypes_are_refused(image):
     with pytest.raises(TypeError, match=f"received dtype {image.dtype}"):
         to_rgb_uint8(image)
+
+
+def test_has_contrast_is_the_check_to_rgb_uint8_refuses_on():
+    from napari_mobilesam.imaging.convert import has_contrast
+
+    flat = np.full((4, 4), 7, np.uint16)
+    only_nan = np.array([[np.nan, 2.0], [2.0, np.inf]])
+    rgb_flat_but_alpha = np.zeros((4, 4, 4), np.uint8)
+    rgb_flat_but_alpha[..., 3] = np.arange(16).reshape(4, 4)
+    for image in (flat, only_nan, rgb_flat_but_alpha):
+        assert not has_contrast(image)
+        with pytest.raises(ValueError):
+            to_rgb_uint8(image)
+    assert has_contrast(np.eye(4)) and has_contrast(np.eye(4, dtype=bool))
+
+
+def test_validate_contrast_limits_is_shared_by_tiles_and_stacks():
+    from napari_mobilesam.imaging.convert import validate_contrast_limits
+    from napari_mobilesam.segany.tiled import TiledSegAnyPredictor
+    from napari_mobilesam.stacks.slices import StackSlices
+
+    assert validate_contrast_limits((0, 10)) == (0.0, 10.0)
+    message = r"finite with hi > lo"
+    with pytest.raises(ValueError, match=message):
+        validate_contrast_limits((5, 5))
+
+    class Predictor:
+        def set_image(self): ...
+        def predict(self): ...
+        def predict_boxes(self): ...
+
+    with pytest.raises(ValueError, match=message):
+        TiledSegAnyPredictor(Predictor()).set_image(np.eye(8), contrast_limits=(1, 0))
+    with pytest.raises(ValueError, match=message):
+        StackSlices(np.random.default_rng(2).random((3, 8, 8)), contrast_limits=(np.nan, 1))
+
+
+def test_a_stack_has_the_display_range_of_its_sampled_slices():
+    from napari_mobilesam.imaging.convert import display_range
+    from napari_mobilesam.stacks.slices import StackSlices
+
+    stack = np.random.default_rng(0).gamma(2.0, 100.0, (5, 40, 30)).astype(np.float32)
+    slices = StackSlices(stack)
+    assert slices.contrast_limits == display_range(stack.reshape(200, 30))
+    assert StackSlices(stack.astype(np.uint8)).contrast_limits is None
+    with pytest.raises(ValueError, match="stack with some contrast"):
+        StackSlices(np.ones((3, 8, 8), np.float32))
+
+
+def test_a_slice_is_converted_and_hashed_once():
+    from napari_mobilesam.imaging.convert import ModelInput, content_key
+    from napari_mobilesam.stacks.slices import StackSlices
+
+    stack = np.random.default_rng(1).random((3, 16, 16))
+    stack[1] = 0.5
+    slices = StackSlices(stack)
+    prepared = slices.rgb_slice(0)
+    assert isinstance(prepared, ModelInput)
+    assert prepared.key == content_key(to_rgb_uint8(stack[0], slices.contrast_limits))
+    assert content_key(prepared) == prepared.key
+    assert slices.rgb_slice(1) is None, "a blank slice"

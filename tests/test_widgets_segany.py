@@ -12,7 +12,7 @@ import skimage.data
 from qtpy.QtCore import QPoint, Qt
 
 from napari_mobilesam._widgets import SegAnyWidget
-from napari_mobilesam._widgets._segany import BACKGROUND, FOREGROUND, PROMPT_FEATURE
+from napari_mobilesam._widgets._prompt_layers import BACKGROUND, FOREGROUND, PROMPT_FEATURE
 
 pytestmark = pytest.mark.usefixtures("random_weights")
 
@@ -283,3 +283,35 @@ def test_3d_display_is_refused_with_a_message(make_napari_viewer, qtbot, cell):
     viewer.dims.ndisplay = 3
     assert controller.preview is None
     assert "2-D" in controller.status
+
+
+def test_next_label_id_scans_once_and_follows_painting():
+    from napari.layers import Labels
+
+    from napari_mobilesam._widgets._label_ids import NextLabelId
+
+    class CountingArray(np.ndarray):
+        scans = 0
+
+        def max(self, *args, **kwargs):
+            CountingArray.scans += 1
+            return super().max(*args, **kwargs)
+
+    layer = Labels(np.zeros((32, 32), np.int32))
+    layer.data = np.zeros((32, 32), np.int32).view(CountingArray)
+    layer.data[0, 0] = 3
+    ids = NextLabelId()
+    for expected in (4, 5, 6):
+        label = ids.next_id(layer)
+        assert label == expected
+        with ids.writing(layer):
+            layer.data_setitem((np.array([expected]), np.array([expected])), label)
+        ids.used(layer, label)
+    assert CountingArray.scans == 1, "our own writes do not call for a new scan"
+
+    layer.data_setitem((np.array([20]), np.array([20])), 40)  # the user paints id 40
+    assert ids.next_id(layer) == 41
+    region = np.array([[0, 77]])  # an id the region to write already holds (e.g. an undo)
+    assert ids.next_id(layer, region) == 78
+    layer.data = np.zeros((32, 32), np.int32)  # data replaced
+    assert ids.next_id(layer) == 1

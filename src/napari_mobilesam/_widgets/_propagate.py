@@ -7,23 +7,20 @@ slices and then slice by slice outwards. The result is written into the output l
 layer under one new id, as one step of its undo history; a run that is cancelled or fails
 writes nothing.
 
-Which slices, which axis:
+Which slices, which axis: see :mod:`~napari_mobilesam._widgets._stack_axes`. In 3-D display
+prompts are found on every slice along the stack axis, so a propagation can be started (or
+redone) while looking at the volume.
 
-- In 2-D display the plane is the one on screen (rows and columns are the displayed axes);
-  the stack axis is one of the other axes of the layer (default: the slider moved last,
-  else the innermost one). Every other axis stays at its current position.
-- In 3-D display the rows and columns are the last two displayed axes and the stack axis
-  is the first displayed one (or any non-displayed axis); prompts are found on every slice
-  along it, so a propagation can be started (or redone) while looking at the volume.
+The action works on a :class:`PropagationHost` (the SegAny controller) through its public
+interface only.
 """
 
 from __future__ import annotations
 
-import re
 import threading
 from collections.abc import Callable
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, Protocol
 
 import numpy as np
 from napari.qt.threading import create_worker
@@ -33,158 +30,65 @@ from superqt.utils import ensure_main_thread
 
 from napari_mobilesam._progress import Cancelled
 from napari_mobilesam._torch_guard import prepare_torch_import
+from napari_mobilesam._widgets._label_ids import NextLabelId
 from napari_mobilesam._widgets._model import expected_errors, new_predictor
 from napari_mobilesam._widgets._plane import (
     Plane,
     PlaneError,
     layer_in_viewer,
     model_contrast_limits,
-    spatial_shape,
+)
+from napari_mobilesam._widgets._prompt_layers import PlanePrompts
+from napari_mobilesam._widgets._stack_axes import (
+    AxisStack,
+    axis_label,
+    default_stack_axis,
+    slice_plane,
+    stack_axes,
+    stack_plane,
 )
 
 if TYPE_CHECKING:
     import napari
-    from napari.layers import Image
+    from napari.layers import Image, Labels
+    from napari.utils.events import EmitterGroup
 
-    from napari_mobilesam._widgets._segany import SegAnyController
-    from napari_mobilesam._widgets._segany_decoding import Prompts
     from napari_mobilesam.segany.predictor import SegAnyPredictor
     from napari_mobilesam.stacks.propagation import PropagationResult
 
+
+class PropagationHost(Protocol):
+    """What propagation needs of the SegAny controller (its public interface)."""
+
+    viewer: napari.Viewer
+    image: Image | None
+    stack_axis: int | None
+    overwrite: bool
+    status: str
+    events: EmitterGroup
+    label_ids: NextLabelId
+
+    @property
+    def preview(self) -> Any: ...
+
+    @property
+    def preview_ready(self) -> bool: ...
+
+    def collect_prompts(self, plane: Plane) -> PlanePrompts: ...
+
+    def output_layer(self, image: Image, level: int = 0) -> Labels | None: ...
+
+    def remove_prompts(self, prompts: PlanePrompts) -> None: ...
+
+    def clear_preview(self) -> None: ...
+
+    def set_status(self, text: str) -> None: ...
+
+
 #: Key that propagates the current object (napari binds neither Ctrl+P nor Cmd+P).
 PROPAGATE_KEY = "Control-P"
-#: Axis labels that mean time: their stacks are time-lapses.
-TIME_LABELS = ("t", "time", "frame", "frames", "timepoint")
 
 
-# ------------------------------------------------------------------ axes and planes
-def axis_label(viewer: napari.Viewer, image: Image, axis: int) -> str:
-    """The name of data axis ``axis`` of ``image``: its axis label, else the viewer's, else
-    the axis number (napari's default labels, "-3" or "0", are not names)."""
-    world = viewer.dims.ndim - image.ndim + axis
-    for labels, index in (
-        (tuple(getattr(image, "axis_labels", ()) or ()), axis),
-        (tuple(viewer.dims.axis_labels), world),
-    ):
-        if 0 <= index < len(labels):
-            label = str(labels[index]).strip()
-            if label and not re.fullmatch(r"(axis )?-?\d+", label):
-                return label
-    return str(axis)
-
-
-def is_time_axis(viewer: napari.Viewer, image: Image, axis: int) -> bool:
-    """Whether the axis is labelled as time ("t", "time", "frame"...)."""
-    return axis_label(viewer, image, axis).strip().lower() in TIME_LABELS
-
-
-def _displayed_axes(viewer: napari.Viewer, image: Image) -> list[int]:
-    """The displayed axes of the viewer as data axes of ``image`` (sorted)."""
-    leading = viewer.dims.ndim - len(spatial_shape(image))
-    return sorted(axis - leading for axis in viewer.dims.displayed if axis - leading >= 0)
-
-
-def stack_axes(viewer: napari.Viewer, image: Image) -> list[int]:
-    """The axes of ``image`` a propagation can walk along, as the viewer shows it.
-
-    In 2-D display: every axis that is not displayed. In 3-D display: the first displayed
-    axis (the rows and columns are the other two) and every axis that is not displayed.
-    Empty for a 2-D image.
-    """
-    shape = spatial_shape(image)
-    if len(shape) < 3:
-        return []
-    displayed = _displayed_axes(viewer, image)
-    plane_axes = displayed[-2:]
-    return [axis for axis in range(len(shape)) if axis not in plane_axes]
-
-
-def default_stack_axis(viewer: napari.Viewer, image: Image) -> int | None:
-    """The axis to walk along by default: in 3-D display the first displayed axis; in 2-D
-    the slider moved last if it is an axis of the image, else the innermost other axis."""
-    axes = stack_axes(viewer, image)
-    if not axes:
-        return None
-    if viewer.dims.ndisplay == 3:
-        displayed = _displayed_axes(viewer, image)
-        if len(displayed) == 3:
-            return displayed[0]
-    last = viewer.dims.last_used - (viewer.dims.ndim - image.ndim)
-    if last in axes:
-        return int(last)
-    return axes[-1]
-
-
-def stack_plane(viewer: napari.Viewer, image: Image, axis: int) -> Plane:
-    """The plane through the current position whose rows and columns are the two displayed
-    axes of ``image`` other than ``axis``; its index on ``axis`` is the current slice.
-
-    Raises
-    ------
-    PlaneError
-        For a 2-D or multiscale image, or an axis that is not a stack axis of the image.
-    """
-    if image.multiscale:
-        raise PlaneError(
-            f"{image.name!r} is a multiscale image; propagation needs one resolution level "
-            "as its own image layer."
-        )
-    shape = spatial_shape(image)
-    if len(shape) < 3:
-        raise PlaneError(
-            f"{image.name!r} is a 2-D image: propagation needs a Z or T stack (an image "
-            "with a third axis to walk along). Use Accept to segment this image."
-        )
-    axes = stack_axes(viewer, image)
-    if axis not in axes:
-        names = ", ".join(f"{a} ({axis_label(viewer, image, a)})" for a in axes)
-        raise PlaneError(
-            f"Axis {axis} is not a stack axis of {image.name!r} (shape {shape}) as displayed; "
-            f"choose one of: {names}."
-        )
-    displayed = [a for a in _displayed_axes(viewer, image) if a != axis][-2:]
-    if len(displayed) < 2:
-        raise PlaneError(f"The viewer must display two axes of {image.name!r} besides {axis}.")
-    position = np.asarray(image.world_to_data(viewer.dims.point), dtype=float)
-    fixed = tuple(
-        None if a in displayed else int(np.clip(np.round(position[a]), 0, size - 1))
-        for a, size in enumerate(shape)
-    )
-    return Plane(shape=shape, fixed=fixed)
-
-
-def slice_plane(plane: Plane, axis: int, index: int) -> Plane:
-    """``plane`` moved to slice ``index`` of ``axis``."""
-    fixed = list(plane.fixed)
-    fixed[axis] = int(index)
-    return Plane(shape=plane.shape, fixed=tuple(fixed), downsample=plane.downsample)
-
-
-class AxisStack:
-    """The slices of a layer's data along one axis, as an (S, H, W[, C]) array-like.
-
-    Indexing with ``(z,)`` (what :class:`napari_mobilesam.stacks.propagation.StackSlices` does)
-    reads slice ``z`` only, so dask and zarr data stay lazy.
-    """
-
-    def __init__(self, data: Any, plane: Plane, axis: int) -> None:
-        self.data, self.plane, self.axis = data, plane, axis
-        channels = tuple(int(side) for side in data.shape[len(plane.shape) :])
-        self.shape = (plane.shape[axis], *plane.size, *channels)
-        self.dtype = np.dtype(data.dtype)
-        self.ndim = len(self.shape)
-
-    def __len__(self) -> int:
-        return self.shape[0]
-
-    def __getitem__(self, key: Any) -> np.ndarray:
-        key = key if isinstance(key, tuple) else (key,)
-        if len(key) != 1 or isinstance(key[0], slice):
-            raise IndexError("An AxisStack is indexed by one slice number.")
-        return slice_plane(self.plane, self.axis, int(key[0])).take(self.data)
-
-
-# ------------------------------------------------------------------ the job
 @dataclass(frozen=True)
 class PropagationRequest:
     """Everything a run needs, captured on the GUI thread when it is started."""
@@ -202,7 +106,7 @@ class PropagationJob:
 
     Parameters
     ----------
-    controller : SegAnyController
+    controller : PropagationHost
         Whose output layer, overwrite setting and prompts are used.
     request : PropagationRequest
     predictor : callable
@@ -213,7 +117,7 @@ class PropagationJob:
 
     def __init__(
         self,
-        controller: SegAnyController,
+        controller: PropagationHost,
         request: PropagationRequest,
         predictor: Callable[[], SegAnyPredictor],
         on_finished: Callable[[PropagationJob], None],
@@ -305,7 +209,7 @@ class PropagationJob:
 
     def _write(self, result: PropagationResult) -> None:
         controller, request = self.controller, self.request
-        output = controller._output_layer(request.image)
+        output = controller.output_layer(request.image)
         if output is None:
             self._finish("failed", controller.status)
             return
@@ -317,9 +221,9 @@ class PropagationJob:
             self._finish("empty", "Propagation found no object: nothing was written.")
             return
         indices = tuple(np.concatenate(axis_indices) for axis_indices in zip(*parts, strict=True))
+        existing = np.asarray(output.data[indices])
         if not controller.overwrite:
-            free = np.asarray(output.data[indices]) == 0
-            indices = tuple(axis_indices[free] for axis_indices in indices)
+            indices = tuple(axis_indices[existing == 0] for axis_indices in indices)
         if len(indices[0]) == 0:
             self._finish(
                 "empty",
@@ -327,9 +231,7 @@ class PropagationJob:
                 "labelled (tick 'overwrite existing labels' to replace them).",
             )
             return
-        label = int(output.data.max()) + 1
-        output.data_setitem(indices, label)  # one step of the layer's undo history
-        self.label = label
+        label = self._write_label(output, indices, existing)
         written = np.unique(indices[request.axis])
         self._remove_prompts()
         name = axis_label(controller.viewer, request.image, request.axis)
@@ -341,26 +243,30 @@ class PropagationJob:
             " Undo: Ctrl+Z on the labels layer.",
         )
 
+    def _write_label(self, output: Labels, indices: tuple, existing: np.ndarray) -> int:
+        """Write a new id at ``indices`` as one undo step; returns the id."""
+        ids = self.controller.label_ids
+        label = ids.next_id(output, existing)
+        with ids.writing(output):
+            output.data_setitem(indices, label)  # one step of the layer's undo history
+        ids.used(output, label)
+        self.label = label
+        return label
+
     def _remove_prompts(self) -> None:
         """Remove the prompts of the annotated slices (as they are now), as Accept does."""
-        from napari_mobilesam._widgets._segany_decoding import Prompts
-
         controller, request = self.controller, self.request
         found = [
             controller.collect_prompts(slice_plane(request.plane, request.axis, z))
             for z in request.prompts
         ]
-        none = np.zeros(0, dtype=int)
-        controller._remove_prompts(
-            Prompts(
-                np.zeros((0, 2)),
-                none,
-                np.zeros((0, 4)),
-                np.concatenate([none, *(f.point_rows for f in found)]).astype(int),
-                np.concatenate([none, *(f.box_rows for f in found)]).astype(int),
+        controller.remove_prompts(
+            PlanePrompts.rows_only(
+                np.concatenate([np.zeros(0, int), *(f.point_rows for f in found)]),
+                np.concatenate([np.zeros(0, int), *(f.box_rows for f in found)]),
             )
         )
-        controller._clear_preview()
+        controller.clear_preview()
 
     def _finish(self, state: str, message: str) -> None:
         self.state, self.message = state, message
@@ -374,15 +280,14 @@ class PropagationJob:
             show_info(f"SegAny: {message}")
 
 
-# ------------------------------------------------------------------ the controller part
 class Propagator:
-    """The Propagate action of a :class:`SegAnyController`.
+    """The Propagate action of a :class:`PropagationHost`.
 
     Keeps its own predictor on the shared model (its embedding cache makes a second run on
     the same slices cheap) and at most one running :class:`PropagationJob`.
     """
 
-    def __init__(self, controller: SegAnyController) -> None:
+    def __init__(self, controller: PropagationHost) -> None:
         self.controller = controller
         self.job: PropagationJob | None = None
         self._predictor: SegAnyPredictor | None = None
@@ -433,7 +338,7 @@ class Propagator:
             ):
                 prompts[z] = {"mask": self._preview_mask(preview)}
             elif not found.empty:
-                prompts[z] = _prompt_of(found, z)
+                prompts[z] = _object_prompt(found, z)
         if not prompts:
             name = axis_label(viewer, image, axis)
             raise PlaneError(
@@ -476,13 +381,13 @@ class Propagator:
         try:
             request = self.request(axis)
         except PlaneError as exc:
-            controller._set_status(str(exc))
+            controller.set_status(str(exc))
             show_error(f"SegAny: {exc}")
             return None
         job = PropagationJob(controller, request, self.predictor, self._on_finished)
         self.job = job
         name = axis_label(controller.viewer, request.image, request.axis)
-        controller._set_status(
+        controller.set_status(
             f"Propagating from slice(s) {sorted(request.prompts)} along axis {name}..."
         )
         controller.events.propagation(value=True)
@@ -493,24 +398,18 @@ class Propagator:
         """Cancel the running propagation, if any (nothing is written)."""
         if self.running:
             self.job.cancel()
-            self.controller._set_status("Cancelling the propagation...")
+            self.controller.set_status("Cancelling the propagation...")
 
     def _on_finished(self, job: PropagationJob) -> None:
-        self.controller._set_status(job.message)
+        self.controller.set_status(job.message)
         self.controller.events.propagation(value=False)
 
 
-def _prompt_of(prompts: Prompts, z: int) -> dict[str, Any]:
+def _object_prompt(prompts: PlanePrompts, z: int) -> dict[str, Any]:
     """The prompt of one slice for propagate_mask: its points and (one) box."""
-    if len(prompts.boxes) > 1:
+    if prompts.separate_objects:
         raise PlaneError(
             f"Propagate follows one object: slice {z} has {len(prompts.boxes)} rectangles. "
             "Keep one rectangle per slice."
         )
-    prompt: dict[str, Any] = {}
-    if len(prompts.point_coords):
-        prompt["point_coords"] = prompts.point_coords
-        prompt["point_labels"] = prompts.point_labels
-    if len(prompts.boxes):
-        prompt["box"] = prompts.boxes[0]
-    return prompt
+    return prompts.one_object()

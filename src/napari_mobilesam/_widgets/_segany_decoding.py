@@ -1,8 +1,9 @@
 """SegAny's decoding off the GUI thread: prompts of a plane -> masks, whole plane or tiled.
 
-:func:`decode_prompts` and :func:`decode_tiled` turn the :class:`Prompts` of a plane into a
-:class:`Decoded` preview; :class:`PreviewEngine` runs them in a thread worker, keeping one
-predictor (and one tiled predictor per large image) between requests.
+:func:`decode_plane` and :func:`decode_tiled` turn the prompts of a plane into a
+:class:`Decoded` preview by the rule of :mod:`napari_mobilesam.segany.prompts`;
+:class:`PreviewEngine` runs them in a thread worker, keeping one predictor (and one tiled
+predictor per large image) between requests.
 """
 
 from __future__ import annotations
@@ -20,42 +21,16 @@ from napari_mobilesam._widgets._model import (
     expected_errors,
     new_predictor,
 )
-from napari_mobilesam._widgets._plane import (
-    Plane,
-)
-from napari_mobilesam.imaging.tiling import Tile, TileGrid
-from napari_mobilesam.segany.tiled import (
-    TiledSegAnyPredictor,
-    coarse_window,
-    combine_predictions,
-    route_prompts,
-)
+from napari_mobilesam._widgets._plane import Plane
+from napari_mobilesam._widgets._prompt_layers import PlanePrompts
+from napari_mobilesam.imaging.convert import model_input
+from napari_mobilesam.imaging.tiling import Tile
+from napari_mobilesam.segany.prompts import PromptSet, decode_prompts, decode_prompts_tiled
+from napari_mobilesam.segany.tiled import TiledSegAnyPredictor
+from napari_mobilesam.segany.tiled_prediction import combine_predictions
 
 if TYPE_CHECKING:
     from napari_mobilesam.segany.predictor import SegAnyPredictor
-
-
-@dataclass(frozen=True)
-class Prompts:
-    """The prompts on one plane, in SAM pixel coordinates of that plane.
-
-    ``point_rows`` and ``box_rows`` are the rows of the prompt layers they came from.
-    """
-
-    point_coords: np.ndarray  # (K, 2) x, y
-    point_labels: np.ndarray  # (K,) 1 foreground, 0 background
-    boxes: np.ndarray  # (B, 4) x0, y0, x1, y1
-    point_rows: np.ndarray
-    box_rows: np.ndarray
-
-    @property
-    def empty(self) -> bool:
-        return len(self.point_coords) == 0 and len(self.boxes) == 0
-
-    @property
-    def points_ignored(self) -> bool:
-        """Points are not used when several rectangles each make their own object."""
-        return len(self.boxes) > 1 and len(self.point_coords) > 0
 
 
 @dataclass(frozen=True)
@@ -101,49 +76,25 @@ class Decoded:
         return labels
 
 
-def decode_prompts(predictor: SegAnyPredictor, prompts: Prompts) -> Decoded:
-    """Decode ``prompts`` on the predictor's current image by the rules in the module doc."""
-    if len(prompts.boxes) > 1:
-        masks, scores, _ = predictor.predict_boxes(prompts.boxes)
-        return Decoded(masks, scores, separate_objects=True)
-    has_points = len(prompts.point_coords) > 0
-    masks, scores, _ = predictor.predict(
-        point_coords=prompts.point_coords if has_points else None,
-        point_labels=prompts.point_labels if has_points else None,
-        box=prompts.boxes[0] if len(prompts.boxes) else None,
-        multimask_output=len(prompts.boxes) == 0 and len(prompts.point_coords) == 1,
-    )
-    return Decoded(masks, scores, separate_objects=False)
+def decode_plane(predictor: SegAnyPredictor, prompts: PromptSet) -> Decoded:
+    """Decode ``prompts`` on the predictor's current image (the whole plane)."""
+    decoded = decode_prompts(predictor, prompts)
+    return Decoded(decoded.masks, decoded.scores, decoded.separate_objects)
 
 
 def decode_tiled(
-    tiled: TiledSegAnyPredictor, prompts: Prompts, encoded_before: set | frozenset = frozenset()
+    tiled: TiledSegAnyPredictor, prompts: PromptSet, encoded_before: set | frozenset = frozenset()
 ) -> Decoded:
-    """Decode ``prompts`` tile by tile on a large image, by the rules in the module doc.
+    """Decode ``prompts`` tile by tile on a large image.
 
     ``encoded_before`` holds the outer regions of tiles encoded for previews that were
     superseded: the status still says they were encoded now.
     """
-    if len(prompts.boxes) > 1:
-        predictions = tiled.predict_boxes(prompts.boxes)
-        masks, window = combine_predictions(predictions)
-        scores = np.concatenate([p.scores for p in predictions])
-        note = _tile_note(tiled, predictions, encoded_before)
-        return Decoded(masks, scores, True, window, note)
-    has_points = len(prompts.point_coords) > 0
-    prediction = tiled.predict(
-        point_coords=prompts.point_coords if has_points else None,
-        point_labels=prompts.point_labels if has_points else None,
-        box=prompts.boxes[0] if len(prompts.boxes) else None,
-        multimask_output=len(prompts.boxes) == 0 and len(prompts.point_coords) == 1,
-    )
-    return Decoded(
-        prediction.masks,
-        prediction.scores,
-        False,
-        prediction.window,
-        _tile_note(tiled, [prediction], encoded_before),
-    )
+    predictions, separate_objects = decode_prompts_tiled(tiled, prompts)
+    masks, window = combine_predictions(predictions)
+    scores = np.concatenate([p.scores for p in predictions])
+    note = _tile_note(tiled, predictions, encoded_before)
+    return Decoded(masks, scores, separate_objects, window, note)
 
 
 def _tile_note(
@@ -175,7 +126,7 @@ class DecodeRequest:
     plane: Plane
     contrast_limits: tuple[float, float] | None
     image_key: tuple
-    prompts: Prompts
+    prompts: PlanePrompts
     level: int = 0
     tiling: tuple[int, int] | None = None
     tiles: tuple[Tile, ...] = ()
@@ -222,12 +173,12 @@ class PreviewEngine:
                 if self._image_key != request.image_key:
                     self._image_key = None
                     self._predictor.set_image(
-                        request.plane.take(request.data), contrast_limits=request.contrast_limits
+                        model_input(request.plane.take(request.data), request.contrast_limits)
                     )
                     self._image_key = request.image_key
                 if not is_current():
                     return None
-                return decode_prompts(self._predictor, request.prompts)
+                return decode_plane(self._predictor, request.prompts)
             except expected_errors() as exc:
                 return str(exc)
 
@@ -257,21 +208,3 @@ class Preview:
     request: DecodeRequest
     decoded: Decoded
     candidate: int = 0
-
-
-def route(grid: TileGrid, prompts: Prompts) -> tuple[Tile, ...]:
-    """The tiles (or coarse windows) the prompts are decoded on, as decode_tiled does."""
-    if len(prompts.boxes) > 1:
-        best, whole = grid.best_tiles(prompts.boxes)
-        tiles = [
-            grid.tiles[int(index)] if ok else coarse_window(grid, box)
-            for index, ok, box in zip(best, whole, prompts.boxes, strict=True)
-        ]
-        return tuple(dict.fromkeys(tiles))
-    has_points = len(prompts.point_coords) > 0
-    tile, _ = route_prompts(
-        grid,
-        prompts.point_coords if has_points else None,
-        prompts.boxes[0] if len(prompts.boxes) else None,
-    )
-    return (tile,)

@@ -21,17 +21,11 @@ from napari_mobilesam._widgets._plane import (
     spatial_shape,
     unproxied,
 )
-from napari_mobilesam._widgets._propagate import (
-    axis_label,
-    stack_axes,
-)
-from napari_mobilesam._widgets._segany import (
-    BACKGROUND,
-    FOREGROUND,
-    NEW_LAYER,
-    PREVIEW_TAG,
-    SegAnyController,
-)
+from napari_mobilesam._widgets._preview_canvas import PREVIEW_TAG
+from napari_mobilesam._widgets._prompt_layers import BACKGROUND, FOREGROUND
+from napari_mobilesam._widgets._segany import SegAnyController
+from napari_mobilesam._widgets._segany_layers import NEW_LAYER
+from napari_mobilesam._widgets._stack_axes import axis_label, stack_axes
 from napari_mobilesam.imaging.tiling import DEFAULT_HALO, DEFAULT_TILE_SHAPE
 
 if TYPE_CHECKING:
@@ -60,6 +54,21 @@ class SegAnyWidget(Container):
     def __init__(self, viewer: napari.viewer.Viewer) -> None:
         viewer = self.viewer = unproxied(viewer)
         self.controller = SegAnyController(viewer)
+        self._make_layer_widgets()
+        self._make_tiling_widgets()
+        self._make_action_widgets()
+        super().__init__(widgets=self._widget_list())
+        self._status.native.setWordWrap(True)
+        self._connect_widgets()
+        self._connect_events()
+        self.reset_choices()
+        active = viewer.layers.selection.active
+        images = [layer for layer in viewer.layers if isinstance(layer, Image)]
+        if images:
+            self._image.value = active if isinstance(active, Image) else images[-1]
+
+    def _make_layer_widgets(self) -> None:
+        """The layer choices, the click kind, the candidate and the overwrite switch."""
         self._image = ComboBox(label="Image", nullable=True, choices=self._choices(Image))
         self._points = ComboBox(
             label="Point prompts", nullable=True, choices=self._choices(Points)
@@ -79,6 +88,9 @@ class SegAnyWidget(Container):
             tooltip="Labels layer that accepted objects go to; '(new layer)' makes one",
         )
         self._overwrite = CheckBox(text="Overwrite existing labels", value=False)
+
+    def _make_tiling_widgets(self) -> None:
+        """The level of a multiscale image and the tile settings of large planes."""
         self._level = ComboBox(
             label="Level",
             choices=self._level_choices,
@@ -106,6 +118,9 @@ class SegAnyWidget(Container):
             step=16,
             tooltip="Pixels added on each side of a tile (at most half the tile). " + tiling_tip,
         )
+
+    def _make_action_widgets(self) -> None:
+        """Accept, Clear, Propagate (with its stack axis) and the status line."""
         self._accept = PushButton(text="Accept (Ctrl+Enter)")
         self._clear = PushButton(text="Clear prompts")
         self._stack_axis = ComboBox(
@@ -121,30 +136,32 @@ class SegAnyWidget(Container):
         )
         self._cancel_propagation = PushButton(text="Cancel", enabled=False)
         self._status = Label(value="")
-        super().__init__(
-            widgets=[
-                self._image,
-                self._points,
-                self._boxes,
-                self._click,
-                self._candidate,
-                self._output,
-                self._overwrite,
-                self._level,
-                self._tile_size,
-                self._halo,
-                Container(widgets=[self._accept, self._clear], layout="horizontal", labels=False),
-                self._stack_axis,
-                Container(
-                    widgets=[self._propagate, self._cancel_propagation],
-                    layout="horizontal",
-                    labels=False,
-                ),
-                self._status,
-            ]
-        )
-        self._status.native.setWordWrap(True)
 
+    def _widget_list(self) -> list:
+        """The widgets, top to bottom."""
+        return [
+            self._image,
+            self._points,
+            self._boxes,
+            self._click,
+            self._candidate,
+            self._output,
+            self._overwrite,
+            self._level,
+            self._tile_size,
+            self._halo,
+            Container(widgets=[self._accept, self._clear], layout="horizontal", labels=False),
+            self._stack_axis,
+            Container(
+                widgets=[self._propagate, self._cancel_propagation],
+                layout="horizontal",
+                labels=False,
+            ),
+            self._status,
+        ]
+
+    def _connect_widgets(self) -> None:
+        """Widget changes -> controller."""
         self._image.changed.connect(self.controller.set_image)
         self._points.changed.connect(self.controller.set_points_layer)
         self._boxes.changed.connect(self.controller.set_boxes_layer)
@@ -164,6 +181,10 @@ class SegAnyWidget(Container):
         self._propagate.changed.connect(self.propagate)
         self._stack_axis.changed.connect(self._on_stack_axis)
         self._cancel_propagation.changed.connect(self.controller.cancel_propagation)
+
+    def _connect_events(self) -> None:
+        """Controller and viewer events -> widgets."""
+        viewer = self.viewer
         self.controller.events.propagation.connect(self._on_propagation)
         viewer.dims.events.ndisplay.connect(self._sync_stack_axes)
         viewer.dims.events.order.connect(self._sync_stack_axes)
@@ -175,11 +196,6 @@ class SegAnyWidget(Container):
         )
         for emitter in (viewer.layers.events.inserted, viewer.layers.events.removed):
             emitter.connect(self.reset_choices)
-        self.reset_choices()
-        active = viewer.layers.selection.active
-        images = [layer for layer in viewer.layers if isinstance(layer, Image)]
-        if images:
-            self._image.value = active if isinstance(active, Image) else images[-1]
 
     def _choices(self, kind: type, outputs: bool = False) -> Callable[[Any], list]:
         def choices(_widget: Any) -> list[tuple[str, Any]]:

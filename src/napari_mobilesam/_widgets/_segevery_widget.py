@@ -23,7 +23,6 @@ from napari_mobilesam._widgets._plane import (
     spatial_shape,
     unproxied,
 )
-from napari_mobilesam._widgets._propagate import axis_label, is_time_axis
 from napari_mobilesam._widgets._segevery import (
     ALL_PLANES,
     DECODERS,
@@ -36,6 +35,7 @@ from napari_mobilesam._widgets._segevery import (
     SegEveryJob,
     SegEverySettings,
 )
+from napari_mobilesam._widgets._stack_axes import axis_label, is_time_axis
 
 if TYPE_CHECKING:
     import napari

@@ -13,7 +13,16 @@ from typing import Any
 import numpy as np
 from numpy.typing import ArrayLike
 
-__all__ = ["ModelInput", "content_key", "display_range", "model_input", "to_rgb_uint8"]
+__all__ = [
+    "ModelInput",
+    "content_key",
+    "display_range",
+    "has_contrast",
+    "model_input",
+    "to_rgb_uint8",
+    "uses_own_range",
+    "validate_contrast_limits",
+]
 
 LOW_PERCENTILE = 0.1
 HIGH_PERCENTILE = 99.9
@@ -90,7 +99,7 @@ def to_rgb_uint8(image: ArrayLike, contrast_limits: Sequence[float] | None = Non
            [128, 255]], dtype=uint8)
     """
     channels = _select_rgb_channels(image)
-    limits = None if contrast_limits is None else _validate_contrast_limits(contrast_limits)
+    limits = None if contrast_limits is None else validate_contrast_limits(contrast_limits)
 
     if channels.dtype == np.bool_:
         channels = channels.view(np.uint8)
@@ -108,12 +117,15 @@ def to_rgb_uint8(image: ArrayLike, contrast_limits: Sequence[float] | None = Non
     return _to_three_channels(_rescale(channels, *limits))
 
 
-def content_key(rgb: np.ndarray) -> str:
+def content_key(rgb: np.ndarray | ModelInput) -> str:
     """A digest of a model input (an RGB uint8 image): its bytes and its shape.
 
     Embedding caches and stores are keyed by it, so an image is encoded once whatever
-    array, file or slice it came from.
+    array, file or slice it came from. A :class:`ModelInput` gives its key (not hashed
+    again).
     """
+    if isinstance(rgb, ModelInput):
+        return rgb.key
     digest = hashlib.blake2b(np.ascontiguousarray(rgb).data, digest_size=16)
     digest.update(str(rgb.shape).encode())
     return digest.hexdigest()
@@ -186,6 +198,11 @@ def display_range(image: ArrayLike, max_samples: int = 2**22) -> tuple[float, fl
     (lo, hi) or None
         None for uint8 and bool images, which are used as they are.
 
+    Raises
+    ------
+    ValueError
+        An image without contrast (every finite value equal).
+
     Examples
     --------
     >>> lo, hi = display_range(np.arange(1000, dtype=np.uint16).reshape(10, 100))
@@ -193,7 +210,7 @@ def display_range(image: ArrayLike, max_samples: int = 2**22) -> tuple[float, fl
     (0.999, 998.001)
     """
     dtype = np.dtype(getattr(image, "dtype", np.asarray(image).dtype))
-    if dtype in (np.uint8, np.bool_):
+    if uses_own_range(dtype):
         return None
     shape = np.shape(image)
     if len(shape) not in (2, 3):
@@ -207,6 +224,42 @@ def display_range(image: ArrayLike, max_samples: int = 2**22) -> tuple[float, fl
     values = _finite_values(channels)
     _check_not_constant(values)
     return _percentile_limits(values)
+
+
+def uses_own_range(dtype: Any) -> bool:
+    """Whether images of ``dtype`` are used as they are, without a display range.
+
+    uint8 already is 0..255 and bool becomes 0 or 255, so :func:`to_rgb_uint8` picks no
+    contrast limits for them.
+
+    Examples
+    --------
+    >>> uses_own_range(np.uint8), uses_own_range(np.uint16)
+    (True, False)
+    """
+    return np.dtype(dtype) in (np.uint8, np.bool_)
+
+
+def has_contrast(image: ArrayLike) -> bool:
+    """Whether an image holds something to segment: finite values that are not all equal.
+
+    Only the first three channels of an (H, W, C) image count, as in
+    :func:`to_rgb_uint8`, which refuses an image for which this is False.
+
+    Examples
+    --------
+    >>> has_contrast(np.zeros((4, 4))), has_contrast(np.eye(4))
+    (False, True)
+    >>> has_contrast(np.array([[np.nan, 1.0], [1.0, np.inf]]))
+    False
+    """
+    array = np.asarray(image)
+    values = array[..., :3] if array.ndim == 3 else array
+    if values.dtype.kind == "f":
+        finite = np.isfinite(values)
+        if not finite.all():
+            values = values[finite]
+    return bool(values.size) and bool(values.min() != values.max())
 
 
 def select_level(image: Any, level: int | None) -> Any:
@@ -275,7 +328,19 @@ def _select_rgb_channels(image: ArrayLike) -> np.ndarray:
     return array[..., :3]
 
 
-def _validate_contrast_limits(contrast_limits: Sequence[float]) -> tuple[float, float]:
+def validate_contrast_limits(contrast_limits: Sequence[float]) -> tuple[float, float]:
+    """``contrast_limits`` as two floats (lo, hi), checked: finite with hi > lo.
+
+    Raises
+    ------
+    ValueError
+        Not two numbers, not finite, or hi <= lo.
+
+    Examples
+    --------
+    >>> validate_contrast_limits([0, 4095])
+    (0.0, 4095.0)
+    """
     try:
         lo, hi = (float(value) for value in contrast_limits)
     except (TypeError, ValueError) as exc:
@@ -289,11 +354,10 @@ def _validate_contrast_limits(contrast_limits: Sequence[float]) -> tuple[float, 
     return lo, hi
 
 
-def _check_not_constant(channels: np.ndarray) -> None:
-    low, high = channels.min(), channels.max()
-    if low == high:
+def _check_not_constant(values: np.ndarray) -> None:
+    if not has_contrast(values):
         raise ValueError(
-            f"Expected an image with some contrast; every pixel has the value {low}, "
+            f"Expected an image with some contrast; every pixel has the value {values.min()}, "
             "so there is nothing to segment."
         )
 

@@ -24,7 +24,7 @@ from typing import Any
 import numpy as np
 
 from napari_mobilesam.batch.outputs import atomic_path
-from napari_mobilesam.imaging.convert import display_range, to_rgb_uint8
+from napari_mobilesam.imaging.convert import ModelInput, display_range, model_input
 from napari_mobilesam.imaging.tiling import (
     DEFAULT_HALO,
     DEFAULT_TILE_SHAPE,
@@ -56,8 +56,9 @@ def model_inputs(
     tiling: bool = True,
     tile_shape: int | Sequence[int] = DEFAULT_TILE_SHAPE,
     halo: int | Sequence[int] = DEFAULT_HALO,
-) -> Iterator[np.ndarray]:
-    """The RGB uint8 images the encoder sees for ``image``: the whole image, or its tiles.
+) -> Iterator[ModelInput]:
+    """The inputs the encoder sees for ``image`` (the whole image, or its tiles), each
+    converted and hashed once.
 
     Tiles are made as :func:`napari_mobilesam.segment_everything` makes them: only for an
     image larger than the model's input that one tile does not cover, with the whole
@@ -68,11 +69,11 @@ def model_inputs(
     shape = tuple(int(side) for side in np.shape(image))[:2]
     grid = TileGrid(shape, tile_shape, halo)
     if not tiling or not needs_tiling(shape) or grid.is_single:
-        yield to_rgb_uint8(np.asarray(image), contrast_limits)
+        yield model_input(np.asarray(image), contrast_limits)
         return
     limits = contrast_limits if contrast_limits is not None else display_range(image)
     for tile in grid.tiles:
-        yield to_rgb_uint8(read_region(image, tile), limits)
+        yield model_input(read_region(image, tile), limits)
 
 
 class EmbeddingStore:
@@ -161,18 +162,15 @@ class EmbeddingStore:
         int
             The number of embeddings computed (0 when all were stored already).
         """
-        from napari_mobilesam.imaging.convert import content_key
-
         self._claim(predictor)
         computed = 0
-        for rgb in model_inputs(
+        for prepared in model_inputs(
             image, contrast_limits, tiling=tiling, tile_shape=tile_shape, halo=halo
         ):
-            key = content_key(rgb)
-            if key in self:
+            if prepared.key in self:
                 continue
-            predictor.set_image(rgb)
-            self.put(key, predictor.get_image_embedding(), rgb.shape[:2])
+            predictor.set_image(prepared)
+            self.put(prepared.key, predictor.get_image_embedding(), prepared.shape)
             computed += 1
         return computed
 
@@ -198,21 +196,18 @@ class EmbeddingStore:
             True when every embedding of the image was found (found ones are loaded even
             when some are missing); False also when the store was made with other weights.
         """
-        from napari_mobilesam.imaging.convert import content_key
-
         stored = self.fingerprint
         if stored is None or stored != encoder_fingerprint(predictor):
             return False
         found = True
-        for rgb in model_inputs(
+        for prepared in model_inputs(
             image, contrast_limits, tiling=tiling, tile_shape=tile_shape, halo=halo
         ):
-            key = content_key(rgb)
-            entry = self.get(key)
+            entry = self.get(prepared.key)
             if entry is None:
                 found = False
                 continue
-            predictor.cache_embedding(key, *entry)
+            predictor.cache_embedding(prepared.key, *entry)
         return found
 
     def lookup(self, predictor: Any, key: str) -> tuple[np.ndarray, tuple[int, int]] | None:

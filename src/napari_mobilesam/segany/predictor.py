@@ -1,51 +1,39 @@
 """SegAny: MobileSAM prompted segmentation of one image, with an embedding cache.
 
 :class:`SegAnyPredictor` follows segment_anything's ``SamPredictor``: set an image once
-(the expensive image encoder), then ask for masks from points, boxes and earlier masks
-(the cheap prompt decoder) as often as you like.
+(the expensive image encoder, see :mod:`~napari_mobilesam.segany.image_encoding`), then
+ask for masks from points, boxes and earlier masks (the cheap prompt decoder) as often as
+you like.
 """
 
 from __future__ import annotations
 
-import threading
-from collections import OrderedDict
 from collections.abc import Iterator, Sequence
-from contextlib import contextmanager, nullcontext
-from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
 import numpy as np
 import torch
 
-from napari_mobilesam._allocator import keep_large_allocations_in_heap
-from napari_mobilesam.imaging.convert import ModelInput, model_input
-from napari_mobilesam.imaging.model_frame import (
-    LOW_RES_SIDE,
-    preprocess_shape,
-    resize_longest_side,
-    scale_boxes,
-    scale_coords,
-)
+from napari_mobilesam.imaging.model_frame import LOW_RES_SIDE, scale_boxes, scale_coords
 from napari_mobilesam.imaging.upsampling import MaskUpsampler
 from napari_mobilesam.model.batched_decoder import BatchedMaskDecoder
-from napari_mobilesam.model.device import default_device
 from napari_mobilesam.model.prompt_decoder import PromptDecoder
 from napari_mobilesam.model.sam import MobileSAM
+from napari_mobilesam.segany.embedding_cache import ImageEmbedding as _ImageState
+from napari_mobilesam.segany.image_encoding import PRECISIONS, ImageEncoding
+from napari_mobilesam.segany.prompt_checks import (
+    MAX_COORDINATE,
+    check_box,
+    check_boxes,
+    check_mask_input,
+    check_points,
+)
 
 if TYPE_CHECKING:
     from napari_mobilesam.segany.embedding_store import EmbeddingStore
 
-PRECISIONS = ("float32", "bfloat16", "float16")
 
-
-@dataclass(frozen=True)
-class _ImageState:
-    embedding: torch.Tensor  # (1, 256, 64, 64)
-    original_size: tuple[int, int]  # (H, W) of the image given to set_image
-    input_size: tuple[int, int]  # (h, w) after resizing the longest side to 1024
-
-
-class SegAnyPredictor:
+class SegAnyPredictor(ImageEncoding):
     """Segment objects in one image from point, box and mask prompts.
 
     Parameters
@@ -89,176 +77,23 @@ class SegAnyPredictor:
         precision: str = "float32",
         embedding_store: EmbeddingStore | None = None,
     ) -> None:
-        if not isinstance(model, MobileSAM):
-            raise TypeError(
-                f"model must be a MobileSAM from build_mobile_sam(), got {type(model).__name__}"
-            )
-        if precision not in PRECISIONS:
-            raise ValueError(f"precision must be one of {PRECISIONS}, got {precision!r}")
-        if cache_size < 1 or batch_size < 1:
+        super().__init__(
+            model,
+            device,
+            cache_size=cache_size,
+            precision=precision,
+            embedding_store=embedding_store,
+        )
+        if batch_size < 1:
             raise ValueError("cache_size and batch_size must be at least 1")
-        self.device = torch.device(device) if device is not None else default_device()
-        if self.device.type == "cpu":
-            keep_large_allocations_in_heap()
-        if precision == "float16" and self.device.type != "cuda":
-            raise ValueError("precision='float16' needs a CUDA device; use 'bfloat16' on a CPU")
-        self.model = model.to(self.device).eval()
-        self.precision = precision
-        self.cache_size = cache_size
         self.batch_size = batch_size
-        self._cache: OrderedDict[str, _ImageState] = OrderedDict()
-        self._cache_lock = threading.Lock()
-        self._current_key: str | None = None
-        self.embedding_store = embedding_store
-        self._state: _ImageState | None = None
         self._decoder: BatchedMaskDecoder | None = None
         # Other prompt decoders (MobileSAMv2's box decoder) on the current embedding.
         self._other_decoders: dict[int, tuple[PromptDecoder, BatchedMaskDecoder]] = {}
         self._upsampler: MaskUpsampler | None = None
 
-    # ------------------------------------------------------------------ image
-    def set_image(
-        self,
-        image: np.ndarray | ModelInput,
-        contrast_limits: Sequence[float] | None = None,
-    ) -> None:
-        """Compute (or fetch from the cache) the embedding of ``image``.
-
-        Parameters
-        ----------
-        image : array
-            (H, W) or (H, W, C) with C in 1..4, any numeric dtype; see
-            :func:`napari_mobilesam.to_rgb_uint8` for how it becomes the model's RGB input.
-            An (H, W, 3) uint8 RGB image is used exactly as the reference does. A
-            :class:`~napari_mobilesam.imaging.convert.ModelInput` is used as it is (not
-            converted or hashed again).
-        contrast_limits : (lo, hi), optional
-            Display range to map to 0..255; by default the 0.1st-99.9th percentiles
-            (uint8 images are used as they are).
-        """
-        prepared = model_input(image, contrast_limits)
-        rgb, key = prepared.rgb, prepared.key
-        with self._cache_lock:
-            state = self._cache.get(key)
-            if state is not None:
-                self._cache.move_to_end(key)
-        if state is None:
-            state = self._stored_state(key) or self._encode(rgb)
-            self._store(key, state)
-        self._activate(state)
-        self._current_key = key
-
-    def precompute(
-        self, image: np.ndarray | ModelInput, contrast_limits: Sequence[float] | None = None
-    ) -> str:
-        """Encode ``image`` into the cache without making it the current image.
-
-        Safe to call from a background thread (e.g. to encode the next slices of a stack
-        while the user works on this one); a later :meth:`set_image` of the same image
-        skips the encoder. Returns the image's content key.
-        """
-        prepared = model_input(image, contrast_limits)
-        rgb, key = prepared.rgb, prepared.key
-        with self._cache_lock:
-            if key in self._cache:
-                return key
-        self._store(key, self._stored_state(key) or self._encode(rgb))
-        return key
-
-    def _stored_state(self, key: str) -> _ImageState | None:
-        """The embedding of ``key`` from :attr:`embedding_store`, if it holds it."""
-        if self.embedding_store is None:
-            return None
-        entry = self.embedding_store.lookup(self, key)
-        return None if entry is None else self._state_of(*entry)
-
-    def has_embedding(self, key: str) -> bool:
-        """Whether the cache holds the embedding of the image with this content key."""
-        with self._cache_lock:
-            return key in self._cache
-
-    @property
-    def current_key(self) -> str | None:
-        """Content key of the current image if it was set by :meth:`set_image`, else None."""
-        return self._current_key if self._state is not None else None
-
-    def is_cached(
-        self, image: np.ndarray | ModelInput, contrast_limits: Sequence[float] | None = None
-    ) -> bool:
-        """Whether :meth:`set_image` of ``image`` would skip the encoder (reads no model)."""
-        key = model_input(image, contrast_limits).key
-        with self._cache_lock:
-            return key in self._cache
-
-    def set_embedding(
-        self, embedding: torch.Tensor | np.ndarray, image_shape: Sequence[int]
-    ) -> None:
-        """Use a precomputed image embedding instead of running the encoder.
-
-        Parameters
-        ----------
-        embedding : (1, 256, 64, 64) tensor or array
-            The image encoder's output, e.g. from :meth:`get_image_embedding` of an
-            earlier session.
-        image_shape : (H, W)
-            Size of the image the embedding was computed from; prompts are given in its
-            pixels.
-        """
-        self._activate(self._state_of(embedding, image_shape))
-        self._current_key = None
-
-    def cache_embedding(
-        self, key: str, embedding: torch.Tensor | np.ndarray, image_shape: Sequence[int]
-    ) -> None:
-        """Put a precomputed embedding in the cache, so that :meth:`set_image` of the image
-        it belongs to skips the encoder (see :class:`napari_mobilesam.segany.embedding_store.
-        EmbeddingStore`). The current image is not changed; safe from another thread.
-
-        Parameters
-        ----------
-        key : str
-            Content key of the model input (``model_input(image, limits).key``).
-        embedding : (1, 256, 64, 64) tensor or array
-        image_shape : (H, W)
-            Size of the image the embedding was computed from.
-        """
-        self._store(key, self._state_of(embedding, image_shape))
-
-    def _state_of(
-        self, embedding: torch.Tensor | np.ndarray, image_shape: Sequence[int]
-    ) -> _ImageState:
-        embedding = torch.as_tensor(
-            np.asarray(embedding) if not torch.is_tensor(embedding) else embedding
-        )
-        side = self.model.image_size // 16
-        if tuple(embedding.shape) != (1, 256, side, side):
-            raise ValueError(
-                f"embedding must have shape (1, 256, {side}, {side}), got {tuple(embedding.shape)}"
-            )
-        height, width = (int(side_) for side_ in tuple(image_shape)[:2])
-        if height < 1 or width < 1:
-            raise ValueError(f"image_shape must be (H, W) with H, W >= 1, got {image_shape!r}")
-        input_size = preprocess_shape(height, width, self.model.image_size)
-        embedding = embedding.to(device=self.device, dtype=torch.float32)
-        return _ImageState(embedding, (height, width), input_size)
-
-    def _store(self, key: str, state: _ImageState) -> None:
-        with self._cache_lock:
-            self._cache[key] = state
-            self._cache.move_to_end(key)
-            while len(self._cache) > self.cache_size:
-                self._cache.popitem(last=False)
-
-    def _encode(self, rgb: np.ndarray) -> _ImageState:
-        resized = resize_longest_side(rgb, self.model.image_size)
-        x = torch.as_tensor(np.ascontiguousarray(resized), device=self.device)
-        x = x.permute(2, 0, 1).unsqueeze(0).float()
-        with self._inference():
-            embedding = self.model.image_encoder(self.model.preprocess(x)).float()
-        return _ImageState(embedding, (rgb.shape[0], rgb.shape[1]), tuple(resized.shape[:2]))
-
     def _activate(self, state: _ImageState) -> None:
-        self._state = state
+        super()._activate(state)
         self._upsampler = MaskUpsampler(
             state.original_size,
             state.input_size,
@@ -289,42 +124,11 @@ class SegAnyPredictor:
 
     def reset_image(self) -> None:
         """Forget the current image (the cache keeps its embedding)."""
-        self._state = None
+        super().reset_image()
         self._decoder = None
         self._other_decoders = {}
         self._upsampler = None
 
-    def clear_cache(self) -> None:
-        """Drop every cached embedding."""
-        with self._cache_lock:
-            self._cache.clear()
-
-    @property
-    def is_image_set(self) -> bool:
-        return self._state is not None
-
-    @property
-    def original_size(self) -> tuple[int, int]:
-        """(H, W) of the current image."""
-        return self._require_image().original_size
-
-    @property
-    def input_size(self) -> tuple[int, int]:
-        """(h, w) of the current image resized into the model's 1024 frame."""
-        return self._require_image().input_size
-
-    def get_image_embedding(self) -> torch.Tensor:
-        """The current image's embedding, (1, 256, 64, 64)."""
-        return self._require_image().embedding
-
-    def _require_image(self) -> _ImageState:
-        if self._state is None:
-            raise RuntimeError(
-                "No image is set: call predictor.set_image(image) before predicting masks."
-            )
-        return self._state
-
-    # ---------------------------------------------------------------- prompts
     def predict(
         self,
         point_coords: np.ndarray | Sequence | None = None,
@@ -359,9 +163,9 @@ class SegAnyPredictor:
         low_res_logits : (C, 256, 256) float32, for ``mask_input`` of a later call
         """
         state = self._require_image()
-        coords, labels = _validate_points(point_coords, point_labels)
-        box_arr = _validate_box(box)
-        mask_arr = _validate_mask_input(mask_input)
+        coords, labels = check_points(point_coords, point_labels)
+        box_arr = check_box(box)
+        mask_arr = check_mask_input(mask_input)
 
         points = None
         if coords is not None:
@@ -406,7 +210,7 @@ class SegAnyPredictor:
         embedding, such as MobileSAMv2's prompt-guided decoder; None uses the model's own.
         """
         state = self._require_image()
-        boxes = _validate_boxes(boxes)
+        boxes = check_boxes(boxes)
         prompt_encoder, batched = self._decoder_parts(decoder, state)
         scaled = scale_boxes(boxes, state.original_size, self.model.image_size)
         boxes_t = torch.as_tensor(scaled, dtype=torch.float32, device=self.device)
@@ -452,7 +256,7 @@ class SegAnyPredictor:
         iou_pred : (N, C) tensor
         """
         state = self._require_image()
-        coords, _ = _validate_points(points, np.ones(len(points), dtype=np.int64))
+        coords, _ = check_points(points, np.ones(len(points), dtype=np.int64))
         scaled = scale_coords(coords, state.original_size, self.model.image_size)
         with self._inference():
             coords_t = torch.as_tensor(scaled, dtype=torch.float32, device=self.device)[:, None]
@@ -485,7 +289,7 @@ class SegAnyPredictor:
         low_res_logits : (N, 256, 256) float32
         """
         state = self._require_image()
-        boxes = _validate_boxes(boxes)
+        boxes = check_boxes(boxes)
         n = len(boxes)
         h, w = state.original_size
         masks = np.zeros((n, h, w), dtype=np.float32 if return_logits else bool)
@@ -526,84 +330,5 @@ class SegAnyPredictor:
         self._require_image()
         return self._upsampler.full(low_res)
 
-    @contextmanager
-    def _inference(self) -> Iterator[None]:
-        if self.precision == "float32":
-            autocast = nullcontext()
-        else:
-            dtype = torch.bfloat16 if self.precision == "bfloat16" else torch.float16
-            autocast = torch.autocast(self.device.type, dtype=dtype)
-        with torch.inference_mode(), autocast:
-            yield
 
-
-#: Largest prompt coordinate accepted, in pixels: larger ones overflow float32 once scaled.
-MAX_COORDINATE = 1e9
-
-
-def _validate_points(
-    coords: np.ndarray | Sequence | None, labels: np.ndarray | Sequence | None
-) -> tuple[np.ndarray | None, np.ndarray | None]:
-    if coords is None and labels is None:
-        return None, None
-    if coords is None or labels is None:
-        raise ValueError("point_coords and point_labels must be given together")
-    coords = np.asarray(coords, dtype=np.float64)
-    labels = np.asarray(labels)
-    if coords.ndim != 2 or coords.shape[1] != 2:
-        raise ValueError(
-            f"point_coords must have shape (N, 2) holding (x, y) pixels, got {coords.shape}"
-        )
-    if labels.shape != (coords.shape[0],):
-        raise ValueError(
-            f"point_labels must have shape ({coords.shape[0]},) to match point_coords, "
-            f"got {labels.shape}"
-        )
-    if not (np.abs(coords) <= MAX_COORDINATE).all():
-        raise ValueError(
-            f"point_coords must be finite numbers of at most {MAX_COORDINATE:g} pixels in "
-            "magnitude (points outside the image are allowed)"
-        )
-    if not np.isin(labels, (0, 1)).all():
-        raise ValueError("point_labels must be 1 (foreground) or 0 (background)")
-    return coords, labels.astype(np.int64)
-
-
-def _validate_box(box: np.ndarray | Sequence | None) -> np.ndarray | None:
-    if box is None:
-        return None
-    box = np.asarray(box, dtype=np.float64)
-    if box.shape not in ((4,), (1, 4)):
-        raise ValueError(f"box must be x0, y0, x1, y1 with shape (4,), got {box.shape}")
-    return _validate_boxes(box.reshape(1, 4))
-
-
-def _validate_boxes(boxes: np.ndarray | Sequence) -> np.ndarray:
-    boxes = np.asarray(boxes, dtype=np.float64)
-    if boxes.ndim != 2 or boxes.shape[1] != 4:
-        raise ValueError(
-            f"boxes must have shape (N, 4) holding x0, y0, x1, y1 pixels, got {boxes.shape}"
-        )
-    if not (np.abs(boxes) <= MAX_COORDINATE).all():
-        raise ValueError(
-            f"boxes must be finite numbers of at most {MAX_COORDINATE:g} pixels in magnitude "
-            "(boxes reaching outside the image are allowed)"
-        )
-    return boxes
-
-
-def _validate_mask_input(mask_input: np.ndarray | None) -> np.ndarray | None:
-    if mask_input is None:
-        return None
-    mask_input = np.asarray(mask_input, dtype=np.float32)
-    if mask_input.shape == (LOW_RES_SIDE, LOW_RES_SIDE):
-        mask_input = mask_input[None]
-    if mask_input.shape != (1, LOW_RES_SIDE, LOW_RES_SIDE):
-        raise ValueError(
-            "mask_input must be the (1, 256, 256) low-resolution logits of an earlier call, "
-            f"got shape {mask_input.shape}"
-        )
-    return mask_input
-
-
-__all__ = ["SegAnyPredictor"]
+__all__ = ["MAX_COORDINATE", "PRECISIONS", "SegAnyPredictor"]

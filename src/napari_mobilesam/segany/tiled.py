@@ -23,12 +23,15 @@ numpy only at import; torch is loaded by the predictor when a tile is encoded.
 from __future__ import annotations
 
 from collections.abc import Sequence
-from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
-from napari_mobilesam.imaging.convert import display_range, to_rgb_uint8
+from napari_mobilesam.imaging.convert import (
+    display_range,
+    model_input,
+    validate_contrast_limits,
+)
 from napari_mobilesam.imaging.tiling import (
     COARSE_INDEX,
     DEFAULT_HALO,
@@ -38,6 +41,7 @@ from napari_mobilesam.imaging.tiling import (
     coarse_window,
     read_region,
 )
+from napari_mobilesam.segany.tiled_prediction import TiledPrediction, combine_predictions
 
 if TYPE_CHECKING:
     from napari_mobilesam.segany.predictor import SegAnyPredictor
@@ -50,6 +54,7 @@ __all__ = [
     "combine_predictions",
     "describe_tile",
     "prompt_bounds",
+    "route_boxes",
     "route_prompts",
 ]
 
@@ -145,141 +150,6 @@ def route_prompts(
     return coarse_window(grid, bounds), True
 
 
-# -------------------------------------------------------------------- results
-@dataclass(frozen=True)
-class TiledPrediction:
-    """Masks of one object, decoded on one tile (or a coarse window) of a large image.
-
-    Attributes
-    ----------
-    masks : (C, h, w) bool
-        The candidate masks over the tile's outer region ``tile.outer`` (the window).
-    scores : (C,) float32
-        Predicted IoU of each mask.
-    low_res_logits : (C, 256, 256) float32
-        The decoder's logits, for ``mask_input`` of :meth:`SegAnyPredictor.predict` on
-        the same tile only.
-    tile : Tile
-        Where the masks were decoded; ``tile.index`` is :data:`COARSE_INDEX` for a coarse
-        window.
-    coarse : bool
-        True when no tile held the prompts whole and a coarse window was used.
-    encoded_now : bool
-        True when this call ran the image encoder (the region was not cached).
-    """
-
-    masks: np.ndarray
-    scores: np.ndarray
-    low_res_logits: np.ndarray
-    tile: Tile
-    coarse: bool
-    encoded_now: bool
-
-    @property
-    def offset(self) -> tuple[int, int]:
-        """(y0, x0) of the masks in image pixels."""
-        return self.tile.offset
-
-    @property
-    def window(self) -> tuple[int, int, int, int]:
-        """(y0, y1, x0, x1) of the masks in image pixels (end exclusive)."""
-        return self.tile.outer
-
-    def full_masks(self, shape: Sequence[int]) -> np.ndarray:
-        """The masks placed in an image of ``shape`` (H, W): (C, H, W) bool.
-
-        Memory grows with the image: prefer :meth:`paste_into` or :attr:`window` for large
-        images.
-        """
-        height, width = (int(side) for side in tuple(shape)[:2])
-        y0, y1, x0, x1 = self.window
-        if y1 > height or x1 > width:
-            raise ValueError(
-                f"The masks reach ({y1}, {x1}), outside an image of shape {(height, width)}."
-            )
-        full = np.zeros((len(self.masks), height, width), dtype=bool)
-        full[:, y0:y1, x0:x1] = self.masks
-        return full
-
-    def paste_into(self, labels: Any, candidate: int, value: int, overwrite: bool = False) -> int:
-        """Write mask ``candidate`` into ``labels`` as ``value``, in image coordinates.
-
-        Parameters
-        ----------
-        labels : (H, W) integer array
-            numpy, memory map or zarr: only the window is read and written.
-        candidate : int
-            Index into :attr:`masks` (not a rank).
-        value : int
-            The label to write.
-        overwrite : bool
-            False (default): only pixels that are 0 are written, so labels already there
-            are kept. True: every pixel of the mask is written.
-
-        Returns
-        -------
-        int
-            How many pixels were written.
-        """
-        if len(np.shape(labels)) != 2:
-            raise ValueError(
-                f"labels must be a 2-D (H, W) array, got shape {tuple(np.shape(labels))}"
-            )
-        if not -len(self.masks) <= candidate < len(self.masks):
-            raise ValueError(
-                f"candidate must index one of the {len(self.masks)} masks, got {candidate}"
-            )
-        y0, y1, x0, x1 = self.window
-        if y1 > labels.shape[0] or x1 > labels.shape[1]:
-            raise ValueError(
-                f"The masks reach ({y1}, {x1}), outside labels of shape {labels.shape}."
-            )
-        region = np.array(labels[y0:y1, x0:x1])
-        pixels = self.masks[candidate] if overwrite else self.masks[candidate] & (region == 0)
-        written = int(pixels.sum())
-        if written:
-            region[pixels] = value
-            labels[y0:y1, x0:x1] = region
-        return written
-
-
-def combine_predictions(
-    predictions: Sequence[TiledPrediction],
-) -> tuple[np.ndarray, tuple[int, int, int, int]]:
-    """Put the masks of several predictions into the one window that holds them all.
-
-    Parameters
-    ----------
-    predictions : sequence of TiledPrediction
-        For example one per box from :meth:`TiledSegAnyPredictor.predict_boxes`.
-
-    Returns
-    -------
-    masks : (sum of C, h, w) bool
-        Every mask of every prediction, in order, over the window.
-    window : (y0, y1, x0, x1)
-        The smallest region holding every prediction's window, in image pixels.
-    """
-    if not predictions:
-        raise ValueError("combine_predictions needs at least one prediction")
-    windows = np.array([p.window for p in predictions])
-    window = (
-        int(windows[:, 0].min()),
-        int(windows[:, 1].max()),
-        int(windows[:, 2].min()),
-        int(windows[:, 3].max()),
-    )
-    count = sum(len(p.masks) for p in predictions)
-    masks = np.zeros((count, window[1] - window[0], window[3] - window[2]), dtype=bool)
-    row = 0
-    for p in predictions:
-        y0, y1, x0, x1 = p.window
-        rows = slice(row, row + len(p.masks))
-        masks[rows, y0 - window[0] : y1 - window[0], x0 - window[2] : x1 - window[2]] = p.masks
-        row += len(p.masks)
-    return masks, window
-
-
 # ------------------------------------------------------------------ predictor
 class TiledSegAnyPredictor:
     """SegAny on images of any size: each prompt decoded on one tile, encoded on demand.
@@ -365,13 +235,7 @@ class TiledSegAnyPredictor:
             )
         grid = TileGrid(shape[:2], tile_shape=self.tile_shape, halo=self.halo)
         if contrast_limits is not None:
-            low, high = (float(value) for value in contrast_limits)
-            if not (np.isfinite(low) and np.isfinite(high)) or high <= low:
-                raise ValueError(
-                    "Expected contrast_limits (lo, hi) to be finite with hi > lo; received "
-                    f"{tuple(contrast_limits)!r}."
-                )
-            limits: tuple[float, float] | None = (low, high)
+            limits: tuple[float, float] | None = validate_contrast_limits(contrast_limits)
         elif grid.is_single:
             limits = None
         else:
@@ -434,19 +298,16 @@ class TiledSegAnyPredictor:
         bool
             True when the encoder ran (the region was not cached).
         """
-        from napari_mobilesam.imaging.convert import content_key as _content_key
-
         self._require_grid()
         outer = tuple(tile.outer)
         known = self._encoded.get(outer)
         if known is not None and self.predictor.current_key == known:
             return False
-        rgb = to_rgb_uint8(read_region(self.image, tile), self.contrast_limits)
-        key = _content_key(rgb)
-        encoded_now = not self.predictor.has_embedding(key)
-        self.predictor.set_image(rgb)
+        prepared = model_input(read_region(self.image, tile), self.contrast_limits)
+        encoded_now = not self.predictor.has_embedding(prepared.key)
+        self.predictor.set_image(prepared)
         self._encoded.pop(outer, None)
-        self._encoded[outer] = key
+        self._encoded[outer] = prepared.key
         return encoded_now
 
     # ---------------------------------------------------------------- prompts
@@ -514,12 +375,10 @@ class TiledSegAnyPredictor:
         if not np.isfinite(boxes).all():
             raise ValueError("boxes must be finite numbers")
         results: list[TiledPrediction | None] = [None] * len(boxes)
-        if len(boxes) == 0:
-            return []
-        tiles, whole = grid.best_tiles(boxes)
-        for index in dict.fromkeys(tiles[whole].tolist()):
-            rows = np.flatnonzero(whole & (tiles == index))
-            tile = grid.tiles[index]
+        routes = route_boxes(grid, boxes)
+        whole = [tile for tile, coarse in routes if not coarse]
+        for tile in dict.fromkeys(whole):
+            rows = [row for row, route in enumerate(routes) if route == (tile, False)]
             encoded_now = self.set_tile(tile)
             oy, ox = tile.offset
             masks, scores, low_res = self.predictor.predict_boxes(boxes[rows] - [ox, oy, ox, oy])
@@ -532,8 +391,9 @@ class TiledSegAnyPredictor:
                     False,
                     encoded_now,
                 )
-        for row in np.flatnonzero(~whole):
-            results[row] = self.predict(box=boxes[row], multimask_output=False)
+        for row, (_, coarse) in enumerate(routes):
+            if coarse:
+                results[row] = self.predict(box=boxes[row], multimask_output=False)
         return [result for result in results if result is not None]
 
     def describe(self, tile: Tile) -> str:
@@ -557,3 +417,35 @@ def describe_tile(grid: TileGrid, tile: Tile) -> str:
         return f"a coarser view of {y1 - y0}×{x1 - x0} pixels (the prompts do not fit in one tile)"
     rows, cols = grid.grid_shape
     return f"tile ({tile.index[0] + 1}, {tile.index[1] + 1}) of {rows}×{cols}"
+
+
+def route_boxes(grid: TileGrid, boxes: np.ndarray | Sequence) -> list[tuple[Tile, bool]]:
+    """Where each box is decoded as its own object: as :func:`route_prompts` of that box.
+
+    Parameters
+    ----------
+    grid : TileGrid
+    boxes : (N, 4) x0, y0, x1, y1 image pixels.
+
+    Returns
+    -------
+    list of (Tile, bool)
+        One (tile, coarse) per box, in order.
+
+    Examples
+    --------
+    >>> grid = TileGrid((2048, 2048))
+    >>> [(tile.index, coarse) for tile, coarse in route_boxes(grid, [[10, 10, 50, 50]])]
+    [((0, 0), False)]
+    """
+    boxes = np.asarray(boxes, dtype=np.float64).reshape(-1, 4)
+    if len(boxes) == 0:
+        return []
+    best, whole = grid.best_tiles(boxes)
+    routes = []
+    for index, ok, box in zip(best, whole, boxes, strict=True):
+        if ok:
+            routes.append((grid.tiles[int(index)], False))
+        else:
+            routes.append((coarse_window(grid, prompt_bounds(box=box)), True))
+    return routes

@@ -30,13 +30,14 @@ Rules (the same for ``mode="z"`` and ``mode="t"``, except where said):
 
 from __future__ import annotations
 
-from collections.abc import Mapping, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
 import numpy as np
 
 from napari_mobilesam._progress import ProgressCallback
+from napari_mobilesam.stacks.track_matching import Linker
 
 MODES = ("z", "t")
 
@@ -75,15 +76,6 @@ class LinkResult:
     @property
     def n_objects(self) -> int:
         return int(self.area_per_slice.shape[0])
-
-
-@dataclass
-class _Track:
-    index: int  # 0-based track number
-    last_slice: int
-    pixels: np.ndarray  # flat pixel indices on last_slice
-    centroid: np.ndarray  # (row, col) on last_slice
-    velocity: np.ndarray  # (row, col) per slice, 0 until seen twice
 
 
 def link_slices(
@@ -143,6 +135,32 @@ def link_slices(
     [[1, 0, 2, 48]]
     """
     stack = _validate_labels_stack(labels_stack, axis)
+    _validate_link_options(mode, iou_threshold, min_contained, max_gap)
+    n_slices = stack.shape[0]
+    if scores is not None and len(scores) != n_slices:
+        raise ValueError(
+            f"scores must hold one entry per slice ({n_slices}), got {len(scores)} entries"
+        )
+    linker = Linker(stack, mode == "t", iou_threshold, min_contained, max_gap, scores)
+    for s in range(n_slices):
+        linker.link(s)
+        if progress is not None:
+            progress(s + 1, n_slices)
+    return _finish(
+        linker.out,
+        axis,
+        linker.per_track_areas,
+        linker.per_track_scores,
+        linker.parents,
+        linker.merged_into,
+        linker.id_maps,
+        scores,
+    )
+
+
+def _validate_link_options(
+    mode: str, iou_threshold: float, min_contained: float | None, max_gap: int
+) -> None:
     if mode not in MODES:
         raise ValueError(f"mode must be 'z' (3-D objects) or 't' (tracks), got {mode!r}")
     if not 0.0 < float(iou_threshold) <= 1.0:
@@ -151,95 +169,6 @@ def link_slices(
         raise ValueError(f"min_contained must be in (0, 1] or None, got {min_contained!r}")
     if isinstance(max_gap, bool) or int(max_gap) != max_gap or max_gap < 0:
         raise ValueError(f"max_gap must be an integer >= 0, got {max_gap!r}")
-    n_slices, height, width = stack.shape
-    if scores is not None and len(scores) != n_slices:
-        raise ValueError(
-            f"scores must hold one entry per slice ({n_slices}), got {len(scores)} entries"
-        )
-    follow_motion = mode == "t"
-
-    tracks: list[_Track] = []
-    per_track_areas: list[dict[int, int]] = []
-    per_track_scores: list[dict[int, float]] = []
-    parents: list[int] = []
-    merged_into: dict[int, int] = {}
-    id_maps: list[dict[int, int]] = []
-    out = np.zeros((n_slices, height, width), np.int32)  # 1-based track numbers for now
-
-    for s in range(n_slices):
-        ids, pixel_groups = _objects(stack[s])
-        areas = np.array([len(p) for p in pixel_groups], np.int64)
-        assigned = np.full(len(ids), -1, np.int64)  # track index per object
-        ended: set[int] = set()
-        best_loser: dict[int, tuple[float, int]] = {}  # object -> (iou, track) it lost
-        for gap in range(max_gap + 1):
-            candidates = [
-                t for t in tracks if t.last_slice == s - 1 - gap and t.index not in ended
-            ]
-            free = np.flatnonzero(assigned < 0)
-            if not candidates or len(free) == 0:
-                continue
-            iou, eligible = _pair_scores(
-                candidates,
-                stack[s],
-                ids[free],
-                areas[free],
-                s,
-                follow_motion,
-                iou_threshold,
-                min_contained,
-            )
-            if not eligible.any():
-                continue
-            rows, cols = _assign(iou, eligible)
-            matched_tracks = set()
-            for r, c in zip(rows, cols, strict=True):
-                assigned[free[c]] = candidates[r].index
-                matched_tracks.add(r)
-            # Eligible pairs that lost the assignment: splits and merges.
-            for r, c in zip(*np.nonzero(eligible), strict=True):
-                obj = free[c]
-                track = candidates[r].index
-                if assigned[obj] == track:
-                    continue
-                if assigned[obj] < 0:  # a new branch of track r (a split)
-                    if obj not in best_loser or iou[r, c] > best_loser[obj][0]:
-                        best_loser[obj] = (float(iou[r, c]), track)
-                elif r not in matched_tracks and track not in merged_into:
-                    merged_into[track] = int(assigned[obj])  # track r merged into it
-            for r in matched_tracks:
-                ended.add(candidates[r].index)
-
-        id_map: dict[int, int] = {}
-        for k, label in enumerate(ids):
-            pixels = pixel_groups[k]
-            rows_cols = np.stack(np.divmod(pixels, width)).astype(np.float64)
-            centroid = rows_cols.mean(axis=1)
-            if assigned[k] < 0:
-                index = len(tracks)
-                tracks.append(_Track(index, s, pixels, centroid, np.zeros(2)))
-                per_track_areas.append({})
-                per_track_scores.append({})
-                parents.append(best_loser[k][1] + 1 if k in best_loser else 0)
-            else:
-                track = tracks[int(assigned[k])]
-                merged_into.pop(track.index, None)  # it went on after all
-                elapsed = s - track.last_slice
-                track.velocity = (centroid - track.centroid) / elapsed
-                track.last_slice, track.pixels, track.centroid = s, pixels, centroid
-                index = track.index
-            per_track_areas[index][s] = int(areas[k])
-            if scores is not None:
-                per_track_scores[index][s] = _score_of(scores[s], int(label), s)
-            out.reshape(n_slices, -1)[s, pixels] = index + 1
-            id_map[int(label)] = index + 1
-        id_maps.append(id_map)
-        if progress is not None:
-            progress(s + 1, n_slices)
-
-    return _finish(
-        out, axis, per_track_areas, per_track_scores, parents, merged_into, id_maps, scores
-    )
 
 
 def _finish(
@@ -307,88 +236,6 @@ def _validate_labels_stack(labels_stack: Any, axis: int) -> np.ndarray:
     if stack.dtype.kind == "i" and stack.size and stack.min() < 0:
         raise ValueError("Expected labels >= 0 (0 is background); found negative values.")
     return np.moveaxis(stack, int(axis), 0) if axis % 3 != 0 else stack
-
-
-def _objects(labels: np.ndarray) -> tuple[np.ndarray, list[np.ndarray]]:
-    """Ids > 0 of a label image and the flat pixel indices of each."""
-    flat = labels.ravel()
-    foreground = np.flatnonzero(flat)
-    if len(foreground) == 0:
-        return np.zeros(0, np.int64), []
-    values = flat[foreground]
-    order = np.argsort(values, kind="stable")
-    sorted_values = values[order]
-    ids, starts = np.unique(sorted_values, return_index=True)
-    groups = np.split(foreground[order], starts[1:])
-    return ids.astype(np.int64), groups
-
-
-def _pair_scores(
-    tracks: list[_Track],
-    labels: np.ndarray,
-    ids: np.ndarray,
-    areas: np.ndarray,
-    s: int,
-    follow_motion: bool,
-    iou_threshold: float,
-    min_contained: float | None,
-) -> tuple[np.ndarray, np.ndarray]:
-    """IoU (tracks x objects) and which pairs may be linked."""
-    height, width = labels.shape
-    lookup = {int(label): k for k, label in enumerate(ids)}
-    intersections = np.zeros((len(tracks), len(ids)), np.int64)
-    track_areas = np.zeros(len(tracks), np.int64)
-    for r, track in enumerate(tracks):
-        pixels = track.pixels
-        track_areas[r] = len(pixels)
-        rows, cols = np.divmod(pixels, width)
-        if follow_motion and track.velocity.any():
-            shift = np.rint(track.velocity * (s - track.last_slice)).astype(np.int64)
-            rows, cols = rows + shift[0], cols + shift[1]
-            inside = (rows >= 0) & (rows < height) & (cols >= 0) & (cols < width)
-            rows, cols = rows[inside], cols[inside]
-        hit = labels[rows, cols]
-        hit = hit[hit > 0]
-        if len(hit) == 0:
-            continue
-        values, counts = np.unique(hit, return_counts=True)
-        for value, count in zip(values, counts, strict=True):
-            k = lookup.get(int(value))
-            if k is not None:
-                intersections[r, k] = count
-    union = track_areas[:, None] + areas[None, :] - intersections
-    iou = intersections / np.maximum(union, 1)
-    eligible = (intersections > 0) & (iou >= iou_threshold)
-    if min_contained is not None:
-        smaller = np.minimum(track_areas[:, None], areas[None, :])
-        eligible |= (intersections > 0) & (intersections >= min_contained * smaller)
-    return iou, eligible
-
-
-def _assign(iou: np.ndarray, eligible: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-    """Optimal one-to-one matching maximising the summed IoU of eligible pairs."""
-    from scipy.optimize import linear_sum_assignment
-
-    rows_any = np.flatnonzero(eligible.any(axis=1))
-    cols_any = np.flatnonzero(eligible.any(axis=0))
-    # Eligible pairs weigh 1 + IoU so that the number of links is maximised first.
-    weight = np.where(eligible, 1.0 + iou, 0.0)[np.ix_(rows_any, cols_any)]
-    r, c = linear_sum_assignment(weight, maximize=True)
-    keep = weight[r, c] > 0
-    return rows_any[r[keep]], cols_any[c[keep]]
-
-
-def _score_of(entry: Any, label: int, s: int) -> float:
-    try:
-        if isinstance(entry, Mapping):
-            return float(entry[label])
-        values = np.asarray(entry, dtype=np.float64).ravel()
-        return float(values[label - 1])
-    except (KeyError, IndexError) as exc:
-        raise ValueError(
-            f"scores[{s}] has no score for object {label} on slice {s} (arrays are indexed "
-            "by id - 1, mappings by id)"
-        ) from exc
 
 
 __all__ = ["LinkResult", "link_slices"]

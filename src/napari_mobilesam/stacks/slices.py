@@ -16,7 +16,14 @@ from typing import Any
 
 import numpy as np
 
-from napari_mobilesam.imaging.convert import HIGH_PERCENTILE, LOW_PERCENTILE, to_rgb_uint8
+from napari_mobilesam.imaging.convert import (
+    ModelInput,
+    display_range,
+    has_contrast,
+    model_input,
+    uses_own_range,
+    validate_contrast_limits,
+)
 
 __all__ = ["SliceEmbeddings", "StackSlices", "stack_contrast_limits"]
 
@@ -100,7 +107,7 @@ class StackSlices:
         if min(self.shape_yx) < 2:
             raise ValueError(f"slices must be at least 2 x 2 pixels, got {self.shape_yx}")
         self.contrast_limits = (
-            tuple(float(v) for v in contrast_limits)
+            validate_contrast_limits(contrast_limits)
             if contrast_limits is not None
             else stack_contrast_limits(self)
         )
@@ -121,17 +128,15 @@ class StackSlices:
 
     def is_blank(self, image: np.ndarray) -> bool:
         """True if a slice has no contrast (it cannot be segmented: nothing is there)."""
-        values = image[..., :3] if image.ndim == 3 else image
-        if values.dtype.kind == "f":
-            values = values[np.isfinite(values)]
-        return values.size == 0 or values.min() == values.max()
+        return not has_contrast(image)
 
-    def rgb_slice(self, z: int) -> np.ndarray | None:
-        """Slice ``z`` as the model's (H, W, 3) uint8 input; None for a blank slice."""
+    def rgb_slice(self, z: int) -> ModelInput | None:
+        """Slice ``z`` as the model's input, converted and hashed once; None for a blank
+        slice."""
         image = self.raw(z)
         if self.is_blank(image):
             return None
-        return to_rgb_uint8(image, self.contrast_limits)
+        return model_input(image, self.contrast_limits)
 
     def to_stack_layout(self, masks: np.ndarray) -> np.ndarray:
         """(S, H, W) -> the stack's own layout without channels (``mask_shape``)."""
@@ -149,27 +154,19 @@ def stack_contrast_limits(
     :func:`napari_mobilesam.to_rgb_uint8` does for one image.
     """
     dtype = np.dtype(getattr(slices.stack, "dtype", np.asarray(slices.stack).dtype))
-    if dtype in (np.uint8, np.bool_):
+    if uses_own_range(dtype):
         return None
     picks = np.unique(np.linspace(0, slices.n - 1, min(slices.n, max_slices)).round())
     h, w = slices.shape_yx
     step = max(1, int(np.ceil(np.sqrt(h * w * len(picks) / max_samples))))
-    samples = []
-    for z in picks.astype(int):
-        image = slices.raw(int(z))[::step, ::step]
-        values = image[..., :3] if image.ndim == 3 else image
-        values = values.astype(np.float64, copy=False).ravel()
-        samples.append(values[np.isfinite(values)])
-    values = np.concatenate(samples)
-    if values.size == 0 or values.min() == values.max():
+    sample = np.concatenate([slices.raw(int(z))[::step, ::step] for z in picks.astype(int)])
+    try:
+        return display_range(sample, max_samples=sample.size)
+    except ValueError as exc:
         raise ValueError(
             "Expected a stack with some contrast; every sampled pixel has the same value, "
             "so there is nothing to segment."
-        )
-    lo, hi = np.percentile(values, [LOW_PERCENTILE, HIGH_PERCENTILE])
-    if lo == hi:
-        lo, hi = values.min(), values.max()
-    return float(lo), float(hi)
+        ) from exc
 
 
 # ---------------------------------------------------------------------- embeddings
@@ -285,6 +282,3 @@ def _set_event() -> threading.Event:
     event = threading.Event()
     event.set()
     return event
-
-
-# ---------------------------------------------------------------------- propagation
