@@ -48,6 +48,7 @@ from napari_mobilesam._widgets._segany_decoding import (
     PreviewEngine,
 )
 from napari_mobilesam._widgets._segany_layers import SegAnyLayers
+from napari_mobilesam.errors import UserInputError
 from napari_mobilesam.imaging.tiling import (
     DEFAULT_HALO,
     DEFAULT_TILE_SHAPE,
@@ -177,7 +178,7 @@ class SegAnyController(SegAnyLayers):
             try:
                 grid = TileGrid(plane.size, tile_shape=self.tile_size, halo=self.halo)
                 tiles = prompt_tiles(grid, prompts)
-            except ValueError as exc:
+            except UserInputError as exc:
                 self._stop_preview(f"Cannot segment tile by tile: {exc}")
                 return None
         limits = model_contrast_limits(self.image)

@@ -13,6 +13,8 @@ from typing import Any
 import numpy as np
 from numpy.typing import ArrayLike
 
+from napari_mobilesam.errors import InvalidTypeError, InvalidValueError
+
 __all__ = [
     "ModelInput",
     "content_key",
@@ -273,16 +275,16 @@ def select_level(image: Any, level: int | None) -> Any:
         and all(hasattr(part, "shape") and len(part.shape) >= 2 for part in image)
     )
     if level is not None and (isinstance(level, bool) or int(level) != level):
-        raise ValueError(f"level must be an integer, got {level!r}")
+        raise InvalidValueError(f"level must be an integer, got {level!r}")
     if not multiscale:
         if level not in (None, 0):
-            raise ValueError(
+            raise InvalidValueError(
                 f"level {level} does not exist: the image is not multiscale (it has level 0 only)"
             )
         return image
     index = 0 if level is None else int(level)
     if not 0 <= index < len(image):
-        raise ValueError(
+        raise InvalidValueError(
             f"level {level} does not exist: the image has levels 0 to {len(image) - 1}"
         )
     return image[index]
@@ -302,24 +304,24 @@ def _select_rgb_channels(image: ArrayLike) -> np.ndarray:
     shape = np.shape(image)
     if len(shape) not in (2, 3):
         stack_hint = STACK_HINT if len(shape) > 3 else ""
-        raise ValueError(
+        raise InvalidValueError(
             "Expected a 2-D image of shape (H, W) or (H, W, C) with C in 1..4; "
             f"received an array with {len(shape)} dimensions, shape {shape}.{stack_hint}"
         )
     if len(shape) == 3 and not 1 <= shape[2] <= 4:
-        raise ValueError(
+        raise InvalidValueError(
             "Expected channels last, shape (H, W, C) with C in 1..4; "
             f"received shape {shape} (last axis {shape[2]})."
             f"{STACK_HINT} For channels-first data use np.moveaxis(image, 0, -1)."
         )
     if min(shape[:2]) < MIN_SIDE:
-        raise ValueError(
+        raise InvalidValueError(
             f"Expected an image at least {MIN_SIDE} x {MIN_SIDE} pixels; received shape {shape}."
         )
 
     array = np.asarray(image)
     if array.dtype.kind not in "biuf":
-        raise TypeError(
+        raise InvalidTypeError(
             "Expected an image of real numbers (bool, integer or float dtype); "
             f"received dtype {array.dtype}."
         )
@@ -344,11 +346,11 @@ def validate_contrast_limits(contrast_limits: Sequence[float]) -> tuple[float, f
     try:
         lo, hi = (float(value) for value in contrast_limits)
     except (TypeError, ValueError) as exc:
-        raise ValueError(
+        raise InvalidValueError(
             f"Expected contrast_limits as two numbers (lo, hi); received {contrast_limits!r}."
         ) from exc
     if not (np.isfinite(lo) and np.isfinite(hi)) or hi <= lo:
-        raise ValueError(
+        raise InvalidValueError(
             f"Expected contrast_limits (lo, hi) to be finite with hi > lo; received ({lo}, {hi})."
         )
     return lo, hi
@@ -356,7 +358,7 @@ def validate_contrast_limits(contrast_limits: Sequence[float]) -> tuple[float, f
 
 def _check_not_constant(values: np.ndarray) -> None:
     if not has_contrast(values):
-        raise ValueError(
+        raise InvalidValueError(
             f"Expected an image with some contrast; every pixel has the value {values.min()}, "
             "so there is nothing to segment."
         )
@@ -371,7 +373,7 @@ def _finite_values(channels: np.ndarray) -> np.ndarray:
         return channels
     values = channels[finite]
     if values.size == 0:
-        raise ValueError(
+        raise InvalidValueError(
             "Expected an image with finite values; received one made only of NaN and infinity."
         )
     return values

@@ -17,6 +17,8 @@ from typing import Any
 
 import numpy as np
 
+from napari_mobilesam.errors import InvalidValueError
+
 __all__ = ["Candidate", "LabelCanvas"]
 
 _NO_OWNER = np.iinfo(np.int64).max
@@ -57,7 +59,7 @@ class LabelCanvas:
         if out is None:
             out = np.zeros(shape, dtype=np.int32)
         elif tuple(out.shape) != tuple(shape):
-            raise ValueError(
+            raise InvalidValueError(
                 f"Expected out of shape {tuple(shape)}, the image's; received {tuple(out.shape)}."
             )
         self.labels = out
@@ -104,7 +106,7 @@ class LabelCanvas:
                 candidate.x0 - wx : candidate.x0 - wx + w,
             ]
             if region.shape != (h, w):
-                raise ValueError("a pasted mask must lie inside the open window")
+                raise InvalidValueError("a pasted mask must lie inside the open window")
         elif isinstance(self.labels, np.ndarray):
             region = self.labels[candidate.y0 : candidate.y0 + h, candidate.x0 : candidate.x0 + w]
         else:

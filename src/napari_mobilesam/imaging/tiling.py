@@ -22,6 +22,7 @@ from typing import Any
 
 import numpy as np
 
+from napari_mobilesam.errors import InvalidValueError
 from napari_mobilesam.imaging.model_frame import MODEL_SIDE
 
 __all__ = [
@@ -126,7 +127,7 @@ class TileGrid:
         for axis, name in enumerate(("rows", "columns")):
             tile, halo_side = self.tile_shape[axis], self.halo[axis]
             if 2 * halo_side > tile:
-                raise ValueError(
+                raise InvalidValueError(
                     f"Expected a halo of at most half the tile ({tile // 2} {name} for a tile "
                     f"of {tile}); received halo {halo_side}. The halo is added on both "
                     "sides, and a larger one leaves tiles that mostly repeat each other."
@@ -275,7 +276,7 @@ def coarse_window(grid: TileGrid, bounds: np.ndarray | Sequence) -> Tile:
         min(int(np.ceil(x1 + pad)), width),
     )
     if window[1] - window[0] < 2 or window[3] - window[2] < 2:
-        raise ValueError(
+        raise InvalidValueError(
             f"The prompts {tuple(bounds)} lie outside the image of shape {grid.shape}."
         )
     return Tile(COARSE_INDEX, window, window)
@@ -303,9 +304,11 @@ def _pair(value: int | Sequence[int], name: str, minimum: int) -> tuple[int, int
         except (TypeError, ValueError):
             pair = ()
         if len(pair) != 2 or any(not float(v).is_integer() for v in value):  # type: ignore[union-attr]
-            raise ValueError(
+            raise InvalidValueError(
                 f"Expected {name} as one integer or two (rows, columns); received {value!r}."
             )
     if min(pair) < minimum:
-        raise ValueError(f"Expected {name} of at least {minimum} pixels; received {value!r}.")
+        raise InvalidValueError(
+            f"Expected {name} of at least {minimum} pixels; received {value!r}."
+        )
     return pair

@@ -7,6 +7,7 @@ import math
 import torch
 from torch import nn
 
+from napari_mobilesam.errors import InvalidValueError
 from napari_mobilesam.model.common import MLPBlock
 
 
@@ -19,7 +20,7 @@ class Attention(nn.Module):
         self.internal_dim = embedding_dim // downsample_rate
         self.num_heads = num_heads
         if self.internal_dim % num_heads:
-            raise ValueError("num_heads must divide embedding_dim // downsample_rate")
+            raise InvalidValueError("num_heads must divide embedding_dim // downsample_rate")
         self.q_proj = nn.Linear(embedding_dim, self.internal_dim)
         self.k_proj = nn.Linear(embedding_dim, self.internal_dim)
         self.v_proj = nn.Linear(embedding_dim, self.internal_dim)

@@ -13,6 +13,8 @@ from dataclasses import dataclass
 
 import torch
 
+from napari_mobilesam.errors import InvalidValueError
+
 __all__ = ["EmbeddingCache", "ImageEmbedding"]
 
 
@@ -52,7 +54,7 @@ class EmbeddingCache:
 
     def __init__(self, size: int) -> None:
         if size < 1:
-            raise ValueError("cache_size must be at least 1")
+            raise InvalidValueError("cache_size must be at least 1")
         self.size = size
         self._entries: OrderedDict[str, ImageEmbedding] = OrderedDict()
         self._lock = threading.Lock()

@@ -24,6 +24,7 @@ from typing import Any
 import numpy as np
 
 from napari_mobilesam.batch.outputs import atomic_path
+from napari_mobilesam.errors import InvalidValueError
 from napari_mobilesam.imaging.convert import ModelInput, display_range, model_input
 from napari_mobilesam.imaging.tiling import (
     DEFAULT_HALO,
@@ -234,7 +235,7 @@ class EmbeddingStore:
             group.attrs["encoder_fingerprint"] = fingerprint
             group.attrs["format"] = "napari-mobilesam embeddings 1"
         elif stored != fingerprint:
-            raise ValueError(
+            raise InvalidValueError(
                 f"{self.path} holds embeddings of other model weights (encoder fingerprint "
                 f"{stored}, this model {fingerprint}); use another store path."
             )

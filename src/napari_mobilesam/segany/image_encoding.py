@@ -18,6 +18,7 @@ import numpy as np
 import torch
 
 from napari_mobilesam._allocator import keep_large_allocations_in_heap
+from napari_mobilesam.errors import InvalidTypeError, InvalidValueError
 from napari_mobilesam.imaging.convert import ModelInput, model_input
 from napari_mobilesam.imaging.model_frame import preprocess_shape, resize_longest_side
 from napari_mobilesam.model.device import default_device
@@ -50,18 +51,20 @@ class ImageEncoding:
         embedding_store: EmbeddingStore | None = None,
     ) -> None:
         if not isinstance(model, MobileSAM):
-            raise TypeError(
+            raise InvalidTypeError(
                 f"model must be a MobileSAM from build_mobile_sam(), got {type(model).__name__}"
             )
         if precision not in PRECISIONS:
-            raise ValueError(f"precision must be one of {PRECISIONS}, got {precision!r}")
+            raise InvalidValueError(f"precision must be one of {PRECISIONS}, got {precision!r}")
         if cache_size < 1:
-            raise ValueError("cache_size and batch_size must be at least 1")
+            raise InvalidValueError("cache_size and batch_size must be at least 1")
         self.device = torch.device(device) if device is not None else default_device()
         if self.device.type == "cpu":
             keep_large_allocations_in_heap()
         if precision == "float16" and self.device.type != "cuda":
-            raise ValueError("precision='float16' needs a CUDA device; use 'bfloat16' on a CPU")
+            raise InvalidValueError(
+                "precision='float16' needs a CUDA device; use 'bfloat16' on a CPU"
+            )
         self.model = model.to(self.device).eval()
         self.precision = precision
         self._cache = EmbeddingCache(cache_size)
@@ -85,7 +88,7 @@ class ImageEncoding:
     @cache_size.setter
     def cache_size(self, size: int) -> None:
         if size < 1:
-            raise ValueError("cache_size must be at least 1")
+            raise InvalidValueError("cache_size must be at least 1")
         self._cache.size = int(size)
 
     def set_image(
@@ -197,12 +200,14 @@ class ImageEncoding:
         )
         side = self.model.image_size // 16
         if tuple(embedding.shape) != (1, 256, side, side):
-            raise ValueError(
+            raise InvalidValueError(
                 f"embedding must have shape (1, 256, {side}, {side}), got {tuple(embedding.shape)}"
             )
         height, width = (int(side_) for side_ in tuple(image_shape)[:2])
         if height < 1 or width < 1:
-            raise ValueError(f"image_shape must be (H, W) with H, W >= 1, got {image_shape!r}")
+            raise InvalidValueError(
+                f"image_shape must be (H, W) with H, W >= 1, got {image_shape!r}"
+            )
         input_size = preprocess_shape(height, width, self.model.image_size)
         embedding = embedding.to(device=self.device, dtype=torch.float32)
         return _ImageState(embedding, (height, width), input_size)

@@ -14,6 +14,7 @@ from typing import TYPE_CHECKING
 import numpy as np
 import torch
 
+from napari_mobilesam.errors import InvalidTypeError, InvalidValueError
 from napari_mobilesam.imaging.model_frame import LOW_RES_SIDE, scale_boxes, scale_coords
 from napari_mobilesam.imaging.upsampling import MaskUpsampler
 from napari_mobilesam.model.batched_decoder import BatchedMaskDecoder
@@ -85,7 +86,7 @@ class SegAnyPredictor(ImageEncoding):
             embedding_store=embedding_store,
         )
         if batch_size < 1:
-            raise ValueError("cache_size and batch_size must be at least 1")
+            raise InvalidValueError("cache_size and batch_size must be at least 1")
         self.batch_size = batch_size
         self._decoder: BatchedMaskDecoder | None = None
         # Other prompt decoders (MobileSAMv2's box decoder) on the current embedding.
@@ -229,7 +230,7 @@ class SegAnyPredictor(ImageEncoding):
         if decoder is None:
             return self.model.prompt_encoder, self._model_decoder(state)
         if not isinstance(decoder, PromptDecoder):
-            raise TypeError(
+            raise InvalidTypeError(
                 "decoder must be None or a PromptDecoder (see "
                 "napari_mobilesam.segevery.box_decoders.load_box_decoder), got "
                 f"{type(decoder).__name__}"

@@ -10,6 +10,7 @@ from collections.abc import Sequence
 
 import numpy as np
 
+from napari_mobilesam.errors import InvalidValueError
 from napari_mobilesam.imaging.model_frame import LOW_RES_SIDE
 
 __all__ = ["MAX_COORDINATE", "check_box", "check_boxes", "check_mask_input", "check_points"]
@@ -25,25 +26,25 @@ def check_points(
     if coords is None and labels is None:
         return None, None
     if coords is None or labels is None:
-        raise ValueError("point_coords and point_labels must be given together")
+        raise InvalidValueError("point_coords and point_labels must be given together")
     coords = np.asarray(coords, dtype=np.float64)
     labels = np.asarray(labels)
     if coords.ndim != 2 or coords.shape[1] != 2:
-        raise ValueError(
+        raise InvalidValueError(
             f"point_coords must have shape (N, 2) holding (x, y) pixels, got {coords.shape}"
         )
     if labels.shape != (coords.shape[0],):
-        raise ValueError(
+        raise InvalidValueError(
             f"point_labels must have shape ({coords.shape[0]},) to match point_coords, "
             f"got {labels.shape}"
         )
     if not (np.abs(coords) <= MAX_COORDINATE).all():
-        raise ValueError(
+        raise InvalidValueError(
             f"point_coords must be finite numbers of at most {MAX_COORDINATE:g} pixels in "
             "magnitude (points outside the image are allowed)"
         )
     if not np.isin(labels, (0, 1)).all():
-        raise ValueError("point_labels must be 1 (foreground) or 0 (background)")
+        raise InvalidValueError("point_labels must be 1 (foreground) or 0 (background)")
     return coords, labels.astype(np.int64)
 
 
@@ -53,7 +54,7 @@ def check_box(box: np.ndarray | Sequence | None) -> np.ndarray | None:
         return None
     box = np.asarray(box, dtype=np.float64)
     if box.shape not in ((4,), (1, 4)):
-        raise ValueError(f"box must be x0, y0, x1, y1 with shape (4,), got {box.shape}")
+        raise InvalidValueError(f"box must be x0, y0, x1, y1 with shape (4,), got {box.shape}")
     return check_boxes(box.reshape(1, 4))
 
 
@@ -61,11 +62,11 @@ def check_boxes(boxes: np.ndarray | Sequence) -> np.ndarray:
     """Boxes as (N, 4) float64 x0, y0, x1, y1, each coordinate within ``MAX_COORDINATE``."""
     boxes = np.asarray(boxes, dtype=np.float64)
     if boxes.ndim != 2 or boxes.shape[1] != 4:
-        raise ValueError(
+        raise InvalidValueError(
             f"boxes must have shape (N, 4) holding x0, y0, x1, y1 pixels, got {boxes.shape}"
         )
     if not (np.abs(boxes) <= MAX_COORDINATE).all():
-        raise ValueError(
+        raise InvalidValueError(
             f"boxes must be finite numbers of at most {MAX_COORDINATE:g} pixels in magnitude "
             "(boxes reaching outside the image are allowed)"
         )
@@ -80,7 +81,7 @@ def check_mask_input(mask_input: np.ndarray | None) -> np.ndarray | None:
     if mask_input.shape == (LOW_RES_SIDE, LOW_RES_SIDE):
         mask_input = mask_input[None]
     if mask_input.shape != (1, LOW_RES_SIDE, LOW_RES_SIDE):
-        raise ValueError(
+        raise InvalidValueError(
             "mask_input must be the (1, 256, 256) low-resolution logits of an earlier call, "
             f"got shape {mask_input.shape}"
         )

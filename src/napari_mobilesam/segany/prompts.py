@@ -33,6 +33,7 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
+from napari_mobilesam.errors import InvalidValueError
 from napari_mobilesam.segany.tiled import route_boxes, route_prompts
 
 if TYPE_CHECKING:
@@ -60,7 +61,7 @@ def _rows(values: Any, width: int, name: str) -> np.ndarray:
     if array.ndim == 1 and array.shape[0] == width:
         array = array[None]
     if array.ndim != 2 or array.shape[1] != width:
-        raise ValueError(f"{name} must have shape (N, {width}), got {array.shape}")
+        raise InvalidValueError(f"{name} must have shape (N, {width}), got {array.shape}")
     return array
 
 
@@ -98,7 +99,7 @@ class PromptSet:
         else:
             labels = np.asarray(self.point_labels).astype(np.int64).reshape(-1)
         if len(labels) != len(coords):
-            raise ValueError(
+            raise InvalidValueError(
                 f"point_labels must have one label per point ({len(coords)}), got {len(labels)}"
             )
         object.__setattr__(self, "point_coords", coords)
@@ -142,7 +143,7 @@ class PromptSet:
             Several boxes (several objects).
         """
         if self.separate_objects:
-            raise ValueError(
+            raise InvalidValueError(
                 f"{len(self.boxes)} boxes are {len(self.boxes)} objects, not one: keep one box."
             )
         prompt: dict[str, np.ndarray] = {}

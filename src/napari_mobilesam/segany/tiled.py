@@ -27,6 +27,7 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
+from napari_mobilesam.errors import InvalidTypeError, InvalidValueError
 from napari_mobilesam.imaging.convert import (
     display_range,
     model_input,
@@ -93,7 +94,7 @@ def prompt_bounds(
         points = np.asarray(point_coords, dtype=np.float64)
         if points.size:
             if points.ndim != 2 or points.shape[1] != 2:
-                raise ValueError(
+                raise InvalidValueError(
                     f"point_coords must have shape (N, 2) holding (x, y) pixels, got "
                     f"{points.shape}"
                 )
@@ -101,13 +102,17 @@ def prompt_bounds(
     if box is not None:
         box_arr = np.asarray(box, dtype=np.float64)
         if box_arr.shape not in ((4,), (1, 4)):
-            raise ValueError(f"box must be x0, y0, x1, y1 with shape (4,), got {box_arr.shape}")
+            raise InvalidValueError(
+                f"box must be x0, y0, x1, y1 with shape (4,), got {box_arr.shape}"
+            )
         corners.append(box_arr.reshape(2, 2))
     if not corners:
-        raise ValueError("Give at least one prompt: point_coords with point_labels, or a box.")
+        raise InvalidValueError(
+            "Give at least one prompt: point_coords with point_labels, or a box."
+        )
     corners_arr = np.concatenate(corners)
     if not np.isfinite(corners_arr).all():
-        raise ValueError("Prompt coordinates must be finite numbers.")
+        raise InvalidValueError("Prompt coordinates must be finite numbers.")
     return np.concatenate([corners_arr.min(axis=0), corners_arr.max(axis=0)])
 
 
@@ -192,7 +197,7 @@ class TiledSegAnyPredictor:
     ) -> None:
         for attribute in ("set_image", "predict", "predict_boxes"):
             if not callable(getattr(predictor, attribute, None)):
-                raise TypeError(
+                raise InvalidTypeError(
                     f"predictor must be a SegAnyPredictor, got {type(predictor).__name__}"
                 )
         # Validate the tile settings now, not at the first image.
@@ -229,7 +234,7 @@ class TiledSegAnyPredictor:
         """
         shape = tuple(int(side) for side in np.shape(image))
         if len(shape) not in (2, 3) or (len(shape) == 3 and not 1 <= shape[2] <= 4):
-            raise ValueError(
+            raise InvalidValueError(
                 "Expected a 2-D image of shape (H, W) or (H, W, C) with C in 1..4; received "
                 f"shape {shape}. For a Z/T stack pass one 2-D slice, e.g. image[z]."
             )
@@ -369,11 +374,11 @@ class TiledSegAnyPredictor:
         grid = self._require_grid()
         boxes = np.asarray(boxes, dtype=np.float64)
         if boxes.ndim != 2 or boxes.shape[1] != 4:
-            raise ValueError(
+            raise InvalidValueError(
                 f"boxes must have shape (N, 4) holding x0, y0, x1, y1 pixels, got {boxes.shape}"
             )
         if not np.isfinite(boxes).all():
-            raise ValueError("boxes must be finite numbers")
+            raise InvalidValueError("boxes must be finite numbers")
         results: list[TiledPrediction | None] = [None] * len(boxes)
         routes = route_boxes(grid, boxes)
         whole = [tile for tile, coarse in routes if not coarse]

@@ -12,6 +12,7 @@ from typing import Any
 
 import numpy as np
 
+from napari_mobilesam.errors import InvalidValueError
 from napari_mobilesam.imaging.tiling import Tile
 
 __all__ = ["TiledPrediction", "combine_predictions"]
@@ -65,7 +66,7 @@ class TiledPrediction:
         height, width = (int(side) for side in tuple(shape)[:2])
         y0, y1, x0, x1 = self.window
         if y1 > height or x1 > width:
-            raise ValueError(
+            raise InvalidValueError(
                 f"The masks reach ({y1}, {x1}), outside an image of shape {(height, width)}."
             )
         full = np.zeros((len(self.masks), height, width), dtype=bool)
@@ -93,16 +94,16 @@ class TiledPrediction:
             How many pixels were written.
         """
         if len(np.shape(labels)) != 2:
-            raise ValueError(
+            raise InvalidValueError(
                 f"labels must be a 2-D (H, W) array, got shape {tuple(np.shape(labels))}"
             )
         if not -len(self.masks) <= candidate < len(self.masks):
-            raise ValueError(
+            raise InvalidValueError(
                 f"candidate must index one of the {len(self.masks)} masks, got {candidate}"
             )
         y0, y1, x0, x1 = self.window
         if y1 > labels.shape[0] or x1 > labels.shape[1]:
-            raise ValueError(
+            raise InvalidValueError(
                 f"The masks reach ({y1}, {x1}), outside labels of shape {labels.shape}."
             )
         region = np.array(labels[y0:y1, x0:x1])
@@ -132,7 +133,7 @@ def combine_predictions(
         The smallest region holding every prediction's window, in image pixels.
     """
     if not predictions:
-        raise ValueError("combine_predictions needs at least one prediction")
+        raise InvalidValueError("combine_predictions needs at least one prediction")
     windows = np.array([p.window for p in predictions])
     window = (
         int(windows[:, 0].min()),

@@ -15,6 +15,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING
 
+from napari_mobilesam.errors import InvalidTypeError, InvalidValueError
+
 if TYPE_CHECKING:
     from napari_mobilesam.model.prompt_decoder import PromptDecoder
 
@@ -99,13 +101,13 @@ def load_box_decoder(decoder: str | os.PathLike[str] | PromptDecoder | None) -> 
         return BoxDecoder(official, official.source)
     if isinstance(decoder, str) and not _looks_like_path(decoder):
         names = ", ".join(repr(name) for name in DECODER_NAMES)
-        raise ValueError(
+        raise InvalidValueError(
             f"Expected decoder to be one of {names}, the path of a "
             f"Prompt_guided_Mask_Decoder.pt-format file, or a PromptDecoder; "
             f"received {decoder!r}."
         )
     if not isinstance(decoder, str | os.PathLike):
-        raise TypeError(
+        raise InvalidTypeError(
             "Expected decoder to be a name, a file path or a PromptDecoder; received "
             f"{type(decoder).__name__}."
         )

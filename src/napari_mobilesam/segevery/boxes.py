@@ -12,6 +12,8 @@ from collections.abc import Sequence
 import numpy as np
 from numpy.typing import ArrayLike
 
+from napari_mobilesam.errors import InvalidTypeError, InvalidValueError
+
 __all__ = [
     "BORDER_SNAP_PIXELS",
     "MAX_DETECTIONS",
@@ -59,7 +61,7 @@ def snap_to_border(
     snapped = _as_box_array(boxes, "boxes").astype(np.float32)
     height, width = _frame_size(frame_shape)
     if not (np.isfinite(threshold) and threshold >= 0):
-        raise ValueError(f"Expected threshold to be a number >= 0; received {threshold!r}.")
+        raise InvalidValueError(f"Expected threshold to be a number >= 0; received {threshold!r}.")
     snapped[snapped[:, 0] < threshold, 0] = 0
     snapped[snapped[:, 1] < threshold, 1] = 0
     snapped[snapped[:, 2] > width - threshold, 2] = width
@@ -140,7 +142,7 @@ def nms_boxes(boxes: ArrayLike, scores: ArrayLike, iou: float) -> np.ndarray:
     values = _as_scores(scores, len(array))
     check_fraction(iou, "iou")
     if not np.isfinite(array).all():
-        raise ValueError("Expected finite boxes; use clean_boxes to drop non-finite ones.")
+        raise InvalidValueError("Expected finite boxes; use clean_boxes to drop non-finite ones.")
     if len(array) == 0:
         return np.empty(0, dtype=np.int64)
     keep = torchvision.ops.nms(
@@ -191,14 +193,14 @@ def _as_box_array(boxes: ArrayLike, what: str) -> np.ndarray:
     try:
         array = np.asarray(boxes, dtype=np.float64)
     except (TypeError, ValueError) as error:
-        raise TypeError(
+        raise InvalidTypeError(
             f"Expected {what} as an (N, 4) array of numbers x0, y0, x1, y1; "
             f"received {type(boxes).__name__} that is not numeric ({error})."
         ) from error
     if array.size == 0:
         return array.reshape(0, 4)
     if array.ndim != 2 or array.shape[1] != 4:
-        raise ValueError(
+        raise InvalidValueError(
             f"Expected {what} of shape (N, 4) as x0, y0, x1, y1; received shape {array.shape}."
         )
     return array
@@ -207,17 +209,17 @@ def _as_box_array(boxes: ArrayLike, what: str) -> np.ndarray:
 def _as_scores(scores: ArrayLike, count: int) -> np.ndarray:
     values = np.asarray(scores, dtype=np.float64)
     if values.shape != (count,):
-        raise ValueError(
+        raise InvalidValueError(
             f"Expected one score per box, shape ({count},); received shape {values.shape}."
         )
     if not np.isfinite(values).all():
-        raise ValueError("Expected finite scores; received NaN or infinite values.")
+        raise InvalidValueError("Expected finite scores; received NaN or infinite values.")
     return values
 
 
 def _frame_size(shape: Sequence[int]) -> tuple[int, int]:
     if len(shape) not in (2, 3) or not all(int(side) > 0 for side in shape[:2]):
-        raise ValueError(
+        raise InvalidValueError(
             f"Expected an image shape (H, W) or (H, W, C) with H, W > 0; received {shape!r}."
         )
     return int(shape[0]), int(shape[1])
@@ -226,14 +228,14 @@ def _frame_size(shape: Sequence[int]) -> tuple[int, int]:
 def check_fraction(value: float, name: str) -> None:
     """Raise unless ``value`` is a real number in [0, 1]."""
     if isinstance(value, bool) or not isinstance(value, int | float | np.floating | np.integer):
-        raise TypeError(f"Expected {name} to be a number in [0, 1]; received {value!r}.")
+        raise InvalidTypeError(f"Expected {name} to be a number in [0, 1]; received {value!r}.")
     if not 0 <= value <= 1:
-        raise ValueError(f"Expected {name} in [0, 1]; received {value}.")
+        raise InvalidValueError(f"Expected {name} in [0, 1]; received {value}.")
 
 
 def check_positive_int(value: int, name: str) -> None:
     """Raise unless ``value`` is an integer >= 1 (bool is refused)."""
     if isinstance(value, bool) or not isinstance(value, int | np.integer):
-        raise TypeError(f"Expected {name} to be a positive integer; received {value!r}.")
+        raise InvalidTypeError(f"Expected {name} to be a positive integer; received {value!r}.")
     if value < 1:
-        raise ValueError(f"Expected {name} to be a positive integer; received {value}.")
+        raise InvalidValueError(f"Expected {name} to be a positive integer; received {value}.")

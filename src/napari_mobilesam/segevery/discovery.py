@@ -21,6 +21,7 @@ from typing import Any
 
 import numpy as np
 
+from napari_mobilesam.errors import InvalidTypeError
 from napari_mobilesam.segevery.boxes import (
     MAX_DETECTIONS,
     cap_by_confidence,
@@ -159,7 +160,7 @@ def load_detector(
     elif callable(detector):
         return CheckedDetector(detector)
     else:
-        raise TypeError(
+        raise InvalidTypeError(
             "Expected detector to be a name among "
             f"{', '.join(repr(name) for name in DETECTOR_NAMES)}, the path of an ultralytics "
             f"YOLO .pt checkpoint or .onnx export, or a callable; received "

@@ -37,6 +37,7 @@ from typing import Any
 import numpy as np
 
 from napari_mobilesam._progress import ProgressCallback
+from napari_mobilesam.errors import InvalidTypeError, InvalidValueError
 from napari_mobilesam.stacks.track_matching import Linker
 
 MODES = ("z", "t")
@@ -138,7 +139,7 @@ def link_slices(
     _validate_link_options(mode, iou_threshold, min_contained, max_gap)
     n_slices = stack.shape[0]
     if scores is not None and len(scores) != n_slices:
-        raise ValueError(
+        raise InvalidValueError(
             f"scores must hold one entry per slice ({n_slices}), got {len(scores)} entries"
         )
     linker = Linker(stack, mode == "t", iou_threshold, min_contained, max_gap, scores)
@@ -162,13 +163,13 @@ def _validate_link_options(
     mode: str, iou_threshold: float, min_contained: float | None, max_gap: int
 ) -> None:
     if mode not in MODES:
-        raise ValueError(f"mode must be 'z' (3-D objects) or 't' (tracks), got {mode!r}")
+        raise InvalidValueError(f"mode must be 'z' (3-D objects) or 't' (tracks), got {mode!r}")
     if not 0.0 < float(iou_threshold) <= 1.0:
-        raise ValueError(f"iou_threshold must be in (0, 1], got {iou_threshold!r}")
+        raise InvalidValueError(f"iou_threshold must be in (0, 1], got {iou_threshold!r}")
     if min_contained is not None and not 0.0 < float(min_contained) <= 1.0:
-        raise ValueError(f"min_contained must be in (0, 1] or None, got {min_contained!r}")
+        raise InvalidValueError(f"min_contained must be in (0, 1] or None, got {min_contained!r}")
     if isinstance(max_gap, bool) or int(max_gap) != max_gap or max_gap < 0:
-        raise ValueError(f"max_gap must be an integer >= 0, got {max_gap!r}")
+        raise InvalidValueError(f"max_gap must be an integer >= 0, got {max_gap!r}")
 
 
 def _finish(
@@ -225,16 +226,18 @@ def _finish(
 def _validate_labels_stack(labels_stack: Any, axis: int) -> np.ndarray:
     stack = np.asarray(labels_stack)
     if stack.ndim != 3:
-        raise ValueError(
+        raise InvalidValueError(
             "Expected a label stack of shape (S, H, W): one 2-D label image per slice; "
             f"received an array with {stack.ndim} dimensions, shape {stack.shape}."
         )
     if stack.dtype.kind not in "iub":
-        raise TypeError(f"Expected integer labels; received dtype {stack.dtype}.")
+        raise InvalidTypeError(f"Expected integer labels; received dtype {stack.dtype}.")
     if isinstance(axis, bool) or int(axis) != axis or not -3 <= axis < 3:
-        raise ValueError(f"axis {axis!r} is not an axis of a 3-D label stack (use 0, 1 or 2)")
+        raise InvalidValueError(
+            f"axis {axis!r} is not an axis of a 3-D label stack (use 0, 1 or 2)"
+        )
     if stack.dtype.kind == "i" and stack.size and stack.min() < 0:
-        raise ValueError("Expected labels >= 0 (0 is background); found negative values.")
+        raise InvalidValueError("Expected labels >= 0 (0 is background); found negative values.")
     return np.moveaxis(stack, int(axis), 0) if axis % 3 != 0 else stack
 
 

@@ -6,6 +6,7 @@ from typing import Any
 
 import numpy as np
 
+from napari_mobilesam.errors import InvalidValueError
 from napari_mobilesam.imaging.model_frame import LOW_RES_SIDE
 
 __all__ = [
@@ -76,7 +77,7 @@ def mask_box(mask: np.ndarray, extension: float = 0.0) -> np.ndarray:
     rows = np.flatnonzero(mask.any(axis=1))
     cols = np.flatnonzero(mask.any(axis=0))
     if len(rows) == 0:
-        raise ValueError("cannot take the box of an empty mask")
+        raise InvalidValueError("cannot take the box of an empty mask")
     y0, y1 = rows[0], rows[-1] + 1
     x0, x1 = cols[0], cols[-1] + 1
     if extension > 0:
@@ -96,7 +97,7 @@ def interior_points(mask: np.ndarray, n_points: int = 3) -> np.ndarray:
     rows = np.flatnonzero(mask.any(axis=1))
     cols = np.flatnonzero(mask.any(axis=0))
     if len(rows) == 0:
-        raise ValueError("cannot place points in an empty mask")
+        raise InvalidValueError("cannot place points in an empty mask")
     r0, c0 = rows[0], cols[0]
     crop = np.pad(mask[r0 : rows[-1] + 1, c0 : cols[-1] + 1], 1)
     depth = distance_transform_edt(crop)

@@ -34,6 +34,7 @@ from typing import Any
 import numpy as np
 
 from napari_mobilesam._progress import ProgressCallback
+from napari_mobilesam.errors import InvalidTypeError, InvalidValueError
 from napari_mobilesam.stacks.projection import DEFAULT_BOX_EXTENSION, PROJECTIONS
 from napari_mobilesam.stacks.propagation_walks import PropagationWalks
 from napari_mobilesam.stacks.slices import SliceEmbeddings, StackSlices
@@ -86,7 +87,7 @@ class PropagationResult:
         Returns the number of pixels written. Nothing else is changed.
         """
         if tuple(np.shape(labels)) != self.mask.shape:
-            raise ValueError(
+            raise InvalidValueError(
                 f"labels must have the mask's shape {self.mask.shape}, got {np.shape(labels)}"
             )
         labels[self.mask] = label
@@ -179,7 +180,7 @@ def propagate_mask(
     if embeddings is not None:
         slices = embeddings.slices
         if tuple(np.shape(stack)) != slices.full_shape:
-            raise ValueError("embeddings belong to a stack of another shape")
+            raise InvalidValueError("embeddings belong to a stack of another shape")
     else:
         slices = StackSlices(stack, axis, rgb=rgb, contrast_limits=contrast_limits)
     seeds = _validate_prompts(prompts, slices)
@@ -224,61 +225,61 @@ def _validate_options(
     projection: str, iou_threshold: float, box_extension: float, n_points: int
 ) -> None:
     if projection not in PROJECTIONS:
-        raise ValueError(f"projection must be one of {PROJECTIONS}, got {projection!r}")
+        raise InvalidValueError(f"projection must be one of {PROJECTIONS}, got {projection!r}")
     if not 0.0 <= float(iou_threshold) <= 1.0:
-        raise ValueError(f"iou_threshold must be between 0 and 1, got {iou_threshold!r}")
+        raise InvalidValueError(f"iou_threshold must be between 0 and 1, got {iou_threshold!r}")
     if box_extension < 0:
-        raise ValueError(f"box_extension must be >= 0, got {box_extension!r}")
+        raise InvalidValueError(f"box_extension must be >= 0, got {box_extension!r}")
     if isinstance(n_points, bool) or int(n_points) != n_points or n_points < 1:
-        raise ValueError(f"n_points must be a positive integer, got {n_points!r}")
+        raise InvalidValueError(f"n_points must be a positive integer, got {n_points!r}")
 
 
 def _validate_prompts(
     prompts: Mapping[int, Mapping[str, Any] | np.ndarray], slices: StackSlices
 ) -> dict[int, Mapping[str, Any]]:
     if not isinstance(prompts, Mapping):
-        raise TypeError(
+        raise InvalidTypeError(
             "prompts must be a mapping {slice index: prompt}, e.g. {12: {'box': [x0, y0, "
             f"x1, y1]}}; got {type(prompts).__name__}"
         )
     if len(prompts) == 0:
-        raise ValueError(
+        raise InvalidValueError(
             "prompts are on no slice: give at least one slice with points, a box or a mask "
             "of the object, e.g. {12: {'point_coords': [[x, y]], 'point_labels': [1]}}"
         )
     seeds: dict[int, Mapping[str, Any]] = {}
     for key, prompt in prompts.items():
         if isinstance(key, bool) or int(key) != key:
-            raise ValueError(f"prompt slice indices must be integers, got {key!r}")
+            raise InvalidValueError(f"prompt slice indices must be integers, got {key!r}")
         z = int(key)
         if z < 0:
             z += slices.n
         if not 0 <= z < slices.n:
-            raise ValueError(
+            raise InvalidValueError(
                 f"prompt on slice {key}, but the stack axis {slices.axis} has slices "
                 f"0..{slices.n - 1}"
             )
         if z in seeds:
-            raise ValueError(f"two prompts for slice {z}")
+            raise InvalidValueError(f"two prompts for slice {z}")
         if not isinstance(prompt, Mapping):
             prompt = {"mask": prompt}
         unknown = set(prompt) - set(_PROMPT_KEYS)
         if unknown:
-            raise ValueError(
+            raise InvalidValueError(
                 f"unknown prompt keys {sorted(unknown)} on slice {z}; use {list(_PROMPT_KEYS)}"
             )
         if "mask" in prompt:
             mask = np.asarray(prompt["mask"])
             if mask.shape != slices.shape_yx:
-                raise ValueError(
+                raise InvalidValueError(
                     f"the mask on slice {z} has shape {mask.shape}; slices are {slices.shape_yx}"
                 )
             mask = mask.astype(bool)
             if not mask.any():
-                raise ValueError(f"the mask prompt on slice {z} is empty")
+                raise InvalidValueError(f"the mask prompt on slice {z} is empty")
             prompt = {"mask": mask}
         elif prompt.get("box") is None and prompt.get("point_coords") is None:
-            raise ValueError(f"the prompt on slice {z} has no points, box or mask")
+            raise InvalidValueError(f"the prompt on slice {z} has no points, box or mask")
         seeds[z] = prompt
     return seeds
 
@@ -289,12 +290,14 @@ def _validate_bounds(
     try:
         lo, hi = bounds
     except (TypeError, ValueError) as exc:
-        raise ValueError(f"bounds must be (lo, hi), got {bounds!r}") from exc
+        raise InvalidValueError(f"bounds must be (lo, hi), got {bounds!r}") from exc
     lo = 0 if lo is None else int(lo)
     hi = n - 1 if hi is None else int(hi)
     lo, hi = max(lo, 0), min(hi, n - 1)
     if not lo <= min(seeds) <= max(seeds) <= hi:
-        raise ValueError(f"bounds ({lo}, {hi}) must contain every annotated slice {sorted(seeds)}")
+        raise InvalidValueError(
+            f"bounds ({lo}, {hi}) must contain every annotated slice {sorted(seeds)}"
+        )
     return lo, hi
 
 

@@ -15,6 +15,7 @@ from typing import Any
 import numpy as np
 
 from napari_mobilesam._progress import ProgressCallback
+from napari_mobilesam.errors import InvalidValueError
 from napari_mobilesam.segany.prompts import PromptSet, predict_object
 from napari_mobilesam.stacks.projection import mask_iou, project_prompt
 from napari_mobilesam.stacks.slices import SliceEmbeddings, StackSlices
@@ -81,13 +82,13 @@ class PropagationWalks:
             self._tick()
             return
         if not self.encoder.activate(z):
-            raise ValueError(f"slice {z} is blank (no contrast): it cannot be segmented")
+            raise InvalidValueError(f"slice {z} is blank (no contrast): it cannot be segmented")
         start = time.perf_counter()
         masks, scores, low_res = predict_object(self.predictor, PromptSet.from_prompt(prompt))
         self.decode_seconds += time.perf_counter() - start
         best = int(np.argmax(scores))
         if not masks[best].any():
-            raise ValueError(
+            raise InvalidValueError(
                 f"the prompts on slice {z} gave an empty mask: nothing to propagate; "
                 "add or move prompts on that slice"
             )

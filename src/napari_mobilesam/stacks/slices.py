@@ -16,6 +16,7 @@ from typing import Any
 
 import numpy as np
 
+from napari_mobilesam.errors import InvalidValueError
 from napari_mobilesam.imaging.convert import (
     ModelInput,
     display_range,
@@ -68,7 +69,7 @@ class StackSlices:
             rgb = len(shape) == 4 and shape[-1] in (3, 4)
         spatial = 3 if rgb else 2
         if len(shape) < spatial + 1:
-            raise ValueError(
+            raise InvalidValueError(
                 "Expected a stack of 2-D slices, shape (S, H, W)"
                 + (" or (S, H, W, C)" if rgb else "")
                 + f"; received an array of shape {shape} with no axis to walk along. "
@@ -77,25 +78,25 @@ class StackSlices:
             )
         leading = len(shape) - spatial
         if isinstance(axis, bool) or int(axis) != axis:
-            raise ValueError(f"axis must be an integer, got {axis!r}")
+            raise InvalidValueError(f"axis must be an integer, got {axis!r}")
         axis = int(axis)
         if axis < 0:
             axis += len(shape)
         if not 0 <= axis < leading:
-            raise ValueError(
+            raise InvalidValueError(
                 f"axis {axis if axis >= 0 else axis - len(shape)} is not a stack axis of an "
                 f"array of shape {shape}: the stack axes are 0..{leading - 1}; the last "
                 f"{spatial} axes are {'Y, X, channels' if rgb else 'Y, X'}."
             )
         others = [i for i in range(leading) if i != axis and shape[i] != 1]
         if others:
-            raise ValueError(
+            raise InvalidValueError(
                 f"The stack of shape {shape} has more than one axis to walk along: axis "
                 f"{axis} was chosen, so axes {others} must have size 1. Select one position "
                 "on them first, e.g. stack[t:t+1] for a Z walk at time point t."
             )
         if rgb and not 1 <= shape[-1] <= 4:
-            raise ValueError(f"rgb stacks need 1-4 channels last, got shape {shape}")
+            raise InvalidValueError(f"rgb stacks need 1-4 channels last, got shape {shape}")
         self.stack = stack
         self.axis = axis
         self.rgb = bool(rgb)
@@ -105,7 +106,7 @@ class StackSlices:
         self.mask_shape = shape[: leading + 2]
         self.n = shape[axis]
         if min(self.shape_yx) < 2:
-            raise ValueError(f"slices must be at least 2 x 2 pixels, got {self.shape_yx}")
+            raise InvalidValueError(f"slices must be at least 2 x 2 pixels, got {self.shape_yx}")
         self.contrast_limits = (
             validate_contrast_limits(contrast_limits)
             if contrast_limits is not None
@@ -163,7 +164,7 @@ def stack_contrast_limits(
     try:
         return display_range(sample, max_samples=sample.size)
     except ValueError as exc:
-        raise ValueError(
+        raise InvalidValueError(
             "Expected a stack with some contrast; every sampled pixel has the same value, "
             "so there is nothing to segment."
         ) from exc
@@ -188,7 +189,7 @@ class SliceEmbeddings:
 
     def __init__(self, predictor: Any, slices: StackSlices, prefetch: int = 0) -> None:
         if isinstance(prefetch, bool) or int(prefetch) != prefetch or prefetch < 0:
-            raise ValueError(f"prefetch must be an integer >= 0, got {prefetch!r}")
+            raise InvalidValueError(f"prefetch must be an integer >= 0, got {prefetch!r}")
         self.predictor = predictor
         self.slices = slices
         self.prefetch = int(prefetch)

@@ -14,6 +14,8 @@ from typing import Any
 
 import numpy as np
 
+from napari_mobilesam.errors import InvalidValueError
+
 __all__ = ["Linker"]
 
 
@@ -219,7 +221,7 @@ def _score_of(entry: Any, label: int, s: int) -> float:
         values = np.asarray(entry, dtype=np.float64).ravel()
         return float(values[label - 1])
     except (KeyError, IndexError) as exc:
-        raise ValueError(
+        raise InvalidValueError(
             f"scores[{s}] has no score for object {label} on slice {s} (arrays are indexed "
             "by id - 1, mappings by id)"
         ) from exc

@@ -18,6 +18,7 @@ from pathlib import Path
 
 import pooch
 
+from napari_mobilesam.errors import InvalidTypeError
 from napari_mobilesam.weights.registry import (
     CHECKPOINTS,
     DEFAULT_CHECKPOINT,
@@ -191,7 +192,7 @@ def resolve_checkpoint(
     if isinstance(checkpoint, str) and checkpoint in CHECKPOINTS:
         return fetch_checkpoint(checkpoint, progress=progress)
     if not isinstance(checkpoint, str | os.PathLike):
-        raise TypeError(
+        raise InvalidTypeError(
             "Expected checkpoint to be None, a checkpoint name or a file path; "
             f"received {type(checkpoint).__name__}."
         )

@@ -9,6 +9,8 @@ from __future__ import annotations
 import re
 from dataclasses import dataclass
 
+from napari_mobilesam.errors import InvalidValueError
+
 __all__ = [
     "CHECKPOINTS",
     "DEFAULT_CHECKPOINT",
@@ -77,7 +79,7 @@ class Checkpoint:
 
     def __post_init__(self) -> None:
         if self.known_id is not None and not ID_PATTERN.fullmatch(self.known_id):
-            raise ValueError(
+            raise InvalidValueError(
                 f"Expected the known_id of checkpoint {self.name!r} to be None, "
                 "'sha256:' followed by 64 lowercase hex digits or 'gitblob:' followed by 40; "
                 f"received {self.known_id!r}."
@@ -158,4 +160,6 @@ def lookup_checkpoint(name: str) -> Checkpoint:
         return CHECKPOINTS[name]
     except (KeyError, TypeError):
         names = ", ".join(repr(known) for known in CHECKPOINTS)
-        raise ValueError(f"Expected a checkpoint name among {names}; received {name!r}.") from None
+        raise InvalidValueError(
+            f"Expected a checkpoint name among {names}; received {name!r}."
+        ) from None

@@ -10,6 +10,7 @@ import hashlib
 import os
 from pathlib import Path
 
+from napari_mobilesam.errors import InvalidValueError
 from napari_mobilesam.weights.registry import (
     DEFAULT_CHECKPOINT,
     ID_KINDS,
@@ -59,7 +60,7 @@ def file_id(path: str | os.PathLike[str], kind: str = "sha256") -> str:
     """
     if kind not in ID_KINDS:
         kinds = ", ".join(repr(known) for known in ID_KINDS)
-        raise ValueError(f"Expected kind to be one of {kinds}; received {kind!r}.")
+        raise InvalidValueError(f"Expected kind to be one of {kinds}; received {kind!r}.")
     path = Path(path)
     digest = hashlib.sha256() if kind == "sha256" else hashlib.sha1(usedforsecurity=False)
     try:

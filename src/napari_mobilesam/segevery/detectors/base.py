@@ -8,6 +8,8 @@ from typing import Any, Protocol
 
 import numpy as np
 
+from napari_mobilesam.errors import InvalidTypeError, InvalidValueError
+
 __all__ = [
     "DEFAULT_IMGSZ",
     "CheckedDetector",
@@ -119,18 +121,18 @@ def check_rgb_uint8(image: Any) -> np.ndarray:
         If it has another shape or dtype, or is empty.
     """
     if not isinstance(image, np.ndarray):
-        raise TypeError(
+        raise InvalidTypeError(
             f"Expected the image as a numpy array; received {type(image).__name__}. "
             "Convert it with napari_mobilesam.to_rgb_uint8."
         )
     if image.ndim != 3 or image.shape[2] != 3 or image.dtype != np.uint8:
-        raise ValueError(
+        raise InvalidValueError(
             "Expected an (H, W, 3) uint8 RGB image; received shape "
             f"{image.shape} and dtype {image.dtype}. Convert it with "
             "napari_mobilesam.to_rgb_uint8."
         )
     if image.shape[0] < 1 or image.shape[1] < 1:
-        raise ValueError(f"Expected a non-empty image; received shape {image.shape}.")
+        raise InvalidValueError(f"Expected a non-empty image; received shape {image.shape}.")
     return image
 
 

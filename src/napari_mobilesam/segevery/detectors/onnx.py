@@ -15,6 +15,7 @@ from __future__ import annotations
 import ast
 import importlib.util
 
+from napari_mobilesam.errors import InvalidValueError
 from napari_mobilesam.segevery.detectors.base import (
     DEFAULT_IMGSZ,
     DetectorUnavailableError,
@@ -59,7 +60,7 @@ class OnnxExport:
                 "(e.g. imgsz=1024), or with dynamic=True."
             )
         if imgsz is not None and imgsz != height:
-            raise ValueError(
+            raise InvalidValueError(
                 f"{self.path} is an ONNX export with a fixed input size of {height} (it was "
                 f"exported with imgsz={height}); received imgsz={imgsz}. Pass imgsz={height} "
                 f"(the default for this file), or export it again with imgsz={imgsz}, or "

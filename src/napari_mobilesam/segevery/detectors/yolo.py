@@ -28,6 +28,7 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
+from napari_mobilesam.errors import InvalidTypeError, InvalidValueError
 from napari_mobilesam.segevery.detectors.base import (
     DEFAULT_IMGSZ,
     InvalidDetectorError,
@@ -163,7 +164,7 @@ def load_yolo_detector(
     else:
         stride, imgsz = export.stride, export.check_imgsz(imgsz)
     if imgsz % stride:
-        raise ValueError(
+        raise InvalidValueError(
             f"Expected imgsz to be a multiple of the model's stride {stride}; received {imgsz}."
         )
     return YoloDetector(
@@ -312,7 +313,7 @@ def quiet_ultralytics() -> Iterator[None]:
 def _resolve_device(device: str | None) -> str:
     if device is not None:
         if not isinstance(device, str):
-            raise TypeError(
+            raise InvalidTypeError(
                 f"Expected device to be None or a string such as 'cpu' or 'cuda:0'; "
                 f"received {type(device).__name__}."
             )
