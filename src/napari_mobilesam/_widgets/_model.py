@@ -25,27 +25,6 @@ _models: dict[Path, MobileSAM] = {}
 _models_lock = threading.Lock()
 
 
-def expected_errors() -> tuple[type[Exception], ...]:
-    """Errors of the core whose message tells the user what to do (shown in the widget).
-
-    Bad input (:class:`napari_mobilesam.errors.UserInputError`), missing weights or
-    detectors and missing files. Anything else, a plain ``ValueError`` from deep inside
-    numpy included, is a bug: it is left to napari's worker error report, a notification
-    with its traceback.
-    """
-    from napari_mobilesam.errors import UserInputError
-    from napari_mobilesam.segevery.discovery import DetectorUnavailableError, InvalidDetectorError
-    from napari_mobilesam.weights.fetch import WeightsError
-
-    return (
-        UserInputError,
-        WeightsError,
-        DetectorUnavailableError,
-        InvalidDetectorError,
-        FileNotFoundError,
-    )
-
-
 def leave_a_core_for_the_gui() -> int:
     """Set torch's CPU thread count so that inference does not starve napari's GUI thread.
 

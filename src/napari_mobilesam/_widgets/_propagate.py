@@ -30,8 +30,9 @@ from superqt.utils import ensure_main_thread
 
 from napari_mobilesam._progress import Cancelled
 from napari_mobilesam._torch_guard import prepare_torch_import
+from napari_mobilesam._widgets._errors import expected_errors, report_bug
 from napari_mobilesam._widgets._label_ids import NextLabelId
-from napari_mobilesam._widgets._model import expected_errors, new_predictor
+from napari_mobilesam._widgets._model import new_predictor
 from napari_mobilesam._widgets._plane import (
     Plane,
     PlaneError,
@@ -204,8 +205,7 @@ class PropagationJob:
             self._write(outcome)
 
     def _on_errored(self, exc: Exception) -> None:
-        # napari's worker has already shown the error with its traceback.
-        self._finish("failed", f"Propagation failed: {exc}")
+        self._finish("failed", report_bug("Propagation", exc))
 
     def _write(self, result: PropagationResult) -> None:
         controller, request = self.controller, self.request

@@ -30,6 +30,7 @@ from napari.layers import Labels
 from napari.qt.threading import create_worker
 from napari.utils.notifications import show_error
 
+from napari_mobilesam._widgets._errors import report_bug
 from napari_mobilesam._widgets._label_ids import NextLabelId
 from napari_mobilesam._widgets._plane import (
     Plane,
@@ -252,8 +253,7 @@ class SegAnyController(SegAnyLayers):
         self.events.preview()
 
     def _on_worker_error(self, exc: Exception) -> None:
-        # napari's worker has already shown the error with its traceback.
-        self.set_status(f"Segmentation failed: {exc}")
+        self.set_status(report_bug("Segmentation", exc))
 
     def select_candidate(self, candidate: int) -> None:
         """Show the ``candidate``-th best mask of a multimask preview (0 = best)."""

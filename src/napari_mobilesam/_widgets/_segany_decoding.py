@@ -17,8 +17,8 @@ import numpy as np
 from napari.layers import Image
 
 from napari_mobilesam._torch_guard import prepare_torch_import
+from napari_mobilesam._widgets._errors import expected_errors
 from napari_mobilesam._widgets._model import (
-    expected_errors,
     new_predictor,
 )
 from napari_mobilesam._widgets._plane import Plane

@@ -41,8 +41,8 @@ from superqt.utils import ensure_main_thread
 
 from napari_mobilesam._progress import Cancelled
 from napari_mobilesam._torch_guard import prepare_torch_import
+from napari_mobilesam._widgets._errors import expected_errors
 from napari_mobilesam._widgets._model import (
-    expected_errors,
     new_predictor,
 )
 from napari_mobilesam._widgets._plane import (
