@@ -10,7 +10,7 @@ the planes' objects into 3-D objects or tracks; that needs every plane's labels.
 
 from __future__ import annotations
 
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field, replace
 from typing import Any
 
@@ -22,6 +22,7 @@ from napari_mobilesam.stacks.linking import LinkResult, link_slices
 
 __all__ = [
     "LINK_MODES",
+    "PlaneRun",
     "PlaneSkipped",
     "PlanesSummary",
     "SegmentedPlane",
@@ -104,13 +105,7 @@ def segment_planes(
     options: SegEveryOptions,
     *,
     sink: Callable[[SegmentedPlane], None],
-    predictor: Any = None,
-    out: Callable[[int], Any] | None = None,
-    boxes: Sequence[Any] | None = None,
-    number_ids: bool = True,
-    progress: Callable[[int, int, int], None] | None = None,
-    detector: Any = None,
-    box_decoder: BoxDecoder | None = None,
+    **run: Any,
 ) -> PlanesSummary:
     """SegEvery on planes ``0 .. n_planes - 1``, each handed to ``sink`` when done.
 
@@ -126,6 +121,28 @@ def segment_planes(
         The settings of every plane. Its ``level`` is not used: planes are single arrays.
     sink : callable
         Called with each :class:`SegmentedPlane`, skipped ones included, in order.
+    **run
+        ``predictor``, ``out``, ``boxes``, ``number_ids``, ``progress``, ``detector``,
+        ``box_decoder`` of :class:`PlaneRun`.
+
+    Returns
+    -------
+    PlanesSummary
+    """
+    planes = PlaneRun(read_plane, n_planes, options, **run)
+    for plane in planes:
+        sink(plane)
+    return planes.summary
+
+
+class PlaneRun:
+    """The planes of :func:`segment_planes`, segmented one by one as they are iterated
+    (for a caller that is itself a generator, such as a napari thread worker).
+
+    Parameters
+    ----------
+    read_plane, n_planes, options
+        As in :func:`segment_planes`.
     predictor : SegAnyPredictor, optional
         None: the default one.
     out : callable, optional
@@ -143,40 +160,62 @@ def segment_planes(
         Loaded already (a batch worker's models); default: ``options``' detector, loaded
         once on first use, and its decoder, resolved once here.
 
-    Returns
-    -------
-    PlanesSummary
+    Attributes
+    ----------
+    summary : PlanesSummary
+        Filled in as the planes are segmented.
     """
-    if box_decoder is None and (not options.grid or boxes is not None):
-        box_decoder = load_box_decoder(options.decoder)
-    per_plane = replace(
-        options,
-        detector=detector if detector is not None else _once(options),
-        decoder=box_decoder if box_decoder is not None else options.decoder,
-        level=None,
-    )
-    summary = PlanesSummary(box_decoder=box_decoder)
-    for number in range(n_planes):
-        try:
-            image, limits = read_plane(number)
-        except PlaneSkipped as skipped:
-            sink(_skipped(number, str(skipped), summary.n_objects + 1))
-            continue
-        plane = _segment_plane(
-            number,
-            image,
-            limits,
-            per_plane,
-            predictor=predictor,
-            out=None if out is None else out(number),
-            boxes=None if boxes is None else boxes[number],
-            first_id=summary.n_objects + 1 if number_ids else 1,
-            progress=progress,
-            summary=summary,
+
+    def __init__(
+        self,
+        read_plane: Callable[[int], tuple[Any, Sequence[float] | None]],
+        n_planes: int,
+        options: SegEveryOptions,
+        *,
+        predictor: Any = None,
+        out: Callable[[int], Any] | None = None,
+        boxes: Sequence[Any] | None = None,
+        number_ids: bool = True,
+        progress: Callable[[int, int, int], None] | None = None,
+        detector: Any = None,
+        box_decoder: BoxDecoder | None = None,
+    ) -> None:
+        if box_decoder is None and (not options.grid or boxes is not None):
+            box_decoder = load_box_decoder(options.decoder)
+        self.options = replace(
+            options,
+            detector=detector if detector is not None else _once(options),
+            decoder=box_decoder if box_decoder is not None else options.decoder,
+            level=None,
         )
-        summary.n_objects += len(plane.scores)
-        sink(plane)
-    return summary
+        self.read_plane, self.n_planes = read_plane, n_planes
+        self.predictor, self.out, self.boxes = predictor, out, boxes
+        self.number_ids, self.progress = number_ids, progress
+        self.summary = PlanesSummary(box_decoder=box_decoder)
+
+    def __iter__(self) -> Iterator[SegmentedPlane]:
+        summary = self.summary
+        for number in range(self.n_planes):
+            first_id = summary.n_objects + 1 if self.number_ids else 1
+            try:
+                image, limits = self.read_plane(number)
+            except PlaneSkipped as skipped:
+                yield _skipped(number, str(skipped), first_id)
+                continue
+            plane = _segment_plane(
+                number,
+                image,
+                limits,
+                self.options,
+                predictor=self.predictor,
+                out=None if self.out is None else self.out(number),
+                boxes=None if self.boxes is None else self.boxes[number],
+                first_id=first_id,
+                progress=self.progress,
+                summary=summary,
+            )
+            summary.n_objects += len(plane.scores)
+            yield plane
 
 
 def _once(options: SegEveryOptions) -> Any:
