@@ -10,6 +10,7 @@ import argparse
 import os
 import sys
 from collections.abc import Sequence
+from typing import Any
 
 from napari_mobilesam.imaging.tiling import DEFAULT_HALO, DEFAULT_TILE_SHAPE
 from napari_mobilesam.segevery.options import SegEveryOptions
@@ -110,6 +111,18 @@ def build_parser() -> argparse.ArgumentParser:
     )
     commands = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
 
+    _add_segment_command(commands)
+    _add_embed_command(commands)
+    commands.add_parser(
+        "info",
+        help="versions, device, threads, and where the weights are",
+        description="Print versions, the device and threads torch uses, and which weights "
+        "are found where (nothing is downloaded).",
+    )
+    return parser
+
+
+def _add_segment_command(commands: Any) -> None:
     segment = commands.add_parser(
         "segment",
         help="SegEvery (MobileSAMv2) over files, folders and globs",
@@ -139,6 +152,17 @@ def build_parser() -> argparse.ArgumentParser:
         default="auto",
         help="label image format (auto: zarr above 2**26 pixels)",
     )
+    _add_segevery_options(segment)
+    _add_image_options(segment)
+    _add_model_options(segment)
+    scale = segment.add_argument_group("scale out (dask.distributed; default: in this process)")
+    where = scale.add_mutually_exclusive_group()
+    where.add_argument("--workers", type=_positive, metavar="N", help="start a LocalCluster")
+    where.add_argument("--scheduler", metavar="ADDRESS", help="use a running dask cluster")
+    segment.add_argument("-q", "--quiet", action="store_true", help="no progress bar")
+
+
+def _add_segevery_options(segment: argparse.ArgumentParser) -> None:
     segevery = segment.add_argument_group("segment everything (as in the SegEvery widget)")
     segevery.add_argument(
         "--detector",
@@ -172,14 +196,9 @@ def build_parser() -> argparse.ArgumentParser:
         "the SegEvery widget does; auto: tracks along a T axis, else 3-D objects "
         "(default: auto)",
     )
-    _add_image_options(segment)
-    _add_model_options(segment)
-    scale = segment.add_argument_group("scale out (dask.distributed; default: in this process)")
-    where = scale.add_mutually_exclusive_group()
-    where.add_argument("--workers", type=_positive, metavar="N", help="start a LocalCluster")
-    where.add_argument("--scheduler", metavar="ADDRESS", help="use a running dask cluster")
-    segment.add_argument("-q", "--quiet", action="store_true", help="no progress bar")
 
+
+def _add_embed_command(commands: Any) -> None:
     embed = commands.add_parser(
         "embed",
         help="precompute image embeddings into a zarr store",
@@ -192,14 +211,6 @@ def build_parser() -> argparse.ArgumentParser:
     _add_image_options(embed)
     _add_model_options(embed)
     embed.add_argument("-q", "--quiet", action="store_true", help="no progress bar")
-
-    commands.add_parser(
-        "info",
-        help="versions, device, threads, and where the weights are",
-        description="Print versions, the device and threads torch uses, and which weights "
-        "are found where (nothing is downloaded).",
-    )
-    return parser
 
 
 def _segment(args: argparse.Namespace, parser: argparse.ArgumentParser) -> int:

@@ -23,6 +23,7 @@ from typing import Any
 import numpy as np
 
 from napari_mobilesam._progress import ProgressCallback
+from napari_mobilesam.segevery.options import SegEveryOptions
 from napari_mobilesam.stacks.planes import (
     PlaneSkipped,
     SegmentedPlane,
@@ -128,7 +129,6 @@ def segment_everything_stack(
     >>> result = segment_everything_stack(volume, detector="nuclei.pt")  # doctest: +SKIP
     >>> result.table[["label", "first_slice", "last_slice", "volume"]]  # doctest: +SKIP
     """
-    from napari_mobilesam.segevery.options import SegEveryOptions
     from napari_mobilesam.segevery.pipeline import default_predictor
 
     for name in ("image", "contrast_limits", "progress", "predictor", "boxes", "out", "level"):
@@ -139,11 +139,44 @@ def segment_everything_stack(
     per_slice_boxes = _validate_boxes(boxes, slices.n)
     check_link_mode(mode, ("z", "t"))
     predictor = predictor if predictor is not None else default_predictor()
+    labels, scores, messages, timings = _segment_slices(
+        slices, options, predictor, per_slice_boxes, prefetch, progress
+    )
+    start = time.perf_counter()
+    linked = link_planes(
+        labels,
+        mode,
+        scores,
+        iou_threshold=iou_threshold,
+        min_contained=min_contained,
+        max_gap=max_gap,
+    )
+    timings["linking"] = time.perf_counter() - start
+    return StackSegEveryResult(
+        labels=slices.to_stack_layout(linked.labels),
+        table=linked.table,
+        area_per_slice=linked.area_per_slice,
+        score_per_slice=linked.score_per_slice,
+        slice_labels=labels,
+        messages=messages,
+        timings=timings,
+    )
+
+
+def _segment_slices(
+    slices: StackSlices,
+    options: SegEveryOptions,
+    predictor: Any,
+    boxes: list[np.ndarray | None],
+    prefetch: bool,
+    progress: ProgressCallback | None,
+) -> tuple[np.ndarray, list[np.ndarray], list[str], dict[str, float]]:
+    """SegEvery's labels (ids 1..n_s on each slice), scores and message of every slice,
+    and the time spent in each stage."""
     tiled = options.tiling and max(slices.shape_yx) > 1024
     # The prefetched slice must not push the one being decoded out of the cache.
     cached = getattr(predictor, "cache_size", 0) >= 2 and hasattr(predictor, "precompute")
     feed = _Feed(predictor, slices) if prefetch and cached and not tiled else None
-
     n = slices.n
     labels = np.zeros((n, *slices.shape_yx), np.int32)
     scores: list[np.ndarray] = [np.zeros(0, np.float32)] * n
@@ -171,37 +204,18 @@ def segment_everything_stack(
             sink=keep,
             predictor=predictor,
             out=labels.__getitem__,
-            boxes=per_slice_boxes,
-            number_ids=False,  # slice_labels: SegEvery's own ids, 1..n_s on each slice
+            boxes=boxes,
+            number_ids=False,
             progress=None if progress is None else lambda s, done, total: progress(s, n),
         )
     finally:
         if feed is not None:
             feed.close()
-
     timings = dict(summary.timings)
-    start = time.perf_counter()
-    linked = link_planes(
-        labels,
-        mode,
-        scores,
-        iou_threshold=iou_threshold,
-        min_contained=min_contained,
-        max_gap=max_gap,
-    )
-    timings["linking"] = time.perf_counter() - start
     if feed is not None:
         timings["wait"] = feed.wait
         timings["background"] = feed.background
-    return StackSegEveryResult(
-        labels=slices.to_stack_layout(linked.labels),
-        table=linked.table,
-        area_per_slice=linked.area_per_slice,
-        score_per_slice=linked.score_per_slice,
-        slice_labels=labels,
-        messages=messages,
-        timings=timings,
-    )
+    return labels, scores, messages, timings
 
 
 def _validate_boxes(
