@@ -123,7 +123,8 @@ def test_a_stack_loads_its_detector_once(monkeypatch, predictor):
     def load(detector, **kwargs):
         if isinstance(detector, str):
             loaded.append(detector)
-        return one_box
+            return one_box
+        return detector  # a loaded detector is returned as it is
 
     monkeypatch.setattr(discovery, "load_detector", load)
     result = segment_everything_stack(

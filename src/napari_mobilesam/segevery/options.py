@@ -18,6 +18,7 @@ import numpy as np
 
 from napari_mobilesam.imaging.tiling import DEFAULT_HALO, DEFAULT_TILE_SHAPE, TileGrid
 from napari_mobilesam.segevery.boxes import MAX_DETECTIONS, check_fraction, check_positive_int
+from napari_mobilesam.segevery.discovery import _CheckedDetector
 
 __all__ = ["InvalidOptionError", "LazyDetector", "SegEveryOptions"]
 
@@ -104,12 +105,14 @@ class SegEveryOptions:
         return max(MAX_DETECTIONS, int(self.max_objects))
 
 
-class LazyDetector:
+class LazyDetector(_CheckedDetector):
     """The detector of ``options``, loaded on first use and kept for the rest of a run.
 
     One object serves every plane and tile: ``detector="auto"`` offline tries its
     download once, not once per plane. A load that fails fails again, with the same
-    error, without a new attempt.
+    error, without a new attempt. :func:`~napari_mobilesam.segevery.discovery.load_detector`
+    returns it as it is, and it reports the loaded detector's ``applies_nms``, so that
+    discovery treats its boxes exactly as the loaded detector's.
 
     Parameters
     ----------
@@ -120,6 +123,7 @@ class LazyDetector:
     """
 
     def __init__(self, options: SegEveryOptions, device: str | None = None) -> None:
+        super().__init__(options.detector)
         self.options = options
         self.device = device
         self._detector: Callable[[np.ndarray], Any] | None = None
@@ -127,6 +131,9 @@ class LazyDetector:
 
     def __repr__(self) -> str:
         return f"LazyDetector({self.options.detector!r})"
+
+    def __str__(self) -> str:
+        return str(self.options.detector)
 
     def load(self) -> Callable[[np.ndarray], Any]:
         """The loaded detector (see :func:`napari_mobilesam.segevery.discovery.load_detector`)."""
@@ -144,6 +151,11 @@ class LazyDetector:
                 self._error = error
                 raise
         return self._detector
+
+    @property
+    def applies_nms(self) -> bool:
+        """Whether the loaded detector has suppressed overlapping boxes itself."""
+        return bool(getattr(self.load(), "applies_nms", False))
 
     def __call__(self, image: np.ndarray, /) -> Any:
         return self.load()(image)

@@ -31,7 +31,7 @@ from napari_mobilesam.segevery.candidates import (
     grid_candidates,
 )
 from napari_mobilesam.segevery.memory import check_memory_untiled, untiled_bytes
-from napari_mobilesam.segevery.options import LazyDetector, SegEveryOptions
+from napari_mobilesam.segevery.options import SegEveryOptions
 from napari_mobilesam.segevery.result import SegEveryResult, empty_result, join_notes
 
 __all__ = [
@@ -220,11 +220,10 @@ def _box_decoder(decoder: Any) -> BoxDecoder:
 
 
 def _detector(options: SegEveryOptions) -> Any:
-    """The detector of ``options``, loaded (a LazyDetector loads once per run)."""
+    """The detector of ``options`` for the tiles: loaded here, or on first use (a
+    :class:`~napari_mobilesam.segevery.options.LazyDetector`, once per run)."""
     from napari_mobilesam.segevery.discovery import load_detector
 
-    if isinstance(options.detector, LazyDetector):
-        return options.detector.load()
     return load_detector(
         options.detector, conf=options.conf, iou=options.iou, max_det=options.max_det
     )
@@ -294,7 +293,7 @@ def _whole_image_prompts(rgb: np.ndarray, c: _Call) -> np.ndarray:
     from napari_mobilesam.segevery.discovery import discover_objects
 
     prompt_boxes, _ = discover_objects(
-        rgb, _detector(o), conf=o.conf, iou=o.iou, max_objects=o.max_objects
+        rgb, o.detector, conf=o.conf, iou=o.iou, max_objects=o.max_objects
     )
     return _unique_rows(prompt_boxes)
 
