@@ -175,7 +175,11 @@ def object_table(
     if intensity is not None:
         properties.append("intensity_mean")
         intensity = np.asarray(intensity)
-    table = regionprops_table(labels, intensity_image=intensity, properties=properties)
+    # cache=False: no object keeps its mask, pixel coordinates and intensities once its
+    # property is computed (cached, they add up to several times the label image).
+    table = regionprops_table(
+        labels, intensity_image=intensity, properties=properties, cache=False
+    )
     frame = pd.DataFrame(
         {
             "label": table["label"].astype(np.int64),
