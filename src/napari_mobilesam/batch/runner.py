@@ -2,7 +2,8 @@
 
 :func:`segment_files` is what ``napari-mobilesam segment`` runs. Each image is one task
 (:func:`segment_file`) that reads the image, segments every plane, and writes the label
-image, the per-object CSV and (for ``--coco``) the image's COCO annotations itself; a
+image, the per-object CSV and (for ``--coco``) the image's COCO annotations itself, plane
+by plane (:func:`napari_mobilesam.batch.task.segment_and_write`); a
 process loads the models once (:func:`load_models`) and reuses them for every task it
 runs. Outputs that exist are skipped, so a stopped run resumes; a file that fails is
 reported and the run goes on. napari-free.
