@@ -120,3 +120,13 @@ def test_readme_imports_work_headless():
     )
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
     assert out.stdout.strip() == "[]"
+
+
+def test_console_script_module_runs_under_its_earlier_path():
+    out = subprocess.run(
+        [sys.executable, "-m", "napari_mobilesam.cli", "--help"],
+        capture_output=True,
+        text=True,
+        check=True,
+    )
+    assert "segment" in out.stdout

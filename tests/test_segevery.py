@@ -236,3 +236,40 @@ def test_bad_detector_file_is_a_clear_error(predictor, image, tmp_path):
     junk.write_bytes(b"not a checkpoint at all")
     with pytest.raises(ValueError, match="YOLO"):
         segment_everything(image, predictor=predictor, detector=junk)
+
+
+def test_options_object_is_checked_once_and_keywords_replace_its_fields(predictor, image):
+    from napari_mobilesam.segevery import InvalidOptionError, SegEveryOptions
+
+    with pytest.raises(InvalidOptionError, match="max_objects"):
+        SegEveryOptions(max_objects=0)
+    with pytest.raises(ValueError, match="conf"):  # a ValueError, and a TypeError
+        SegEveryOptions(conf="high")
+    options = SegEveryOptions(decoder="mobile_sam", min_area=10)
+    boxes = [[4, 4, 60, 60], [70, 30, 150, 100]]
+    keywords = segment_everything(
+        image, predictor=predictor, boxes=boxes, decoder="mobile_sam", min_area=10
+    )
+    with_options = segment_everything(image, predictor=predictor, boxes=boxes, options=options)
+    np.testing.assert_array_equal(with_options.labels, keywords.labels)
+    replaced = segment_everything(
+        image, predictor=predictor, boxes=boxes, options=options, max_objects=1
+    )
+    assert replaced.n_objects <= 1
+
+
+def test_lazy_detector_loads_once_and_keeps_a_failure(monkeypatch):
+    from napari_mobilesam.segevery import LazyDetector, SegEveryOptions, discovery
+
+    calls = []
+
+    def failing_load(detector, **kwargs):
+        calls.append(detector)
+        raise discovery.DetectorUnavailableError("offline")
+
+    monkeypatch.setattr(discovery, "load_detector", failing_load)
+    detector = LazyDetector(SegEveryOptions(detector="auto"))
+    for _ in range(3):
+        with pytest.raises(discovery.DetectorUnavailableError, match="offline"):
+            detector(np.zeros((8, 8, 3), np.uint8))
+    assert calls == ["auto"]

@@ -108,3 +108,61 @@ def test_bad_input_is_refused_clearly():
         segment_everything_stack(make_stack(), boxes=[BOXES], predictor=object())
     with pytest.raises(ValueError, match="mode"):
         segment_everything_stack(make_stack(), mode="xy", predictor=object())
+
+
+def test_a_stack_loads_its_detector_once(monkeypatch, predictor):
+    """One detector load per run, not one per slice (offline, "auto" would otherwise try
+    its download again on every slice)."""
+    from napari_mobilesam.segevery import discovery
+
+    def one_box(image):
+        return np.array([[4, 4, 30, 30]], np.float32), np.array([0.9], np.float32)
+
+    loaded = []
+
+    def load(detector, **kwargs):
+        if isinstance(detector, str):
+            loaded.append(detector)
+            return one_box
+        return detector  # a loaded detector is returned as it is
+
+    monkeypatch.setattr(discovery, "load_detector", load)
+    result = segment_everything_stack(
+        make_stack(), predictor=predictor, detector="nuclei", decoder="mobile_sam"
+    )
+    assert loaded == ["nuclei"]
+    assert result.labels.shape == (3, 64, 64)
+
+
+def test_segment_planes_numbers_ids_through_the_planes_and_hands_each_over(monkeypatch):
+    from napari_mobilesam.segevery.options import SegEveryOptions
+    from napari_mobilesam.stacks.planes import PlaneSkipped, segment_planes
+
+    def fake(image, *, out=None, **kwargs):
+        labels = np.zeros((10, 10), np.int32)
+        labels[1:3, 1:3], labels[5:8, 5:8] = 1, 2
+        if out is not None:
+            out[...] = labels
+            labels = out
+        return SegEveryResult(labels, np.zeros((2, 4)), np.array([0.9, 0.8]), np.array([4, 9]))
+
+    def read_plane(number):
+        if number == 1:
+            raise PlaneSkipped("blank")
+        return np.ones((10, 10)), None
+
+    monkeypatch.setattr(segevery, "segment_everything", fake)
+    stack = np.zeros((3, 10, 10), np.int32)
+    handed = []
+    summary = segment_planes(
+        read_plane,
+        3,
+        SegEveryOptions(detector="grid"),
+        sink=handed.append,
+        predictor=object(),
+        out=stack.__getitem__,
+    )
+    assert [plane.skipped for plane in handed] == [False, True, False]
+    assert handed[2].ids.tolist() == [3, 4] and handed[1].message == "blank"
+    assert np.unique(stack[2]).tolist() == [0, 3, 4] and not stack[1].any()
+    assert summary.n_objects == 4

@@ -10,7 +10,7 @@ import importlib
 import importlib.abc
 import importlib.util
 import sys
-from types import ModuleType
+from types import CodeType, ModuleType
 
 MOVED_MODULES = {
     "napari_mobilesam.transforms": "napari_mobilesam.imaging.model_frame",
@@ -51,6 +51,11 @@ class _MovedModuleFinder(importlib.abc.MetaPathFinder, importlib.abc.Loader):
 
     def exec_module(self, module: ModuleType) -> None:
         """The module was executed under its new name."""
+
+    def get_code(self, fullname: str) -> CodeType | None:
+        """The new module's code, for ``python -m`` with an old path."""
+        spec = importlib.util.find_spec(MOVED_MODULES[fullname])
+        return spec.loader.get_code(spec.name)
 
 
 def install_moved_module_finder() -> None:

@@ -27,8 +27,7 @@ from __future__ import annotations
 import itertools
 import threading
 from collections.abc import Callable, Generator
-from dataclasses import dataclass
-from pathlib import Path
+from dataclasses import dataclass, replace
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
@@ -41,7 +40,7 @@ from superqt.utils import ensure_main_thread
 
 from napari_mobilesam._progress import Cancelled
 from napari_mobilesam._torch_guard import prepare_torch_import
-from napari_mobilesam._widgets._errors import expected_errors
+from napari_mobilesam._widgets._errors import expected_errors, report_bug
 from napari_mobilesam._widgets._model import (
     new_predictor,
 )
@@ -55,97 +54,51 @@ from napari_mobilesam._widgets._plane import (
     spatial_shape,
     unproxied,
 )
-from napari_mobilesam.imaging.convert import to_rgb_uint8
-from napari_mobilesam.imaging.tiling import (
-    DEFAULT_HALO,
-    DEFAULT_TILE_SHAPE,
-    TileGrid,
-    needs_tiling,
+from napari_mobilesam._widgets._segevery_features import (
+    FEATURE_COLUMNS,
+    LINKED_COLUMNS,
+    link_features,
+    outcome_message,
+    plane_features,
 )
+from napari_mobilesam._widgets._segevery_settings import (
+    ALL_PLANES,
+    DECODERS,
+    DETECTORS,
+    HALO,
+    LINKING,
+    THIS_PLANE,
+    TILE_SIZE,
+    TILING,
+    SegEverySettings,
+)
+from napari_mobilesam.errors import UserInputError
+from napari_mobilesam.imaging.convert import to_rgb_uint8
+from napari_mobilesam.imaging.tiling import TileGrid, needs_tiling
+from napari_mobilesam.stacks.planes import PlaneSkipped
 
 if TYPE_CHECKING:
     import napari
 
-#: Widget defaults of the tile settings (the core's, as single integers).
-TILE_SIZE = int(DEFAULT_TILE_SHAPE[0])
-HALO = int(DEFAULT_HALO[0])
-
-DETECTORS = {
-    "auto": "auto",
-    "MobileSAMv2 ObjectAwareModel": "object_aware",
-    "FastSAM": "fastsam",
-    "custom YOLO file": "file",
-    "grid of points": "grid",
-}
-DECODERS = {
-    "auto (prompt-guided, else MobileSAM)": "auto",
-    "MobileSAMv2 prompt-guided": "prompt_guided",
-    "MobileSAM (mobile_sam.pt)": "mobile_sam",
-}
-#: The core tiles only planes with a side longer than 1024 px that one tile does not cover.
-TILING = {"auto": True, "off": False}
-THIS_PLANE = "this slice"
-ALL_PLANES = "all slices"
-FEATURE_COLUMNS = ("label", "score", "area", "box_x0", "box_y0", "box_x1", "box_y1")
-#: Linking across slices ("all slices" only): the widget's names and the modes of
-#: :func:`napari_mobilesam.stacks.linking.link_slices`.
-LINKING = {"off": "off", "3-D objects (Z)": "z", "tracks (T)": "t"}
-LINKED_COLUMNS = ("label", "first_slice", "last_slice", "volume", "mean_score")
+__all__ = [
+    "ALL_PLANES",
+    "DECODERS",
+    "DETECTORS",
+    "FEATURE_COLUMNS",
+    "HALO",
+    "LINKED_COLUMNS",
+    "LINKING",
+    "THIS_PLANE",
+    "TILE_SIZE",
+    "TILING",
+    "SegEveryJob",
+    "SegEveryOutcome",
+    "SegEverySettings",
+    "planes_to_segment",
+]
 
 # Jobs started without a widget (the menu command) are kept alive here until they finish.
 _running_jobs: set[SegEveryJob] = set()
-
-
-@dataclass(frozen=True)
-class SegEverySettings:
-    """What :func:`napari_mobilesam.segment_everything` is asked to do.
-
-    Parameters
-    ----------
-    detector : str or path
-        ``"auto"``, ``"object_aware"``, ``"fastsam"``, ``"grid"`` or the path of an
-        ultralytics YOLO ``.pt`` checkpoint.
-    decoder : str
-        What decodes the boxes: ``"auto"``, ``"prompt_guided"`` or ``"mobile_sam"``; see
-        :func:`napari_mobilesam.segevery.box_decoders.load_box_decoder`.
-    conf, iou, max_objects, min_area, points_per_side
-        Passed to :func:`napari_mobilesam.segment_everything` (``points_per_side`` is
-        used by the grid only).
-    all_planes : bool
-        Segment every plane of a stack, not only the one on screen.
-    tiling : bool
-        True: planes with a side longer than the model's 1024-pixel input are cut into
-        tiles (smaller planes give the untiled result); False: the plane is resized to
-        the model's input.
-    tile_shape, halo : int
-        Tile size and the margin read around each tile (defaults 768 and 128, which
-        encode each tile at exactly 1024 pixels).
-    level : int
-        Resolution level of a multiscale image (0 = full resolution); must be 0 for
-        other images.
-    link : {"off", "z", "t"}
-        With ``all_planes``: link the objects of neighbouring slices along ``link_axis``
-        into 3-D objects ("z") or tracks ("t") with
-        :func:`napari_mobilesam.stacks.linking.link_slices`; each then has one id through the
-        stack, and the features are per object (first and last slice, volume, mean score).
-    link_axis : int, optional
-        The data axis to link along; None is the innermost axis that is not displayed.
-    """
-
-    detector: str | Path = "auto"
-    decoder: str = "auto"
-    conf: float = 0.4
-    iou: float = 0.9
-    max_objects: int = 300
-    min_area: int = 0
-    points_per_side: int = 32
-    all_planes: bool = False
-    tiling: bool = True
-    tile_shape: int = TILE_SIZE
-    halo: int = HALO
-    level: int = 0
-    link: str = "off"
-    link_axis: int | None = None
 
 
 @dataclass(frozen=True)
@@ -215,6 +168,7 @@ class SegEveryJob:
         self.outcome: SegEveryOutcome | None = None
         self.result_layer: napari.layers.Labels | None = None
         self.tiles_encoded = 0
+        self._skipped: list[str] = []
         self._data = level_data(image, settings.level)  # PlaneError for a missing level
         self._shape = self.planes[0].shape if image.multiscale else spatial_shape(image)
         self._tiles = [self._tile_count(plane) for plane in self.planes]
@@ -253,8 +207,6 @@ class SegEveryJob:
 
     def _check_link(self, settings: SegEverySettings) -> int | None:
         """The axis to link along, or None when the objects are not linked."""
-        if settings.link not in ("off", "z", "t"):
-            raise ValueError(f"link must be 'off', 'z' or 't', got {settings.link!r}")
         if settings.link == "off" or not settings.all_planes or len(self.planes) < 2:
             return None
         stack = [axis for axis, index in enumerate(self.planes[0].fixed) if index is not None]
@@ -274,167 +226,81 @@ class SegEveryJob:
             return 0
         return len(grid)
 
-    # --------------------------------------------------------------- worker
     def _segment_planes(self) -> Generator[int, None, SegEveryOutcome]:
         prepare_torch_import()
-        from napari_mobilesam.segevery.pipeline import segment_everything
+        from napari_mobilesam.segevery.box_decoders import load_box_decoder
+        from napari_mobilesam.stacks.planes import PlaneRun
 
-        expected = expected_errors()
         settings = self.settings
         labels = np.zeros(self._shape, dtype=np.int32)
-        tables = []
-        skipped = []
-        notes = []
-        decoder_note = ""
+        tables, notes = [], []
+        cancelled = SegEveryOutcome("cancelled", "SegEvery was cancelled; nothing was added.")
         try:
             predictor = new_predictor()
-            decoder = settings.decoder
-            if settings.detector != "grid":
-                from napari_mobilesam.segevery.box_decoders import load_box_decoder
-
-                # Resolved once per run, not once per plane: offline, "auto" would
-                # otherwise try the download again on every plane of a stack.
-                box_decoder = load_box_decoder(settings.decoder)
-                decoder = box_decoder.decoder or "mobile_sam"
-                decoder_note = box_decoder.message
-            for number, plane in enumerate(self.planes):
-                self._raise_if_cancelled()
-                if self._tiles[number]:
-                    # Read tile by tile by the core; its contrast limits are the layer's.
-                    image, limits = plane.lazy(self._data), self._contrast_limits
+            # Resolved once per run; its note is said once, not once per plane.
+            box_decoder = None if settings.grid else load_box_decoder(settings.decoder)
+            run = PlaneRun(
+                self._read_plane,
+                len(self.planes),
+                settings,
+                predictor=predictor,
+                out=lambda number: labels[self.planes[number].index],
+                progress=self._report,
+                box_decoder=None if box_decoder is None else replace(box_decoder, message=""),
+            )
+            for segmented in run:
+                if segmented.skipped:
+                    self._skipped.append(segmented.message)
                 else:
-                    try:
-                        image = to_rgb_uint8(plane.take(self._data), self._contrast_limits)
-                    except ValueError as exc:
-                        if len(self.planes) == 1:
-                            raise
-                        skipped.append(f"{plane.describe()}: {exc}")
-                        yield number + 1
-                        continue
-                    limits = None
-                offset = int(labels.max()) if number else 0
-                result = segment_everything(
-                    image,
-                    predictor=predictor,
-                    detector=settings.detector,
-                    decoder=decoder,
-                    conf=settings.conf,
-                    iou=settings.iou,
-                    max_objects=settings.max_objects,
-                    min_area=settings.min_area,
-                    points_per_side=settings.points_per_side,
-                    progress=lambda done, total, number=number: self._report(number, done, total),
-                    contrast_limits=limits,
-                    tiling=settings.tiling,
-                    tile_shape=settings.tile_shape,
-                    halo=settings.halo,
-                    # Written straight into this plane of the stack, tile by tile.
-                    out=labels[plane.index],
-                )
-                self.tiles_encoded += result.tiles_encoded
-                tables.append(self._number_plane(labels, plane, result, offset))
-                if result.message and result.message not in notes:
-                    notes.append(result.message)
-                yield number + 1
+                    self.tiles_encoded += segmented.tiles_encoded
+                    tables.append(plane_features(segmented, self.planes[segmented.number]))
+                    if segmented.message and segmented.message not in notes:
+                        notes.append(segmented.message)
+                yield segmented.number + 1
         except Cancelled:
-            return SegEveryOutcome("cancelled", "SegEvery was cancelled; nothing was added.")
-        except expected as exc:
+            return cancelled
+        except expected_errors() as exc:
             return SegEveryOutcome("failed", f"SegEvery failed: {exc}")
         features = pd.concat(tables, ignore_index=True) if tables else None
-        linked = ""
         found = 0 if features is None else len(features)
-        if self._link_axis is not None and features is not None and not features.empty:
+        linked = ""
+        if self._link_axis is not None and found:
             try:
-                labels, features = self._link(labels, features)
+                labels, features = link_features(
+                    labels,
+                    features,
+                    self.planes[0],
+                    self._link_axis,
+                    settings.link,
+                    self._raise_if_cancelled,
+                )
             except Cancelled:
-                return SegEveryOutcome("cancelled", "SegEvery was cancelled; nothing was added.")
+                return cancelled
             kind = "3-D objects" if settings.link == "z" else "tracks"
             linked = f" linked into {len(features)} {kind} along axis {self._link_axis}"
-        note = f" Skipped {len(skipped)} plane(s): {'; '.join(skipped)}" if skipped else ""
-        if features is None or features.empty:
-            reason = f" {notes[0]}" if len(notes) == 1 else ""
-            reason += f" {decoder_note}" if decoder_note else ""
-            return SegEveryOutcome(
-                "empty", f"SegEvery found no objects in {self.image.name!r}.{reason}{note}"
-            )
-        message = f"SegEvery found {found} objects in {self.image.name!r}{linked}.{note}"
-        # Notes of planes with objects, e.g. which decoder was used.
-        others = (n for n in notes if not n.startswith("No objects"))
-        message = " ".join([message, *others, *([decoder_note] if decoder_note else [])])
+        decoder_note = box_decoder.message if box_decoder is not None else ""
+        message = outcome_message(
+            self.image.name, found, notes, decoder_note, self._skipped, linked
+        )
+        if not found:
+            return SegEveryOutcome("empty", message)
         if any(self._tiles):
             message += f" {self.tiles_encoded} tile embeddings were computed."
         return SegEveryOutcome("done", message, labels, features)
 
-    def _number_plane(
-        self, labels: np.ndarray, plane: Plane, result: Any, offset: int
-    ) -> pd.DataFrame:
-        """Shift one plane's ids (written into ``labels``) past the ones used so far, and
-        return its feature table."""
-        if offset:
-            written = labels[plane.index]
-            written[written > 0] += offset
-        ids = np.arange(1, len(result.scores) + 1) + offset
-        boxes = np.asarray(result.boxes, dtype=float).reshape(-1, 4)
-        table = pd.DataFrame(
-            {
-                # napari maps feature rows to label values through the "index" column.
-                "index": ids,
-                "label": ids,
-                "score": np.asarray(result.scores, dtype=float),
-                "area": np.asarray(result.areas, dtype=np.int64),
-                "box_x0": boxes[:, 0],
-                "box_y0": boxes[:, 1],
-                "box_x1": boxes[:, 2],
-                "box_y1": boxes[:, 3],
-            }
-        )
-        for axis, index in enumerate(plane.fixed):
-            if index is not None:
-                table[f"axis_{axis}"] = index
-        return table
-
-    def _link(self, labels: np.ndarray, features: pd.DataFrame) -> tuple[np.ndarray, pd.DataFrame]:
-        """Link the objects of neighbouring slices along the link axis, separately at each
-        position of the other stack axes; return the labels and per-object features."""
-        from napari_mobilesam.stacks.linking import link_slices
-
-        axis = self._link_axis
-        plane = self.planes[0]
-        others = [a for a, index in enumerate(plane.fixed) if index is not None and a != axis]
-        score_of = dict(zip(features["label"], features["score"], strict=True))
-        out = np.zeros_like(labels)
-        tables = []
-        for position in itertools.product(*(range(labels.shape[a]) for a in others)):
-            index = [slice(None)] * labels.ndim
-            for a, i in zip(others, position, strict=True):
-                index[a] = i
-            kept = [a for a in range(labels.ndim) if a not in others]
-            view = np.moveaxis(labels[tuple(index)], kept.index(axis), 0)
-            scores = [
-                {int(i): score_of[int(i)] for i in np.unique(view[s]) if i}
-                for s in range(len(view))
-            ]
-            result = link_slices(
-                view,
-                mode=self.settings.link,
-                scores=scores,
-                progress=lambda done, total: self._raise_if_cancelled(),
-            )
-            offset = int(out.max())
-            linked = result.labels.copy()
-            linked[linked > 0] += offset
-            np.moveaxis(out[tuple(index)], kept.index(axis), 0)[...] = linked
-            table = result.table.copy()
-            for column in ("label", "parent", "merged_into"):
-                if column in table:
-                    table[column] = np.where(table[column] > 0, table[column] + offset, 0)
-            for a, i in zip(others, position, strict=True):
-                table[f"axis_{a}"] = i
-            tables.append(table)
-        table = pd.concat(tables, ignore_index=True)
-        # napari maps feature rows to label values through the "index" column.
-        table.insert(0, "index", table["label"].to_numpy())
-        return out, table
+    def _read_plane(self, number: int) -> tuple[Any, Any]:
+        """Plane ``number`` for the core: a lazy plane with the layer's contrast limits
+        when it is tiled (read tile by tile), else its RGB rendering."""
+        self._raise_if_cancelled()
+        plane = self.planes[number]
+        if self._tiles[number]:
+            return plane.lazy(self._data), self._contrast_limits
+        try:
+            return to_rgb_uint8(plane.take(self._data), self._contrast_limits), None
+        except UserInputError as exc:
+            if len(self.planes) == 1:
+                raise
+            raise PlaneSkipped(f"{plane.describe()}: {exc}") from None
 
     def _raise_if_cancelled(self) -> None:
         if self._cancel.is_set() or (self._bar is not None and self._bar.is_canceled):
@@ -496,8 +362,7 @@ class SegEveryJob:
             show_info(outcome.message)
 
     def _on_errored(self, exc: Exception) -> None:
-        # napari's worker has already shown the error with its traceback.
-        self._finish(SegEveryOutcome("failed", f"SegEvery failed: {exc}"))
+        self._finish(SegEveryOutcome("failed", report_bug("SegEvery", exc)))
 
     def _finish(self, outcome: SegEveryOutcome) -> None:
         self.outcome = outcome

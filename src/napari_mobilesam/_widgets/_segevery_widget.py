@@ -36,6 +36,7 @@ from napari_mobilesam._widgets._segevery import (
     SegEverySettings,
 )
 from napari_mobilesam._widgets._stack_axes import axis_label, is_time_axis
+from napari_mobilesam.segevery.options import SegEveryOptions
 
 if TYPE_CHECKING:
     import napari
@@ -73,59 +74,8 @@ class SegEveryWidget(Container):
         viewer = self.viewer = unproxied(viewer)
         self.job: SegEveryJob | None = None
         self._image = ComboBox(label="Image", nullable=True, choices=self._image_choices)
-        self._detector = ComboBox(label="Detector", choices=list(DETECTORS.items()), value="auto")
-        self._detector_file = FileEdit(
-            label="YOLO file", mode="r", filter=YOLO_FILE_FILTER, visible=False, nullable=True
-        )
-        self._detector_file.tooltip = YOLO_FILE_TOOLTIP
-        self._decoder = ComboBox(label="Decoder", choices=list(DECODERS.items()), value="auto")
-        self._decoder.tooltip = (
-            "What decodes the detector's boxes into masks. MobileSAMv2 uses its "
-            "prompt-guided decoder (Prompt_guided_Mask_Decoder.pt, downloaded once); auto "
-            "falls back to mobile_sam.pt's decoder when it is not available, and says so."
-        )
-        self._conf = FloatSpinBox(label="conf", min=0.0, max=1.0, step=0.05, value=0.4)
-        self._iou = FloatSpinBox(label="iou", min=0.0, max=1.0, step=0.05, value=0.9)
-        self._max_objects = SpinBox(label="max objects", min=1, max=10_000, value=300)
-        self._min_area = SpinBox(label="min area (px)", min=0, max=100_000_000, value=0)
-        self._points_per_side = SpinBox(
-            label="grid points per side", min=1, max=128, value=32, visible=False
-        )
-        self._level = ComboBox(label="Level", choices=self._level_choices, visible=False)
-        self._level.tooltip = (
-            "Resolution level of the multiscale image to segment (0 = full resolution). "
-            "The labels have that level's size, drawn over the image at its scale."
-        )
-        self._tiling = ComboBox(label="Tiling", choices=list(TILING), value="auto")
-        self._tiling.tooltip = (
-            "auto: planes with a side longer than the model's 1024-pixel input are cut into "
-            "tiles, each encoded at full resolution; off: the plane is resized to 1024 "
-            "pixels (one embedding: fastest, coarse objects)."
-        )
-        self._tile_size = SpinBox(
-            label="tile size (px)", min=64, max=8192, step=64, value=TILE_SIZE
-        )
-        self._tile_size.tooltip = f"Side of each tile before its halo (default {TILE_SIZE})."
-        self._halo = SpinBox(label="tile halo (px)", min=0, max=4096, step=16, value=HALO)
-        self._halo.tooltip = (
-            f"Margin read on each side of a tile (default {HALO}, at most half the tile): "
-            "objects up to twice this size are never cut by a seam."
-        )
-        self._scope = RadioButtons(
-            label="Scope",
-            choices=[THIS_PLANE, ALL_PLANES],
-            value=THIS_PLANE,
-            orientation="horizontal",
-        )
-        self._link = ComboBox(
-            label="Link across slices",
-            choices=[(name, mode) for name, mode in LINKING.items()],
-            value="z",
-            tooltip="All slices: give each object one id through the stack, as a 3-D object "
-            "(Z) or a track that follows its motion (T). Default: tracks for an axis labelled "
-            "t or time, else 3-D objects.",
-        )
-        self._link_axis = ComboBox(label="Link along", choices=self._link_axis_choices)
+        self._make_segevery_fields()
+        self._make_plane_fields()
         self._run = PushButton(text="Run")
         self._cancel = PushButton(text="Cancel", enabled=False)
         self._status = Label(value="")
@@ -169,6 +119,74 @@ class SegEveryWidget(Container):
         if images:
             self._image.value = active if isinstance(active, Image) else images[-1]
         self._on_image(self._image.value)
+
+    def _make_segevery_fields(self) -> None:
+        """The fields of the SegEvery options, at their defaults."""
+        defaults = SegEveryOptions()
+        self._detector = ComboBox(label="Detector", choices=list(DETECTORS.items()), value="auto")
+        self._detector_file = FileEdit(
+            label="YOLO file", mode="r", filter=YOLO_FILE_FILTER, visible=False, nullable=True
+        )
+        self._detector_file.tooltip = YOLO_FILE_TOOLTIP
+        self._decoder = ComboBox(label="Decoder", choices=list(DECODERS.items()), value="auto")
+        self._decoder.tooltip = (
+            "What decodes the detector's boxes into masks. MobileSAMv2 uses its "
+            "prompt-guided decoder (Prompt_guided_Mask_Decoder.pt, downloaded once); auto "
+            "falls back to mobile_sam.pt's decoder when it is not available, and says so."
+        )
+        self._conf = FloatSpinBox(label="conf", min=0.0, max=1.0, step=0.05, value=defaults.conf)
+        self._iou = FloatSpinBox(label="iou", min=0.0, max=1.0, step=0.05, value=defaults.iou)
+        self._max_objects = SpinBox(
+            label="max objects", min=1, max=10_000, value=defaults.max_objects
+        )
+        self._min_area = SpinBox(
+            label="min area (px)", min=0, max=100_000_000, value=defaults.min_area
+        )
+        self._points_per_side = SpinBox(
+            label="grid points per side",
+            min=1,
+            max=128,
+            value=defaults.points_per_side,
+            visible=False,
+        )
+
+    def _make_plane_fields(self) -> None:
+        """The fields of which planes are segmented, how they are tiled and linked."""
+        self._level = ComboBox(label="Level", choices=self._level_choices, visible=False)
+        self._level.tooltip = (
+            "Resolution level of the multiscale image to segment (0 = full resolution). "
+            "The labels have that level's size, drawn over the image at its scale."
+        )
+        self._tiling = ComboBox(label="Tiling", choices=list(TILING), value="auto")
+        self._tiling.tooltip = (
+            "auto: planes with a side longer than the model's 1024-pixel input are cut into "
+            "tiles, each encoded at full resolution; off: the plane is resized to 1024 "
+            "pixels (one embedding: fastest, coarse objects)."
+        )
+        self._tile_size = SpinBox(
+            label="tile size (px)", min=64, max=8192, step=64, value=TILE_SIZE
+        )
+        self._tile_size.tooltip = f"Side of each tile before its halo (default {TILE_SIZE})."
+        self._halo = SpinBox(label="tile halo (px)", min=0, max=4096, step=16, value=HALO)
+        self._halo.tooltip = (
+            f"Margin read on each side of a tile (default {HALO}, at most half the tile): "
+            "objects up to twice this size are never cut by a seam."
+        )
+        self._scope = RadioButtons(
+            label="Scope",
+            choices=[THIS_PLANE, ALL_PLANES],
+            value=THIS_PLANE,
+            orientation="horizontal",
+        )
+        self._link = ComboBox(
+            label="Link across slices",
+            choices=[(name, mode) for name, mode in LINKING.items()],
+            value="z",
+            tooltip="All slices: give each object one id through the stack, as a 3-D object "
+            "(Z) or a track that follows its motion (T). Default: tracks for an axis labelled "
+            "t or time, else 3-D objects.",
+        )
+        self._link_axis = ComboBox(label="Link along", choices=self._link_axis_choices)
 
     def _on_image(self, image: Image | None) -> None:
         self._sync_link()

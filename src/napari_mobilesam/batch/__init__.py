@@ -8,12 +8,12 @@ __getattr__, __dir__, __all__ = lazy.attach(
     submod_attrs={
         "runner": [
             "BatchReport",
-            "BatchSettings",
             "FileResult",
             "load_models",
             "segment_file",
             "segment_files",
         ],
+        "settings": ["BatchSettings"],
         "inputs": ["InputItem", "find_inputs", "read_image"],
     },
 )

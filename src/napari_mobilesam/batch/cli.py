@@ -10,6 +10,11 @@ import argparse
 import os
 import sys
 from collections.abc import Sequence
+from typing import Any
+
+from napari_mobilesam.imaging.tiling import DEFAULT_HALO, DEFAULT_TILE_SHAPE
+from napari_mobilesam.segevery.options import SegEveryOptions
+from napari_mobilesam.stacks.planes import LINK_MODES
 
 __all__ = ["build_parser", "main"]
 
@@ -24,7 +29,6 @@ examples:
 """
 
 
-# ----------------------------------------------------------------------- arguments
 def _fraction(text: str) -> float:
     value = _number(text, float)
     if not 0.0 <= value <= 1.0:
@@ -81,8 +85,8 @@ def _add_image_options(parser: argparse.ArgumentParser) -> None:
         action="store_false",
         help="resize large images into the model's 1024 px instead of tiling them",
     )
-    group.add_argument("--tile-shape", type=_positive, default=768, metavar="PX")
-    group.add_argument("--halo", type=_non_negative, default=128, metavar="PX")
+    group.add_argument("--tile-shape", type=_positive, default=DEFAULT_TILE_SHAPE[0], metavar="PX")
+    group.add_argument("--halo", type=_non_negative, default=DEFAULT_HALO[0], metavar="PX")
 
 
 def _add_model_options(parser: argparse.ArgumentParser) -> None:
@@ -107,6 +111,18 @@ def build_parser() -> argparse.ArgumentParser:
     )
     commands = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
 
+    _add_segment_command(commands)
+    _add_embed_command(commands)
+    commands.add_parser(
+        "info",
+        help="versions, device, threads, and where the weights are",
+        description="Print versions, the device and threads torch uses, and which weights "
+        "are found where (nothing is downloaded).",
+    )
+    return parser
+
+
+def _add_segment_command(commands: Any) -> None:
     segment = commands.add_parser(
         "segment",
         help="SegEvery (MobileSAMv2) over files, folders and globs",
@@ -136,6 +152,17 @@ def build_parser() -> argparse.ArgumentParser:
         default="auto",
         help="label image format (auto: zarr above 2**26 pixels)",
     )
+    _add_segevery_options(segment)
+    _add_image_options(segment)
+    _add_model_options(segment)
+    scale = segment.add_argument_group("scale out (dask.distributed; default: in this process)")
+    where = scale.add_mutually_exclusive_group()
+    where.add_argument("--workers", type=_positive, metavar="N", help="start a LocalCluster")
+    where.add_argument("--scheduler", metavar="ADDRESS", help="use a running dask cluster")
+    segment.add_argument("-q", "--quiet", action="store_true", help="no progress bar")
+
+
+def _add_segevery_options(segment: argparse.ArgumentParser) -> None:
     segevery = segment.add_argument_group("segment everything (as in the SegEvery widget)")
     segevery.add_argument(
         "--detector",
@@ -147,27 +174,31 @@ def build_parser() -> argparse.ArgumentParser:
         default="auto",
         help="auto, prompt_guided, mobile_sam, or a decoder file (default: auto)",
     )
-    segevery.add_argument("--conf", type=_fraction, default=0.4, help="detector confidence")
-    segevery.add_argument("--iou", type=_fraction, default=0.9, help="NMS IoU threshold")
-    segevery.add_argument("--max-objects", type=_positive, default=300, metavar="N")
-    segevery.add_argument("--min-area", type=_non_negative, default=0, metavar="PX")
-    segevery.add_argument("--points-per-side", type=_positive, default=32, metavar="N")
+    defaults = SegEveryOptions()
+    segevery.add_argument(
+        "--conf", type=_fraction, default=defaults.conf, help="detector confidence"
+    )
+    segevery.add_argument("--iou", type=_fraction, default=defaults.iou, help="NMS IoU threshold")
+    segevery.add_argument(
+        "--max-objects", type=_positive, default=defaults.max_objects, metavar="N"
+    )
+    segevery.add_argument(
+        "--min-area", type=_non_negative, default=defaults.min_area, metavar="PX"
+    )
+    segevery.add_argument(
+        "--points-per-side", type=_positive, default=defaults.points_per_side, metavar="N"
+    )
     segevery.add_argument(
         "--link",
-        choices=("auto", "off", "z", "t"),
+        choices=("auto", *LINK_MODES),
         default="auto",
         help="link the objects of a stack's planes into 3-D objects (z) or tracks (t), as "
         "the SegEvery widget does; auto: tracks along a T axis, else 3-D objects "
         "(default: auto)",
     )
-    _add_image_options(segment)
-    _add_model_options(segment)
-    scale = segment.add_argument_group("scale out (dask.distributed; default: in this process)")
-    where = scale.add_mutually_exclusive_group()
-    where.add_argument("--workers", type=_positive, metavar="N", help="start a LocalCluster")
-    where.add_argument("--scheduler", metavar="ADDRESS", help="use a running dask cluster")
-    segment.add_argument("-q", "--quiet", action="store_true", help="no progress bar")
 
+
+def _add_embed_command(commands: Any) -> None:
     embed = commands.add_parser(
         "embed",
         help="precompute image embeddings into a zarr store",
@@ -181,41 +212,31 @@ def build_parser() -> argparse.ArgumentParser:
     _add_model_options(embed)
     embed.add_argument("-q", "--quiet", action="store_true", help="no progress bar")
 
-    commands.add_parser(
-        "info",
-        help="versions, device, threads, and where the weights are",
-        description="Print versions, the device and threads torch uses, and which weights "
-        "are found where (nothing is downloaded).",
-    )
-    return parser
 
-
-# ------------------------------------------------------------------------ commands
 def _segment(args: argparse.Namespace, parser: argparse.ArgumentParser) -> int:
     from napari_mobilesam.batch.runner import BatchSettings, segment_files
 
     inputs = list(args.inputs) + ([f"sample:{args.sample}"] if args.sample else [])
     if not inputs:
         parser.error("give at least one INPUT, or --sample cell")
-    settings = BatchSettings(
-        detector=args.detector,
-        conf=args.conf,
-        iou=args.iou,
-        max_objects=args.max_objects,
-        min_area=args.min_area,
-        decoder=args.decoder,
-        tiling=args.tiling,
-        tile_shape=args.tile_shape,
-        halo=args.halo,
-        points_per_side=args.points_per_side,
-        link=args.link,
-        contrast_limits=tuple(args.contrast_limits) if args.contrast_limits else None,
-        weights=args.weights,
-        device=args.device,
-        threads=args.threads,
-    )
     try:
-        settings.check()
+        settings = BatchSettings(
+            detector=args.detector,
+            conf=args.conf,
+            iou=args.iou,
+            max_objects=args.max_objects,
+            min_area=args.min_area,
+            decoder=args.decoder,
+            tiling=args.tiling,
+            tile_shape=args.tile_shape,
+            halo=args.halo,
+            points_per_side=args.points_per_side,
+            link=args.link,
+            contrast_limits=tuple(args.contrast_limits) if args.contrast_limits else None,
+            weights=args.weights,
+            device=args.device,
+            threads=args.threads,
+        )
     except ValueError as error:
         parser.error(str(error))
     report = segment_files(

@@ -17,6 +17,8 @@ from typing import Any
 
 import numpy as np
 
+from napari_mobilesam.errors import InvalidValueError
+
 __all__ = [
     "IMAGE_SUFFIXES",
     "IN_MEMORY_BYTES",
@@ -79,7 +81,7 @@ def find_inputs(
     ]
     for key in keys:
         if keys.count(key) > 1:
-            raise ValueError(
+            raise InvalidValueError(
                 f"Two inputs would write the same outputs ({key}): run their folders separately."
             )
     return [InputItem(str(p), k) for p, k in zip(unique, keys, strict=True)], missing
@@ -112,7 +114,7 @@ def read_image(source: str) -> tuple[Any, str | None]:
 
         name = source[len("sample:") :]
         if name not in SAMPLES:
-            raise ValueError(f"unknown sample {name!r}; choose one of {', '.join(SAMPLES)}")
+            raise InvalidValueError(f"unknown sample {name!r}; choose one of {', '.join(SAMPLES)}")
         return getattr(skimage.data, name)(), "YX"
     path = Path(source)
     suffix = path.suffix.lower()
@@ -127,7 +129,7 @@ def read_image(source: str) -> tuple[Any, str | None]:
             return np.asarray(image), None
     if suffix == ".zarr":
         return _read_zarr(path)
-    raise ValueError(f"unsupported file type {suffix!r}; expected one of {IMAGE_SUFFIXES}")
+    raise InvalidValueError(f"unsupported file type {suffix!r}; expected one of {IMAGE_SUFFIXES}")
 
 
 def _read_tiff(path: Path) -> tuple[Any, str]:
@@ -162,7 +164,7 @@ def _read_zarr(path: Path) -> tuple[Any, str | None]:
         return node[first["datasets"][0]["path"]], names
     arrays = [name for name, _ in node.arrays()]
     if len(arrays) != 1:
-        raise ValueError(
+        raise InvalidValueError(
             f"zarr group with {len(arrays)} arrays and no OME-Zarr multiscales metadata: "
             "give the path of one array"
         )
@@ -183,20 +185,22 @@ def stack_layout(
     if axis is not None:
         if isinstance(axis, str) and not axis.lstrip("-").isdigit():
             if axes is None or axis.upper() not in axes.upper():
-                raise ValueError(
+                raise InvalidValueError(
                     f"axis {axis!r} is not among the file's axes ({axes or 'unknown'})"
                 )
             index = axes.upper().index(axis.upper())
         else:
             index = int(axis)
         if not -len(shape) <= index < len(shape):
-            raise ValueError(f"axis {axis} does not exist: the image has {len(shape)} axes")
+            raise InvalidValueError(f"axis {axis} does not exist: the image has {len(shape)} axes")
         order.insert(0, order.pop(index % len(shape)))
     if axes is not None:
         axes = "".join(axes[i] for i in order)
     rgb = len(shape) >= 3 and shape[order[-1]] in (3, 4) and (axes is None or axes[-1] in "SC")
     if len(shape) - rgb < 2:
-        raise ValueError(f"an image needs two spatial axes; this one has shape {tuple(shape)}")
+        raise InvalidValueError(
+            f"an image needs two spatial axes; this one has shape {tuple(shape)}"
+        )
     return tuple(order), bool(rgb)
 
 

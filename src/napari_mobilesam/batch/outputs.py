@@ -20,12 +20,17 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
+from napari_mobilesam.errors import InvalidValueError
+
 __all__ = [
     "LABEL_FORMATS",
     "atomic_path",
     "coco_part",
+    "coco_plane",
+    "is_done",
     "merge_coco",
     "object_table",
+    "output_paths",
     "read_labels",
     "write_labels",
 ]
@@ -34,6 +39,22 @@ LABEL_FORMATS = ("auto", "tiff", "zarr")
 #: With ``label_format="auto"``, label images with more pixels than this are written as zarr.
 ZARR_PIXELS = 2**26
 _TMP = ".tmp-"
+
+
+def output_paths(outdir: Path, key: str) -> dict[str, Path]:
+    """The outputs of input ``key``. The CSV is written last: it marks the input done."""
+    return {
+        "tiff": outdir / f"{key}_labels.tif",
+        "zarr": outdir / f"{key}_labels.zarr",
+        "csv": outdir / f"{key}_objects.csv",
+        "coco": outdir / f"{key}_coco.json",
+    }
+
+
+def is_done(outdir: Path, key: str) -> bool:
+    """Whether the outputs of ``key`` are complete (a label image and the CSV)."""
+    paths = output_paths(outdir, key)
+    return paths["csv"].is_file() and (paths["tiff"].is_file() or paths["zarr"].is_dir())
 
 
 @contextmanager
@@ -70,7 +91,9 @@ def _remove(path: Path) -> None:
 def label_format_for(shape: Sequence[int], label_format: str = "auto") -> str:
     """``"tiff"`` or ``"zarr"``: the format of a label image of ``shape``."""
     if label_format not in LABEL_FORMATS:
-        raise ValueError(f"label_format must be one of {LABEL_FORMATS}, got {label_format!r}")
+        raise InvalidValueError(
+            f"label_format must be one of {LABEL_FORMATS}, got {label_format!r}"
+        )
     if label_format != "auto":
         return label_format
     return "zarr" if int(np.prod(shape, dtype=np.int64)) > ZARR_PIXELS else "tiff"
@@ -94,6 +117,19 @@ def write_labels(path: str | os.PathLike[str], labels: np.ndarray) -> None:
     import tifffile
 
     tifffile.imwrite(path, np.asarray(labels, dtype=np.int32), compression="zlib")
+
+
+def open_labels(path: str | os.PathLike[str]) -> Any:
+    """A label image written by :func:`write_labels`, to index plane by plane: a zarr
+    array read lazily, or a TIFF read whole."""
+    path = Path(path)
+    if path.suffix == ".zarr":
+        import zarr
+
+        return zarr.open_array(str(path), mode="r")
+    import tifffile
+
+    return tifffile.imread(path)
 
 
 def read_labels(path: str | os.PathLike[str]) -> np.ndarray:
@@ -123,8 +159,9 @@ def object_table(
     scores : dict
         Predicted IoU of each label.
     intensity : (H, W) or (H, W, C) array, optional
-        The image the objects were found in; gives ``mean_intensity`` (one column per
-        channel, ``mean_intensity_0`` ..., for several channels).
+        The image the objects were found in, in its own dtype (no float copy is made);
+        gives ``mean_intensity`` (one column per channel, ``mean_intensity_0`` ..., for
+        several channels).
     index : tuple of int
         Position of the plane in a stack: a ``slice`` column (``slice_0``, ``slice_1`` ...
         for several stack axes).
@@ -141,8 +178,12 @@ def object_table(
     properties = ["label", "area", "bbox", "centroid"]
     if intensity is not None:
         properties.append("intensity_mean")
-        intensity = np.asarray(intensity, dtype=np.float64)
-    table = regionprops_table(labels, intensity_image=intensity, properties=properties)
+        intensity = np.asarray(intensity)
+    # cache=False: no object keeps its mask, pixel coordinates and intensities once its
+    # property is computed (cached, they add up to several times the label image).
+    table = regionprops_table(
+        labels, intensity_image=intensity, properties=properties, cache=False
+    )
     frame = pd.DataFrame(
         {
             "label": table["label"].astype(np.int64),
@@ -168,7 +209,6 @@ def object_table(
     return frame.sort_values("label", kind="stable").reset_index(drop=True)
 
 
-# ---------------------------------------------------------------------------- COCO
 def coco_part(
     labels: np.ndarray, scores: dict[int, float], file_name: str, stack_shape: tuple = ()
 ) -> dict[str, list]:
@@ -177,40 +217,59 @@ def coco_part(
     Ids are local (images numbered from 0, annotations unnumbered);
     :func:`merge_coco` numbers them for the whole run.
     """
+    labels = np.asarray(labels)
+    images, annotations = [], []
+    for number, plane in enumerate(labels.reshape((-1, *labels.shape[-2:]))):
+        position = np.unravel_index(number, stack_shape) if stack_shape else None
+        image, plane_annotations = coco_plane(plane, scores, file_name, number, position)
+        images.append(image)
+        annotations.extend(plane_annotations)
+    return {"images": images, "annotations": annotations}
+
+
+def coco_plane(
+    plane: np.ndarray,
+    scores: dict[int, float],
+    file_name: str,
+    number: int = 0,
+    position: Sequence[int] | None = None,
+) -> tuple[dict[str, Any], list[dict[str, Any]]]:
+    """The COCO image (local id ``number``) and annotations of one (H, W) label plane.
+
+    ``position`` is the plane's index in a stack (the image's ``slice``); each annotation
+    carries the object's ``label`` and ``score``.
+    """
     from pycocotools import mask as mask_utils
     from scipy import ndimage
 
-    labels = np.asarray(labels)
-    planes = labels.reshape((-1, *labels.shape[-2:]))
-    images, annotations = [], []
-    for plane_number, plane in enumerate(planes):
-        height, width = plane.shape
-        image = {"id": plane_number, "file_name": file_name, "height": height, "width": width}
-        if stack_shape:
-            image["slice"] = [int(i) for i in np.unravel_index(plane_number, stack_shape)]
-        images.append(image)
-        mask = np.zeros((height, width), dtype=np.uint8, order="F")
-        for offset, window in enumerate(ndimage.find_objects(plane)):
-            if window is None:
-                continue
-            label = offset + 1
-            mask[window] = plane[window] == label
-            rle = mask_utils.encode(mask)
-            mask[window] = 0
-            x, y, w, h = (float(v) for v in mask_utils.toBbox(rle))
-            annotations.append(
-                {
-                    "image_id": plane_number,
-                    "category_id": 1,
-                    "segmentation": {"size": [height, width], "counts": rle["counts"].decode()},
-                    "area": float(mask_utils.area(rle)),
-                    "bbox": [x, y, w, h],
-                    "score": float(scores.get(label, np.nan)),
-                    "iscrowd": 0,
-                    "label": label,
-                }
-            )
-    return {"images": images, "annotations": annotations}
+    height, width = plane.shape
+    image: dict[str, Any] = {"id": number, "file_name": file_name, "height": height}
+    image["width"] = width
+    if position is not None:
+        image["slice"] = [int(i) for i in position]
+    annotations = []
+    mask = np.zeros((height, width), dtype=np.uint8, order="F")
+    for offset, window in enumerate(ndimage.find_objects(plane)):
+        if window is None:
+            continue
+        label = offset + 1
+        mask[window] = plane[window] == label
+        rle = mask_utils.encode(mask)
+        mask[window] = 0
+        x, y, w, h = (float(v) for v in mask_utils.toBbox(rle))
+        annotations.append(
+            {
+                "image_id": number,
+                "category_id": 1,
+                "segmentation": {"size": [height, width], "counts": rle["counts"].decode()},
+                "area": float(mask_utils.area(rle)),
+                "bbox": [x, y, w, h],
+                "score": float(scores.get(label, np.nan)),
+                "iscrowd": 0,
+                "label": label,
+            }
+        )
+    return image, annotations
 
 
 def merge_coco(parts: Sequence[dict[str, list]], path: str | os.PathLike[str]) -> dict:

@@ -6,7 +6,9 @@ import lazy_loader as lazy
 __getattr__, __dir__, __all__ = lazy.attach(
     __name__,
     submod_attrs={
-        "pipeline": ["SegEveryResult", "segment_everything", "default_predictor"],
+        "pipeline": ["segment_everything", "default_predictor"],
+        "result": ["SegEveryResult"],
+        "options": ["InvalidOptionError", "LazyDetector", "SegEveryOptions"],
         "discovery": ["discover_objects", "load_detector", "DETECTOR_NAMES"],
         "box_decoders": ["BoxDecoder", "DECODER_NAMES", "load_box_decoder"],
     },

@@ -10,5 +10,6 @@ __getattr__, __dir__, __all__ = lazy.attach(
         "propagation": ["PropagationResult", "propagate_mask"],
         "linking": ["LinkResult", "link_slices"],
         "segevery_stack": ["StackSegEveryResult", "segment_everything_stack"],
+        "planes": ["SegmentedPlane", "link_planes", "segment_planes"],
     },
 )

@@ -1,7 +1,8 @@
 """Linked SegEvery: every object of every slice of a Z or T stack, one id per 3-D object or track.
 
 :func:`segment_everything_stack` runs :func:`napari_mobilesam.segment_everything` on each
-slice (one contrast range for the whole stack, so slices are rendered alike), then links
+slice (:func:`napari_mobilesam.stacks.planes.segment_planes`: one options object, the
+detector loaded once, one contrast range for the whole stack), then links
 the objects of neighbouring slices with :func:`napari_mobilesam.stacks.linking.link_slices`:
 optimal one-to-one matching on mask IoU, with gap tolerance, split and merge rules
 documented there.
@@ -15,14 +16,22 @@ from __future__ import annotations
 
 import threading
 import time
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
 import numpy as np
 
 from napari_mobilesam._progress import ProgressCallback
-from napari_mobilesam.stacks.linking import LinkResult, link_slices
+from napari_mobilesam.errors import InvalidTypeError, InvalidValueError
+from napari_mobilesam.segevery.options import SegEveryOptions
+from napari_mobilesam.stacks.planes import (
+    PlaneSkipped,
+    SegmentedPlane,
+    check_link_mode,
+    link_planes,
+    segment_planes,
+)
 from napari_mobilesam.stacks.slices import StackSlices
 
 
@@ -121,76 +130,29 @@ def segment_everything_stack(
     >>> result = segment_everything_stack(volume, detector="nuclei.pt")  # doctest: +SKIP
     >>> result.table[["label", "first_slice", "last_slice", "volume"]]  # doctest: +SKIP
     """
-    from napari_mobilesam.segevery.pipeline import default_predictor, segment_everything
+    from napari_mobilesam.segevery.pipeline import default_predictor
 
     for name in ("image", "contrast_limits", "progress", "predictor", "boxes", "out", "level"):
         if name in segevery_options:
-            raise TypeError(f"segment_everything_stack got an unexpected option {name!r}")
+            raise InvalidTypeError(f"segment_everything_stack got an unexpected option {name!r}")
+    options = SegEveryOptions(**segevery_options)
     slices = StackSlices(stack, axis, rgb=rgb, contrast_limits=contrast_limits)
     per_slice_boxes = _validate_boxes(boxes, slices.n)
-    if mode not in ("z", "t"):
-        raise ValueError(f"mode must be 'z' (3-D objects) or 't' (tracks), got {mode!r}")
+    check_link_mode(mode, ("z", "t"))
     predictor = predictor if predictor is not None else default_predictor()
-    tiled = segevery_options.get("tiling", True) and max(slices.shape_yx) > 1024
-    # The prefetched slice must not push the one being decoded out of the cache.
-    cached = getattr(predictor, "cache_size", 0) >= 2 and hasattr(predictor, "precompute")
-    feed = _Feed(predictor, slices) if prefetch and cached and not tiled else None
-
-    n = slices.n
-    labels = np.zeros((n, *slices.shape_yx), np.int32)
-    scores: list[np.ndarray] = []
-    messages: list[str] = []
-    timings = {"discovery": 0.0, "embedding": 0.0, "decoding": 0.0}
-
-    def inner_progress(s: int) -> Callable[[int, int], None]:
-        def report(done: int, total: int) -> None:
-            if progress is not None:
-                progress(s, n)
-
-        return report
-
-    try:
-        for s in range(n):
-            if feed is not None:
-                feed.ready(s)  # slice s is encoded (or being encoded) by the thread
-                feed.start(s + 1)  # the next slice encodes while this one is decoded
-            image = slices.raw(s)
-            if slices.is_blank(image):
-                scores.append(np.zeros(0, np.float32))
-                messages.append(f"slice {s} is blank (no contrast): nothing to segment")
-            else:
-                result = segment_everything(
-                    image,
-                    predictor=predictor,
-                    boxes=per_slice_boxes[s],
-                    contrast_limits=slices.contrast_limits,
-                    progress=inner_progress(s),
-                    **segevery_options,
-                )
-                labels[s] = result.labels
-                scores.append(np.asarray(result.scores, np.float32))
-                messages.append(result.message)
-                for key in timings:
-                    timings[key] += float(result.timings.get(key, 0.0))
-            if progress is not None:
-                progress(s + 1, n)
-    finally:
-        if feed is not None:
-            feed.close()
-
+    labels, scores, messages, timings = _segment_slices(
+        slices, options, predictor, per_slice_boxes, prefetch, progress
+    )
     start = time.perf_counter()
-    linked: LinkResult = link_slices(
+    linked = link_planes(
         labels,
-        mode=mode,
+        mode,
+        scores,
         iou_threshold=iou_threshold,
         min_contained=min_contained,
         max_gap=max_gap,
-        scores=scores,
     )
     timings["linking"] = time.perf_counter() - start
-    if feed is not None:
-        timings["wait"] = feed.wait
-        timings["background"] = feed.background
     return StackSegEveryResult(
         labels=slices.to_stack_layout(linked.labels),
         table=linked.table,
@@ -202,6 +164,61 @@ def segment_everything_stack(
     )
 
 
+def _segment_slices(
+    slices: StackSlices,
+    options: SegEveryOptions,
+    predictor: Any,
+    boxes: list[np.ndarray | None],
+    prefetch: bool,
+    progress: ProgressCallback | None,
+) -> tuple[np.ndarray, list[np.ndarray], list[str], dict[str, float]]:
+    """SegEvery's labels (ids 1..n_s on each slice), scores and message of every slice,
+    and the time spent in each stage."""
+    tiled = options.tiling and max(slices.shape_yx) > 1024
+    # The prefetched slice must not push the one being decoded out of the cache.
+    cached = getattr(predictor, "cache_size", 0) >= 2 and hasattr(predictor, "precompute")
+    feed = _Feed(predictor, slices) if prefetch and cached and not tiled else None
+    n = slices.n
+    labels = np.zeros((n, *slices.shape_yx), np.int32)
+    scores: list[np.ndarray] = [np.zeros(0, np.float32)] * n
+    messages: list[str] = [""] * n
+
+    def read_slice(s: int) -> tuple[Any, Sequence[float] | None]:
+        if feed is not None:
+            feed.ready(s)  # slice s is encoded (or being encoded) by the thread
+            feed.start(s + 1)  # the next slice encodes while this one is decoded
+        image = slices.raw(s)
+        if slices.is_blank(image):
+            raise PlaneSkipped(f"slice {s} is blank (no contrast): nothing to segment")
+        return image, slices.contrast_limits
+
+    def keep(plane: SegmentedPlane) -> None:
+        scores[plane.number], messages[plane.number] = plane.scores, plane.message
+        if progress is not None:
+            progress(plane.number + 1, n)
+
+    try:
+        summary = segment_planes(
+            read_slice,
+            n,
+            options,
+            sink=keep,
+            predictor=predictor,
+            out=labels.__getitem__,
+            boxes=boxes,
+            number_ids=False,
+            progress=None if progress is None else lambda s, done, total: progress(s, n),
+        )
+    finally:
+        if feed is not None:
+            feed.close()
+    timings = dict(summary.timings)
+    if feed is not None:
+        timings["wait"] = feed.wait
+        timings["background"] = feed.background
+    return labels, scores, messages, timings
+
+
 def _validate_boxes(
     boxes: Sequence[Any] | Mapping[int, Any] | None, n: int
 ) -> list[np.ndarray | None]:
@@ -211,11 +228,15 @@ def _validate_boxes(
         out: list[np.ndarray | None] = [None] * n
         for key, value in boxes.items():
             if not 0 <= int(key) < n:
-                raise ValueError(f"boxes given for slice {key}; the stack has slices 0..{n - 1}")
+                raise InvalidValueError(
+                    f"boxes given for slice {key}; the stack has slices 0..{n - 1}"
+                )
             out[int(key)] = np.asarray(value, np.float64).reshape(-1, 4)
         return out
     if len(boxes) != n:
-        raise ValueError(f"boxes must hold one (N, 4) array per slice ({n}), got {len(boxes)}")
+        raise InvalidValueError(
+            f"boxes must hold one (N, 4) array per slice ({n}), got {len(boxes)}"
+        )
     return [np.asarray(b, np.float64).reshape(-1, 4) for b in boxes]
 
 

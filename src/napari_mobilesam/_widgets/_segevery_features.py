@@ -1,0 +1,98 @@
+"""The features table of a SegEvery layer: one row per object of each plane, or per linked
+3-D object or track; and the message a finished run shows."""
+
+from __future__ import annotations
+
+import itertools
+from collections.abc import Callable, Sequence
+
+import numpy as np
+import pandas as pd
+
+from napari_mobilesam._widgets._plane import Plane
+from napari_mobilesam.stacks.planes import SegmentedPlane, link_planes
+
+FEATURE_COLUMNS = ("label", "score", "area", "box_x0", "box_y0", "box_x1", "box_y1")
+LINKED_COLUMNS = ("label", "first_slice", "last_slice", "volume", "mean_score")
+
+
+def plane_features(segmented: SegmentedPlane, plane: Plane) -> pd.DataFrame:
+    """One row per object of a segmented plane, with the plane's position (``axis_k``)."""
+    ids = segmented.ids
+    boxes = np.asarray(segmented.boxes, dtype=float).reshape(-1, 4)
+    table = pd.DataFrame(
+        {
+            # napari maps feature rows to label values through the "index" column.
+            "index": ids,
+            "label": ids,
+            "score": np.asarray(segmented.scores, dtype=float),
+            "area": np.asarray(segmented.areas, dtype=np.int64),
+            "box_x0": boxes[:, 0],
+            "box_y0": boxes[:, 1],
+            "box_x1": boxes[:, 2],
+            "box_y1": boxes[:, 3],
+        }
+    )
+    for axis, index in enumerate(plane.fixed):
+        if index is not None:
+            table[f"axis_{axis}"] = index
+    return table
+
+
+def link_features(
+    labels: np.ndarray,
+    features: pd.DataFrame,
+    plane: Plane,
+    axis: int,
+    mode: str,
+    check_cancelled: Callable[[], None],
+) -> tuple[np.ndarray, pd.DataFrame]:
+    """Link the objects of neighbouring slices along ``axis``, separately at each position
+    of the other stack axes of ``plane``; return the labels and per-object features."""
+    others = [a for a, index in enumerate(plane.fixed) if index is not None and a != axis]
+    score_of = dict(zip(features["label"].tolist(), features["score"].tolist(), strict=True))
+    out = np.zeros_like(labels)
+    tables = []
+    offset = 0
+    for position in itertools.product(*(range(labels.shape[a]) for a in others)):
+        index: list = [slice(None)] * labels.ndim
+        for a, i in zip(others, position, strict=True):
+            index[a] = i
+        kept = [a for a in range(labels.ndim) if a not in others]
+        view = np.moveaxis(labels[tuple(index)], kept.index(axis), 0)
+        result = link_planes(view, mode, score_of, progress=lambda done, total: check_cancelled())
+        linked = result.labels
+        np.add(linked, offset, out=linked, where=linked > 0)
+        np.moveaxis(out[tuple(index)], kept.index(axis), 0)[...] = linked
+        table = result.table.copy()
+        for column in ("label", "parent", "merged_into"):
+            if column in table:
+                table[column] = np.where(table[column] > 0, table[column] + offset, 0)
+        for a, i in zip(others, position, strict=True):
+            table[f"axis_{a}"] = i
+        tables.append(table)
+        offset += len(result.table)
+    table = pd.concat(tables, ignore_index=True)
+    # napari maps feature rows to label values through the "index" column.
+    table.insert(0, "index", table["label"].to_numpy())
+    return out, table
+
+
+def outcome_message(
+    name: str,
+    found: int,
+    notes: Sequence[str],
+    decoder_note: str,
+    skipped: Sequence[str],
+    linked: str = "",
+) -> str:
+    """What a finished run says: objects found (or why none), notes, skipped planes."""
+    skipped_note = f" Skipped {len(skipped)} plane(s): {'; '.join(skipped)}" if skipped else ""
+    if not found:
+        reason = f" {notes[0]}" if len(notes) == 1 else ""
+        reason += f" {decoder_note}" if decoder_note else ""
+        return f"SegEvery found no objects in {name!r}.{reason}{skipped_note}"
+    message = f"SegEvery found {found} objects in {name!r}{linked}.{skipped_note}"
+    # Notes of planes with objects, e.g. which decoder was used.
+    others = (note for note in notes if not note.startswith("No objects"))
+    return " ".join([message, *others, *([decoder_note] if decoder_note else [])])
