@@ -101,6 +101,24 @@ def test_the_core_never_imports_napari_or_qt():
     assert offenders == []
 
 
+STAGES = ("model", "weights", "imaging", "segany", "segevery", "stacks", "batch", "_widgets")
+
+
+def test_each_stage_imports_only_the_stages_before_it():
+    def stage(module: str) -> str | None:
+        parts = module.split(".")
+        return parts[1] if len(parts) > 1 and parts[1] in STAGES else None
+
+    upward = set()
+    for module, targets in import_graph().items():
+        here = stage(module)
+        for target in targets:
+            there = stage(target)
+            if here and there and STAGES.index(there) > STAGES.index(here):
+                upward.add(f"{module} -> {target}")
+    assert upward == set()
+
+
 @pytest.mark.parametrize("old_path", sorted(MOVED_MODULES))
 def test_earlier_module_paths_are_the_moved_modules(old_path):
     assert importlib.import_module(old_path) is importlib.import_module(MOVED_MODULES[old_path])

@@ -23,11 +23,11 @@ __version__ = "0.1.0"
 _lazy_getattr, __dir__, __all__ = lazy.attach(
     __name__,
     submod_attrs={
-        "model": ["MobileSAM", "build_mobile_sam"],
+        "model": ["MobileSAM"],
         "segany": ["SegAnyPredictor"],
-        "segevery": ["SegEveryResult", "segment_everything"],
+        "segevery": ["SegEveryOptions", "SegEveryResult", "segment_everything"],
         "imaging": ["to_rgb_uint8"],
-        "weights": ["WeightsError"],
+        "weights": ["WeightsError", "build_mobile_sam"],
         # The napari widgets, for scripts that drive a viewer (these import napari and Qt).
         "_widgets": ["SegAnyWidget", "SegEveryWidget"],
     },

@@ -58,7 +58,7 @@ def shared_model() -> MobileSAM:
         If the weights cannot be found, downloaded or loaded.
     """
     prepare_torch_import()
-    from napari_mobilesam.model import build_mobile_sam
+    from napari_mobilesam.weights.build import build_mobile_sam
     from napari_mobilesam.weights.fetch import fetch_checkpoint
 
     path = fetch_checkpoint(progress=False).resolve()

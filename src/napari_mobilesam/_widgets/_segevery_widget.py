@@ -23,7 +23,8 @@ from napari_mobilesam._widgets._plane import (
     spatial_shape,
     unproxied,
 )
-from napari_mobilesam._widgets._segevery import (
+from napari_mobilesam._widgets._segevery import SegEveryJob
+from napari_mobilesam._widgets._segevery_settings import (
     ALL_PLANES,
     DECODERS,
     DETECTORS,
@@ -32,7 +33,6 @@ from napari_mobilesam._widgets._segevery import (
     THIS_PLANE,
     TILE_SIZE,
     TILING,
-    SegEveryJob,
     SegEverySettings,
 )
 from napari_mobilesam._widgets._stack_axes import axis_label, is_time_axis

@@ -10,16 +10,14 @@ from __future__ import annotations
 
 import json
 import os
-import shutil
-import uuid
-from collections.abc import Iterator, Sequence
-from contextlib import contextmanager
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 import pandas as pd
 
+from napari_mobilesam._atomic_files import TEMPORARY_MARK, atomic_path, remove_path
 from napari_mobilesam.errors import InvalidValueError
 
 __all__ = [
@@ -38,7 +36,6 @@ __all__ = [
 LABEL_FORMATS = ("auto", "tiff", "zarr")
 #: With ``label_format="auto"``, label images with more pixels than this are written as zarr.
 ZARR_PIXELS = 2**26
-_TMP = ".tmp-"
 
 
 def output_paths(outdir: Path, key: str) -> dict[str, Path]:
@@ -57,35 +54,10 @@ def is_done(outdir: Path, key: str) -> bool:
     return paths["csv"].is_file() and (paths["tiff"].is_file() or paths["zarr"].is_dir())
 
 
-@contextmanager
-def atomic_path(final: str | os.PathLike[str]) -> Iterator[Path]:
-    """Yield a temporary path beside ``final``; rename it to ``final`` if the block succeeds.
-
-    The temporary name starts with a dot and contains ``.tmp-``; it is removed if the block
-    raises. An existing ``final`` (file or folder) is replaced.
-    """
-    final = Path(final)
-    tmp = final.with_name(f".{final.name}{_TMP}{os.getpid()}-{uuid.uuid4().hex[:8]}")
-    try:
-        yield tmp
-        if final.is_dir() and tmp.is_dir():
-            shutil.rmtree(final)
-        os.replace(tmp, final)
-    finally:
-        _remove(tmp)
-
-
 def remove_stale_temporaries(folder: Path, name: str) -> None:
     """Delete the temporary files of a killed run that would have become ``folder / name``."""
-    for stale in folder.glob(f".{name}{_TMP}*"):
-        _remove(stale)
-
-
-def _remove(path: Path) -> None:
-    if path.is_dir() and not path.is_symlink():
-        shutil.rmtree(path, ignore_errors=True)
-    elif path.exists() or path.is_symlink():
-        path.unlink(missing_ok=True)
+    for stale in folder.glob(f".{name}{TEMPORARY_MARK}*"):
+        remove_path(stale)
 
 
 def label_format_for(shape: Sequence[int], label_format: str = "auto") -> str:

@@ -97,10 +97,10 @@ def load_models(settings: BatchSettings) -> tuple[Any, Any, Any]:
     )
     with _LOCK:
         if key not in _MODELS:
-            from napari_mobilesam.model import build_mobile_sam
             from napari_mobilesam.segany.predictor import SegAnyPredictor
             from napari_mobilesam.segevery.box_decoders import load_box_decoder
             from napari_mobilesam.segevery.options import LazyDetector
+            from napari_mobilesam.weights.build import build_mobile_sam
 
             predictor = SegAnyPredictor(build_mobile_sam(settings.weights), settings.device)
             detector: Any = settings.detector

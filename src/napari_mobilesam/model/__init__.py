@@ -7,13 +7,14 @@
 - :mod:`.batched_decoder`: the same decoder function for many prompts of one image, with the
   prompt-independent work done once
 - :mod:`.sam`: the assembled model
-- :mod:`.build`: the model with its weights loaded
 - :mod:`.device`: the default torch device
+
+``napari_mobilesam.weights.build_mobile_sam`` builds the model with its weights loaded.
 """
 
 import lazy_loader as lazy
 
 __getattr__, __dir__, __all__ = lazy.attach(
     __name__,
-    submod_attrs={"sam": ["MobileSAM"], "build": ["build_mobile_sam"]},
+    submod_attrs={"sam": ["MobileSAM"]},
 )

@@ -23,7 +23,7 @@ from typing import Any
 
 import numpy as np
 
-from napari_mobilesam.batch.outputs import atomic_path
+from napari_mobilesam._atomic_files import atomic_path
 from napari_mobilesam.errors import InvalidValueError
 from napari_mobilesam.imaging.convert import ModelInput, display_range, model_input
 from napari_mobilesam.imaging.tiling import (

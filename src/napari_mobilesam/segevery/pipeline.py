@@ -371,7 +371,7 @@ def _check_out(out: Any, shape: tuple[int, int]) -> None:
 def default_predictor() -> SegAnyPredictor:
     """The predictor ``segment_everything`` uses when given none: default weights, built
     once per process."""
-    from napari_mobilesam.model import build_mobile_sam
+    from napari_mobilesam.weights.build import build_mobile_sam
 
     return SegAnyPredictor(build_mobile_sam())
 

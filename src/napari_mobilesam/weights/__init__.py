@@ -22,5 +22,6 @@ __getattr__, __dir__, __all__ = lazy.attach(
             "resolve_checkpoint",
         ],
         "checkpoints": ["load_state_dict", "load_weights_into"],
+        "build": ["build_mobile_sam"],
     },
 )
