@@ -209,3 +209,26 @@ def notifications():
     notification_manager.notification_ready.connect(record)
     yield seen
     notification_manager.notification_ready.disconnect(record)
+
+
+@pytest.fixture
+def conversions_and_hashes(monkeypatch) -> dict[str, int]:
+    """How often an image is converted to the model's input, and how often one is hashed."""
+    import hashlib
+
+    from napari_mobilesam.imaging import convert
+
+    counts = {"converted": 0, "hashed": 0}
+    to_rgb_uint8, blake2b = convert.to_rgb_uint8, hashlib.blake2b
+
+    def counting_to_rgb_uint8(*args, **kwargs):
+        counts["converted"] += 1
+        return to_rgb_uint8(*args, **kwargs)
+
+    def counting_blake2b(*args, **kwargs):
+        counts["hashed"] += 1
+        return blake2b(*args, **kwargs)
+
+    monkeypatch.setattr(convert, "to_rgb_uint8", counting_to_rgb_uint8)
+    monkeypatch.setattr(hashlib, "blake2b", counting_blake2b)
+    return counts

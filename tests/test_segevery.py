@@ -273,3 +273,12 @@ def test_lazy_detector_loads_once_and_keeps_a_failure(monkeypatch):
         with pytest.raises(discovery.DetectorUnavailableError, match="offline"):
             detector(np.zeros((8, 8, 3), np.uint8))
     assert calls == ["auto"]
+
+
+def test_an_untiled_image_is_converted_and_hashed_once(predictor, image, conversions_and_hashes):
+    predictor.clear_cache()
+    result = segment_everything(
+        image, predictor=predictor, boxes=[[20, 20, 70, 60]], decoder="mobile_sam"
+    )
+    assert result.n_objects <= 1
+    assert conversions_and_hashes == {"converted": 1, "hashed": 1}

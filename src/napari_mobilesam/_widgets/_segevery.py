@@ -72,8 +72,7 @@ from napari_mobilesam._widgets._segevery_settings import (
     TILING,
     SegEverySettings,
 )
-from napari_mobilesam.errors import UserInputError
-from napari_mobilesam.imaging.convert import to_rgb_uint8
+from napari_mobilesam.imaging.convert import has_contrast
 from napari_mobilesam.imaging.tiling import TileGrid, needs_tiling
 from napari_mobilesam.stacks.planes import PlaneSkipped
 
@@ -289,18 +288,17 @@ class SegEveryJob:
         return SegEveryOutcome("done", message, labels, features)
 
     def _read_plane(self, number: int) -> tuple[Any, Any]:
-        """Plane ``number`` for the core: a lazy plane with the layer's contrast limits
-        when it is tiled (read tile by tile), else its RGB rendering."""
+        """Plane ``number`` for the core, with the layer's contrast limits: lazy when it is
+        tiled (read tile by tile), else read; the core converts it once. A blank plane of
+        several is skipped (one alone gets the core's message)."""
         self._raise_if_cancelled()
         plane = self.planes[number]
         if self._tiles[number]:
             return plane.lazy(self._data), self._contrast_limits
-        try:
-            return to_rgb_uint8(plane.take(self._data), self._contrast_limits), None
-        except UserInputError as exc:
-            if len(self.planes) == 1:
-                raise
-            raise PlaneSkipped(f"{plane.describe()}: {exc}") from None
+        image = plane.take(self._data)
+        if len(self.planes) > 1 and not has_contrast(image):
+            raise PlaneSkipped(f"{plane.describe()}: no contrast, nothing to segment")
+        return image, self._contrast_limits
 
     def _raise_if_cancelled(self) -> None:
         if self._cancel.is_set() or (self._bar is not None and self._bar.is_canceled):

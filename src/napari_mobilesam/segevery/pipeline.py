@@ -19,7 +19,7 @@ import numpy as np
 
 from napari_mobilesam._progress import ProgressCallback
 from napari_mobilesam.errors import InvalidValueError
-from napari_mobilesam.imaging.convert import select_level, spatial_shape, to_rgb_uint8
+from napari_mobilesam.imaging.convert import model_input, select_level, spatial_shape
 from napari_mobilesam.imaging.label_canvas import LabelCanvas
 from napari_mobilesam.imaging.tiling import TileGrid, needs_tiling
 from napari_mobilesam.segany.predictor import SegAnyPredictor
@@ -233,8 +233,8 @@ def _detector(options: SegEveryOptions) -> Any:
 def _segment_whole(image: Any, predictor: SegAnyPredictor | None, c: _Call) -> SegEveryResult:
     """SegEvery on the whole image resized into the model's frame (one embedding)."""
     o = c.options
-    rgb = to_rgb_uint8(image, c.contrast_limits)
-    shape = rgb.shape[:2]
+    prepared = model_input(image, c.contrast_limits)
+    rgb, shape = prepared.rgb, prepared.shape
     timings: dict[str, float] = {}
     predictor = predictor if predictor is not None else default_predictor()
     box_decoder = c.box_decoder
@@ -253,7 +253,7 @@ def _segment_whole(image: Any, predictor: SegAnyPredictor | None, c: _Call) -> S
     if c.progress is not None:  # a cancel during discovery stops the run before encoding
         c.progress(0, o.points_per_side**2 if c.grid else len(prompt_boxes))
     start = time.perf_counter()
-    predictor.set_image(rgb)
+    predictor.set_image(prepared)
     timings["embedding"] = time.perf_counter() - start
 
     start = time.perf_counter()
