@@ -18,6 +18,7 @@ from napari_mobilesam.imaging.tiling import TileGrid
 from napari_mobilesam.segevery import candidates as mask_candidates
 from napari_mobilesam.segevery import pipeline as segevery
 from napari_mobilesam.segevery.box_decoders import load_box_decoder
+from napari_mobilesam.segevery.options import SegEveryOptions
 
 
 def ellipses_on_noise(shape, count, seed, radii=(5, 14), big=()):
@@ -140,20 +141,9 @@ def test_one_tile_run_equals_the_untiled_run(predictor):
     )
     grid = TileGrid(image.shape, 1024, 0)
     assert grid.is_single
-    options = segevery._Options(
-        detector=perfect_detector,
-        boxes=None,
-        box_decoder=load_box_decoder("mobile_sam"),
-        grid=False,
-        conf=0.4,
-        iou=0.9,
-        max_objects=300,
-        min_area=0,
-        progress=None,
-        contrast_limits=None,
-        points_per_side=32,
-    )
-    tiled = segevery._segment_tiled(image, grid, predictor, options, out=None)
+    options = SegEveryOptions(detector=perfect_detector, decoder="mobile_sam")
+    call = segevery._Call(options, load_box_decoder("mobile_sam"), None, None, None)
+    tiled = segevery._segment_tiled(image, grid, predictor, call, out=None)
 
     assert untiled.n_objects > 10
     np.testing.assert_array_equal(tiled.labels, untiled.labels)

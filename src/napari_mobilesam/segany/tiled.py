@@ -66,7 +66,6 @@ __all__ = [
 ]
 
 
-# ------------------------------------------------------------------ predictor
 class TiledSegAnyPredictor:
     """SegAny on images of any size: each prompt decoded on one tile, encoded on demand.
 

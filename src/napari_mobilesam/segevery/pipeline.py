@@ -60,34 +60,6 @@ class _Call:
         return self.boxes is None and self.options.grid
 
 
-def _Options(
-    *,
-    detector: Any,
-    boxes: np.ndarray | Sequence | None,
-    box_decoder: BoxDecoder,
-    grid: bool,
-    conf: float,
-    iou: float,
-    max_objects: int,
-    min_area: int,
-    progress: ProgressCallback | None,
-    contrast_limits: Sequence[float] | None,
-    points_per_side: int,
-) -> _Call:
-    """A :class:`_Call` from the fields of the bundle it replaced (``grid`` follows
-    from ``detector`` and ``boxes``)."""
-    options = SegEveryOptions(
-        detector=detector,
-        decoder=box_decoder,
-        conf=conf,
-        iou=iou,
-        max_objects=max_objects,
-        min_area=min_area,
-        points_per_side=points_per_side,
-    )
-    return _Call(options, box_decoder, boxes, progress, contrast_limits)
-
-
 def segment_everything(
     image: Any,
     *,
