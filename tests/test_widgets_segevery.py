@@ -17,7 +17,7 @@ from napari.utils.notifications import NotificationSeverity
 from conftest import build_yolo_checkpoint
 from napari_mobilesam._commands import segment_everything_in_active_layer
 from napari_mobilesam._widgets import SegEveryWidget
-from napari_mobilesam._widgets._segevery import FEATURE_COLUMNS
+from napari_mobilesam._widgets._segevery_features import FEATURE_COLUMNS
 
 pytestmark = pytest.mark.usefixtures("random_weights")
 

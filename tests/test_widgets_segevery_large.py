@@ -19,7 +19,8 @@ import skimage.measure
 from conftest import build_yolo_checkpoint
 from napari_mobilesam._widgets import SegEveryWidget
 from napari_mobilesam._widgets._plane import PlaneArray
-from napari_mobilesam._widgets._segevery import HALO, TILE_SIZE, SegEveryJob
+from napari_mobilesam._widgets._segevery import SegEveryJob
+from napari_mobilesam._widgets._segevery_settings import HALO, TILE_SIZE
 from napari_mobilesam.segevery import pipeline as segevery
 
 pytestmark = pytest.mark.usefixtures("random_weights")

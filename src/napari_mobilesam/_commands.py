@@ -8,7 +8,8 @@ from napari.layers import Image
 from napari.utils.notifications import show_info
 
 from napari_mobilesam._widgets._plane import PlaneError
-from napari_mobilesam._widgets._segevery import SegEveryJob, SegEverySettings
+from napari_mobilesam._widgets._segevery import SegEveryJob
+from napari_mobilesam._widgets._segevery_settings import SegEverySettings
 
 if TYPE_CHECKING:
     import napari

@@ -55,23 +55,11 @@ from napari_mobilesam._widgets._plane import (
     unproxied,
 )
 from napari_mobilesam._widgets._segevery_features import (
-    FEATURE_COLUMNS,
-    LINKED_COLUMNS,
     link_features,
     outcome_message,
     plane_features,
 )
-from napari_mobilesam._widgets._segevery_settings import (
-    ALL_PLANES,
-    DECODERS,
-    DETECTORS,
-    HALO,
-    LINKING,
-    THIS_PLANE,
-    TILE_SIZE,
-    TILING,
-    SegEverySettings,
-)
+from napari_mobilesam._widgets._segevery_settings import SegEverySettings
 from napari_mobilesam.imaging.convert import has_contrast
 from napari_mobilesam.imaging.tiling import TileGrid, needs_tiling
 from napari_mobilesam.stacks.planes import PlaneSkipped
@@ -79,22 +67,7 @@ from napari_mobilesam.stacks.planes import PlaneSkipped
 if TYPE_CHECKING:
     import napari
 
-__all__ = [
-    "ALL_PLANES",
-    "DECODERS",
-    "DETECTORS",
-    "FEATURE_COLUMNS",
-    "HALO",
-    "LINKED_COLUMNS",
-    "LINKING",
-    "THIS_PLANE",
-    "TILE_SIZE",
-    "TILING",
-    "SegEveryJob",
-    "SegEveryOutcome",
-    "SegEverySettings",
-    "planes_to_segment",
-]
+__all__ = ["SegEveryJob", "SegEveryOutcome", "planes_to_segment"]
 
 # Jobs started without a widget (the menu command) are kept alive here until they finish.
 _running_jobs: set[SegEveryJob] = set()
