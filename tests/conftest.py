@@ -216,7 +216,7 @@ def conversions_and_hashes(monkeypatch) -> dict[str, int]:
     """How often an image is converted to the model's input, and how often one is hashed."""
     import hashlib
 
-    from napari_mobilesam.imaging import convert
+    from napari_mobilesam.imaging import convert, prepared_input
 
     counts = {"converted": 0, "hashed": 0}
     to_rgb_uint8, blake2b = convert.to_rgb_uint8, hashlib.blake2b
@@ -230,5 +230,6 @@ def conversions_and_hashes(monkeypatch) -> dict[str, int]:
         return blake2b(*args, **kwargs)
 
     monkeypatch.setattr(convert, "to_rgb_uint8", counting_to_rgb_uint8)
+    monkeypatch.setattr(prepared_input, "to_rgb_uint8", counting_to_rgb_uint8)
     monkeypatch.setattr(hashlib, "blake2b", counting_blake2b)
     return counts

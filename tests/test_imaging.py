@@ -323,7 +323,7 @@ def test_a_stack_has_the_display_range_of_its_sampled_slices():
 
 
 def test_a_slice_is_converted_and_hashed_once():
-    from napari_mobilesam.imaging.convert import ModelInput, content_key
+    from napari_mobilesam.imaging.prepared_input import ModelInput, content_key
     from napari_mobilesam.stacks.slices import StackSlices
 
     stack = np.random.default_rng(1).random((3, 16, 16))

@@ -10,8 +10,8 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from napari_mobilesam.imaging.convert import content_key as _content_key
 from napari_mobilesam.imaging.convert import to_rgb_uint8
+from napari_mobilesam.imaging.prepared_input import content_key as _content_key
 from napari_mobilesam.stacks.projection import interior_points, mask_box, mask_to_logits
 from napari_mobilesam.stacks.propagation import propagate_mask
 from napari_mobilesam.stacks.slices import StackSlices

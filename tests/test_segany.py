@@ -162,8 +162,8 @@ def test_precompute_in_a_thread_then_set_image_skips_the_encoder(predictor, nucl
 
 
 def test_a_precomputed_embedding_is_used_by_set_image(predictor, nuclei, monkeypatch):
-    from napari_mobilesam.imaging.convert import content_key as _content_key
     from napari_mobilesam.imaging.convert import to_rgb_uint8
+    from napari_mobilesam.imaging.prepared_input import content_key as _content_key
 
     predictor.set_image(nuclei)
     embedding = predictor.get_image_embedding().clone()

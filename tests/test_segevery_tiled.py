@@ -343,7 +343,7 @@ def test_tiles_kept_beyond_the_budget_are_read_again(perfect_decoder):
 
 
 def test_the_predictor_takes_a_model_input_as_it_is(predictor, conversions_and_hashes):
-    from napari_mobilesam.imaging.convert import model_input
+    from napari_mobilesam.imaging.prepared_input import model_input
 
     image, _ = ellipses_on_noise((96, 128), 3, seed=10)
     prepared = model_input(image, (0, 3000))

@@ -23,7 +23,7 @@ from napari_mobilesam._widgets._model import (
 )
 from napari_mobilesam._widgets._plane import Plane
 from napari_mobilesam._widgets._prompt_layers import PlanePrompts
-from napari_mobilesam.imaging.convert import model_input
+from napari_mobilesam.imaging.prepared_input import model_input
 from napari_mobilesam.imaging.tiling import Tile
 from napari_mobilesam.segany.prompts import PromptSet, decode_prompts, decode_prompts_tiled
 from napari_mobilesam.segany.tiled import TiledSegAnyPredictor

@@ -11,10 +11,12 @@ __getattr__, __dir__, __all__ = lazy.attach(
         "convert": [
             "to_rgb_uint8",
             "display_range",
-            "content_key",
+            "has_contrast",
+            "validate_contrast_limits",
             "select_level",
             "spatial_shape",
         ],
+        "prepared_input": ["ModelInput", "content_key", "model_input"],
         "tiling": [
             "DEFAULT_HALO",
             "DEFAULT_TILE_SHAPE",

@@ -25,7 +25,8 @@ import numpy as np
 
 from napari_mobilesam._atomic_files import atomic_path
 from napari_mobilesam.errors import InvalidValueError
-from napari_mobilesam.imaging.convert import ModelInput, display_range, model_input
+from napari_mobilesam.imaging.convert import display_range
+from napari_mobilesam.imaging.prepared_input import ModelInput, model_input
 from napari_mobilesam.imaging.tiling import (
     DEFAULT_HALO,
     DEFAULT_TILE_SHAPE,

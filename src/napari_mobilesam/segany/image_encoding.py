@@ -19,8 +19,8 @@ import torch
 
 from napari_mobilesam._allocator import keep_large_allocations_in_heap
 from napari_mobilesam.errors import InvalidTypeError, InvalidValueError
-from napari_mobilesam.imaging.convert import ModelInput, model_input
 from napari_mobilesam.imaging.model_frame import preprocess_shape, resize_longest_side
+from napari_mobilesam.imaging.prepared_input import ModelInput, model_input
 from napari_mobilesam.model.device import default_device
 from napari_mobilesam.model.sam import MobileSAM
 from napari_mobilesam.segany.embedding_cache import EmbeddingCache
@@ -104,7 +104,7 @@ class ImageEncoding:
             (H, W) or (H, W, C) with C in 1..4, any numeric dtype; see
             :func:`napari_mobilesam.to_rgb_uint8` for how it becomes the model's RGB input.
             An (H, W, 3) uint8 RGB image is used exactly as the reference does. A
-            :class:`~napari_mobilesam.imaging.convert.ModelInput` is used as it is (not
+            :class:`~napari_mobilesam.imaging.prepared_input.ModelInput` is used as it is (not
             converted or hashed again).
         contrast_limits : (lo, hi), optional
             Display range to map to 0..255; by default the 0.1st-99.9th percentiles

@@ -28,11 +28,8 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 
 from napari_mobilesam.errors import InvalidTypeError, InvalidValueError
-from napari_mobilesam.imaging.convert import (
-    display_range,
-    model_input,
-    validate_contrast_limits,
-)
+from napari_mobilesam.imaging.convert import display_range, validate_contrast_limits
+from napari_mobilesam.imaging.prepared_input import model_input
 from napari_mobilesam.imaging.tiling import (
     COARSE_INDEX,
     DEFAULT_HALO,

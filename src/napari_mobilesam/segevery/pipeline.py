@@ -19,8 +19,9 @@ import numpy as np
 
 from napari_mobilesam._progress import ProgressCallback
 from napari_mobilesam.errors import InvalidValueError
-from napari_mobilesam.imaging.convert import model_input, select_level, spatial_shape
+from napari_mobilesam.imaging.convert import select_level, spatial_shape
 from napari_mobilesam.imaging.label_canvas import LabelCanvas
+from napari_mobilesam.imaging.prepared_input import model_input
 from napari_mobilesam.imaging.tiling import TileGrid, needs_tiling
 from napari_mobilesam.segany.predictor import SegAnyPredictor
 from napari_mobilesam.segevery.box_decoders import BoxDecoder, load_box_decoder

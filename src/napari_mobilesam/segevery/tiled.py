@@ -2,7 +2,7 @@
 
 Every tile of a :class:`~napari_mobilesam.imaging.tiling.TileGrid` is read from the image (numpy,
 memory map, dask or zarr: one region at a time), converted to the model's input and hashed
-once (:func:`~napari_mobilesam.imaging.convert.model_input`), shown to the detector, and
+once (:func:`~napari_mobilesam.imaging.prepared_input.model_input`), shown to the detector, and
 keeps the boxes whose centre lies in its inner region, so halos give no duplicates. A box
 cut by a tile's outer edge (an object larger than the halo) is joined with the parts of the
 same object that neighbouring tiles saw. Each box is then decoded against the embedding of
@@ -22,8 +22,9 @@ from typing import Any
 
 import numpy as np
 
-from napari_mobilesam.imaging.convert import ModelInput, content_key, display_range, model_input
+from napari_mobilesam.imaging.convert import display_range
 from napari_mobilesam.imaging.label_canvas import Candidate, LabelCanvas
+from napari_mobilesam.imaging.prepared_input import ModelInput, content_key, model_input
 from napari_mobilesam.imaging.tiling import Tile, TileGrid, coarse_window, read_region
 from napari_mobilesam.segany.predictor import SegAnyPredictor
 from napari_mobilesam.segevery import candidates as mask_candidates

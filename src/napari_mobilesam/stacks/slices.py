@@ -18,13 +18,12 @@ import numpy as np
 
 from napari_mobilesam.errors import InvalidValueError
 from napari_mobilesam.imaging.convert import (
-    ModelInput,
     display_range,
     has_contrast,
-    model_input,
     uses_own_range,
     validate_contrast_limits,
 )
+from napari_mobilesam.imaging.prepared_input import ModelInput, model_input
 
 __all__ = ["SliceEmbeddings", "StackSlices", "stack_contrast_limits"]
 
