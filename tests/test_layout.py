@@ -101,7 +101,18 @@ def test_the_core_never_imports_napari_or_qt():
     assert offenders == []
 
 
-STAGES = ("model", "weights", "imaging", "segany", "segevery", "stacks", "batch", "_widgets")
+STAGES = (
+    "model",
+    "weights",
+    "imaging",
+    "segany",
+    "segevery",
+    "stacks",
+    "evaluation",
+    "training",
+    "batch",
+    "_widgets",
+)
 
 
 def test_each_stage_imports_only_the_stages_before_it():

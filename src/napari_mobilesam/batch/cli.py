@@ -7,6 +7,7 @@ is imported only when a command needs the model.
 from __future__ import annotations
 
 import argparse
+import importlib
 import os
 import sys
 from collections.abc import Sequence
@@ -16,7 +17,11 @@ from napari_mobilesam.imaging.tiling import DEFAULT_HALO, DEFAULT_TILE_SHAPE
 from napari_mobilesam.segevery.options import SegEveryOptions
 from napari_mobilesam.stacks.planes import LINK_MODES
 
-__all__ = ["build_parser", "main"]
+__all__ = ["COMMAND_MODULES", "build_parser", "main"]
+
+# Modules that add a command: each has ``add_command(commands)``, which adds its
+# subparser and sets ``run=FUNCTION(args) -> int`` as its default.
+COMMAND_MODULES: tuple[str, ...] = ()
 
 EXAMPLES = """\
 examples:
@@ -113,6 +118,8 @@ def build_parser() -> argparse.ArgumentParser:
 
     _add_segment_command(commands)
     _add_embed_command(commands)
+    for module in COMMAND_MODULES:
+        importlib.import_module(module).add_command(commands)
     commands.add_parser(
         "info",
         help="versions, device, threads, and where the weights are",
@@ -361,6 +368,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
     try:
+        if hasattr(args, "run"):
+            return args.run(args)
         if args.command == "segment":
             return _segment(args, parser)
         if args.command == "embed":

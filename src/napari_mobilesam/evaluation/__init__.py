@@ -1,0 +1,11 @@
+"""Segmentations measured against ground truth: objects matched by IoU, Cellpose's average
+precision and micro-sam's mean segmentation accuracy, for 2-D, 3-D and stacks."""
+
+import lazy_loader as lazy
+
+__getattr__, __dir__, __all__ = lazy.attach(
+    __name__,
+    submod_attrs={
+        "synthetic": ["synthetic_nuclei"],
+    },
+)
