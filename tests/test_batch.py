@@ -18,8 +18,8 @@ import zarr
 
 from conftest import RANDOM_WEIGHTS
 from napari_mobilesam.batch import outputs as outputs
-from napari_mobilesam.batch.inputs import find_inputs, stack_layout
 from napari_mobilesam.batch.runner import BatchSettings, segment_files
+from napari_mobilesam.imaging.image_files import find_inputs, stack_layout
 
 SHAPE = (96, 128)
 
@@ -249,7 +249,7 @@ def test_embed_then_a_click_from_the_store_runs_no_encoder(
     random_weights, folder: Path, tmp_path: Path, predictor, monkeypatch
 ) -> None:
     from napari_mobilesam.batch.cli import main
-    from napari_mobilesam.batch.inputs import read_image
+    from napari_mobilesam.imaging.image_files import read_image
     from napari_mobilesam.segany.embedding_store import EmbeddingStore
 
     store_path = tmp_path / "store.zarr"
@@ -281,7 +281,7 @@ def test_a_predictor_pointed_at_a_store_encodes_only_what_is_not_there(
 ) -> None:
     from napari_mobilesam._widgets._model import EMBEDDINGS_ENV, new_predictor
     from napari_mobilesam.batch.cli import main
-    from napari_mobilesam.batch.inputs import read_image
+    from napari_mobilesam.imaging.image_files import read_image
 
     store_path = tmp_path / "store.zarr"
     assert main(["embed", str(folder / "a.tif"), "-o", str(store_path), "-q"]) == 0

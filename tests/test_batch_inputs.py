@@ -9,8 +9,8 @@ import pytest
 import tifffile
 import tifffile.zarr
 
-from napari_mobilesam.batch import inputs
-from napari_mobilesam.batch.inputs import read_image, stack_layout, stack_view
+from napari_mobilesam.imaging import image_files as inputs
+from napari_mobilesam.imaging.image_files import read_image, stack_layout, stack_view
 from test_batch import (
     _image,
     settings,  # noqa: F401  (the fixture)
@@ -108,3 +108,21 @@ def test_a_lazy_stack_with_its_stack_axis_in_the_middle_is_segmented_plane_by_pl
         tifffile.imread(tmp_path / "b" / "middle_labels.tif"),
         tifffile.imread(tmp_path / "a" / "leading_labels.tif"),
     )
+
+
+def test_images_and_label_images_pair_by_name_and_the_unpaired_are_named(tmp_path):
+    from napari_mobilesam.imaging.image_files import pair_by_name
+
+    (tmp_path / "images").mkdir()
+    (tmp_path / "labels").mkdir()
+    for name in ("cell_01.tif", "cell_02.png", "lonely.tif"):
+        tifffile.imwrite(tmp_path / "images" / name, np.zeros((8, 8), np.uint8))
+    for name in ("cell_01_masks.tif", "CELL_02_labels.tif", "orphan_labels.tif"):
+        tifffile.imwrite(tmp_path / "labels" / name, np.zeros((8, 8), np.uint16))
+
+    pairs, images_only, labels_only = pair_by_name([tmp_path / "images"], [tmp_path / "labels"])
+
+    names = [(Path(a.source).name, Path(b.source).name) for a, b in pairs]
+    assert names == [("cell_01.tif", "cell_01_masks.tif"), ("cell_02.png", "CELL_02_labels.tif")]
+    assert [Path(p).name for p in images_only] == ["lonely.tif"]
+    assert [Path(p).name for p in labels_only] == ["orphan_labels.tif"]

@@ -31,7 +31,8 @@ MOVED_MODULES = {
     "napari_mobilesam.propagation": "napari_mobilesam.stacks.propagation",
     "napari_mobilesam.linking": "napari_mobilesam.stacks.linking",
     "napari_mobilesam.segevery_stack": "napari_mobilesam.stacks.segevery_stack",
-    "napari_mobilesam.inputs": "napari_mobilesam.batch.inputs",
+    "napari_mobilesam.inputs": "napari_mobilesam.imaging.image_files",
+    "napari_mobilesam.batch.inputs": "napari_mobilesam.imaging.image_files",
     "napari_mobilesam.outputs": "napari_mobilesam.batch.outputs",
     "napari_mobilesam.cli": "napari_mobilesam.batch.cli",
 }

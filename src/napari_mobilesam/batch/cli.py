@@ -282,8 +282,13 @@ def _embed(args: argparse.Namespace) -> int:
     import numpy as np
     from tqdm.auto import tqdm
 
-    from napari_mobilesam.batch.inputs import find_inputs, read_image, stack_layout, stack_view
     from napari_mobilesam.batch.runner import FileResult
+    from napari_mobilesam.imaging.image_files import (
+        find_inputs,
+        read_image,
+        stack_layout,
+        stack_view,
+    )
     from napari_mobilesam.segany.embedding_store import EmbeddingStore
     from napari_mobilesam.segany.predictor import SegAnyPredictor
     from napari_mobilesam.weights.build import build_mobile_sam

@@ -23,11 +23,11 @@ from typing import Any
 import numpy as np
 
 from napari_mobilesam.batch import outputs as outputs
-from napari_mobilesam.batch.inputs import InputItem, find_inputs
 from napari_mobilesam.batch.outputs import is_done, output_paths
 from napari_mobilesam.batch.settings import BatchSettings
 from napari_mobilesam.batch.task import segment_and_write
 from napari_mobilesam.errors import InvalidValueError
+from napari_mobilesam.imaging.image_files import InputItem, find_inputs
 
 __all__ = [
     "BatchReport",

@@ -17,8 +17,8 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 
 from napari_mobilesam.batch import outputs
-from napari_mobilesam.batch.inputs import InputItem, read_image, stack_layout
 from napari_mobilesam.imaging.convert import has_contrast
+from napari_mobilesam.imaging.image_files import InputItem, read_image, stack_layout
 from napari_mobilesam.stacks.planes import PlaneSkipped, SegmentedPlane, link_planes
 
 if TYPE_CHECKING:

@@ -1,4 +1,4 @@
-"""Inputs of a batch run: files, folders, globs and samples, read as arrays with their axes.
+"""Image files: files, folders, globs and samples, read as arrays with their axes.
 
 TIFF and OME-TIFF (tifffile; large ones lazily), PNG and JPEG (Pillow), and zarr / OME-Zarr
 (lazily) are found by :func:`find_inputs` and read by :func:`read_image`;
@@ -22,9 +22,11 @@ from napari_mobilesam.errors import InvalidValueError
 __all__ = [
     "IMAGE_SUFFIXES",
     "IN_MEMORY_BYTES",
+    "LABEL_NAME_SUFFIXES",
     "SAMPLES",
     "InputItem",
     "find_inputs",
+    "pair_by_name",
     "read_image",
     "stack_layout",
     "stack_view",
@@ -32,6 +34,8 @@ __all__ = [
 
 IMAGE_SUFFIXES = (".tif", ".tiff", ".png", ".jpg", ".jpeg", ".zarr")
 SAMPLES = ("cell", "coins")
+#: Endings that mark a label image of the same name: ``cell_07_masks.tif`` is ``cell_07``'s.
+LABEL_NAME_SUFFIXES = ("_cp_masks", "_masks", "_mask", "_labels", "_label", "_gt", "_seg")
 #: TIFFs up to this size are read into memory; larger ones are read a region at a time.
 IN_MEMORY_BYTES = 64 * 2**20
 
@@ -85,6 +89,50 @@ def find_inputs(
                 f"Two inputs would write the same outputs ({key}): run their folders separately."
             )
     return [InputItem(str(p), k) for p, k in zip(unique, keys, strict=True)], missing
+
+
+def pair_by_name(
+    first: Sequence[str | os.PathLike[str]], second: Sequence[str | os.PathLike[str]]
+) -> tuple[list[tuple[InputItem, InputItem]], list[str], list[str]]:
+    """Pair the images of two sets of inputs (files, folders, globs) by name.
+
+    Names are compared without their extension and without one of
+    :data:`LABEL_NAME_SUFFIXES` (case-insensitive), so ``img_01.tif`` pairs with
+    ``img_01.png``, ``img_01_masks.tif`` or ``IMG_01_labels.tif``.
+
+    Returns
+    -------
+    pairs : list of (InputItem, InputItem)
+        Sorted by the first input's name.
+    first_only, second_only : list of str
+        The inputs of each side that have no partner (and the inputs that match no file).
+
+    Examples
+    --------
+    >>> pair_by_name(["missing/"], ["also_missing/"])[0]
+    []
+    """
+    items_first, missing_first = find_inputs(first)
+    items_second, missing_second = find_inputs(second)
+    by_name = {_pairing_name(item): item for item in items_second}
+    pairs = []
+    first_only = [entry for entry, _ in missing_first]
+    for item in items_first:
+        partner = by_name.pop(_pairing_name(item), None)
+        if partner is None:
+            first_only.append(item.source)
+        else:
+            pairs.append((item, partner))
+    second_only = [entry for entry, _ in missing_second] + [i.source for i in by_name.values()]
+    return pairs, first_only, second_only
+
+
+def _pairing_name(item: InputItem) -> str:
+    name = _stem(Path(item.source)).lower()
+    for suffix in LABEL_NAME_SUFFIXES:
+        if name.endswith(suffix) and len(name) > len(suffix):
+            return name[: -len(suffix)]
+    return name
 
 
 def _is_image(path: Path) -> bool:
