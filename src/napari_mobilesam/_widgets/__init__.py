@@ -1,10 +1,11 @@
-"""The napari dock widgets: SegAny (MobileSAM) and SegEvery (MobileSAMv2)."""
+"""The napari dock widgets: SegAny (MobileSAM), SegEvery (MobileSAMv2) and Train."""
 
 from napari_mobilesam._widgets._segany import SegAnyController
 from napari_mobilesam._widgets._segany_widget import SegAnyWidget
 from napari_mobilesam._widgets._segevery import SegEveryJob
 from napari_mobilesam._widgets._segevery_settings import SegEverySettings
 from napari_mobilesam._widgets._segevery_widget import SegEveryWidget
+from napari_mobilesam._widgets._train_widget import TrainWidget
 
 __all__ = [
     "SegAnyController",
@@ -12,4 +13,5 @@ __all__ = [
     "SegEveryJob",
     "SegEverySettings",
     "SegEveryWidget",
+    "TrainWidget",
 ]

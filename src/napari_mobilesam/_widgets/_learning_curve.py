@@ -74,6 +74,8 @@ class LearningCurve(QWidget):
         score, loss = self.score_axes, self.loss_axes
         score.clear()
         loss.clear()
+        loss.yaxis.tick_right()  # clear() puts a twin's axis back on the left
+        loss.yaxis.set_label_position("right")
         score.set_xlabel("epoch", fontsize=8)
         score.set_ylabel("validation score", fontsize=8, color="tab:blue")
         score.tick_params(labelsize=7)
@@ -87,8 +89,15 @@ class LearningCurve(QWidget):
             score.set_xlim(0.5, max(self.reports[-1].epochs, len(self.reports)) + 0.5)
             score.xaxis.get_major_locator().set_params(integer=True)
         else:
-            score.text(0.5, 0.5, "learning curve", ha="center", va="center", alpha=0.4,
-                       transform=score.transAxes)
+            score.text(
+                0.5,
+                0.5,
+                "learning curve",
+                ha="center",
+                va="center",
+                alpha=0.4,
+                transform=score.transAxes,
+            )
         if self.losses:
             epochs, values = zip(*self.losses, strict=True)
             loss.plot(epochs, values, "s--", color="tab:red", markersize=3, label="loss")

@@ -8,7 +8,7 @@ from typing import TYPE_CHECKING, Any
 
 from napari_mobilesam._widgets._segevery_settings import DECODERS
 from napari_mobilesam._widgets._segevery_widget import SegEveryWidget
-from napari_mobilesam._widgets._train_job import DETECTOR, POINT_DECODER
+from napari_mobilesam._widgets._train_job import DETECTOR
 
 if TYPE_CHECKING:
     import napari

@@ -16,7 +16,7 @@ from __future__ import annotations
 
 import threading
 from collections.abc import Callable
-from dataclasses import dataclass, replace
+from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -32,13 +32,13 @@ if TYPE_CHECKING:
     from napari_mobilesam.training.reports import EpochReport, TrainingResult
 
 __all__ = [
-    "DETECTOR",
     "BOX_DECODER",
+    "DETECTOR",
     "POINT_DECODER",
     "LayerPair",
+    "TrainJob",
     "TrainOutcome",
     "TrainRequest",
-    "TrainJob",
     "split_note",
 ]
 
@@ -154,11 +154,11 @@ class TrainJob:
         what = {DETECTOR: "detector", BOX_DECODER: "box decoder", POINT_DECODER: "point decoder"}
         name = what[self.request.kind]
         try:
-            items = self._annotations()
-            train, validation = self._split(items)
+            train, validation = self._split(self._annotations())
+            on_train = " (the training image)" if validation is train else ""
             self._status(
                 f"Training the {name} on {len(train)} image(s), validating on "
-                f"{len(validation)}{' (the training image)' if train == validation else ''}..."
+                f"{len(validation)}{on_train}..."
             )
             result = self._train(train, validation, self._base())
         except expected_errors() as exc:
@@ -184,8 +184,11 @@ class TrainJob:
         else:
             items = []
             for pair in request.pairs:
-                found = annotations_from_arrays(pair.image, pair.labels, pair.name)
-                items.extend(replace(item, contrast_limits=pair.contrast_limits) for item in found)
+                items.extend(
+                    annotations_from_arrays(
+                        pair.image, pair.labels, pair.name, contrast_limits=pair.contrast_limits
+                    )
+                )
         if not items:
             raise InvalidValueError(
                 "the labels hold no object: paint at least one object (label > 0) in the "
@@ -197,7 +200,7 @@ class TrainJob:
         from napari_mobilesam.training.annotations import split_by_image
 
         train, validation = split_by_image(items, VALIDATION_FRACTION, seed=0)
-        return train, (validation or list(train))
+        return train, (validation or train)
 
     def _base(self) -> str | Path:
         base = self.request.base

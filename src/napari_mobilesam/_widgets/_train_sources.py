@@ -58,19 +58,23 @@ class TrainingData(Container):
             value=LAYERS,
             orientation="horizontal",
         )
-        self._image = ComboBox(label="Image", nullable=True, choices=self._choices(Image))
-        self._labels = ComboBox(label="Labels", nullable=True, choices=self._choices(Labels))
-        self._labels.tooltip = "The objects painted over the image (0 = background)."
+        self._image_pick = ComboBox(label="Image", nullable=True, choices=self._choices(Image))
+        self._labels_pick = ComboBox(label="Labels", nullable=True, choices=self._choices(Labels))
+        self._labels_pick.tooltip = "The objects painted over the image (0 = background)."
         self._add = PushButton(text="Add pair")
         self._remove = PushButton(text="Remove selected")
-        self._list = Select(label="Pairs", choices=self._pair_choices, allow_multiple=True)
-        self._list.tooltip = (
+        self._pair_list = Select(label="Pairs", choices=self._pair_choices, allow_multiple=True)
+        self._pair_list.tooltip = (
             "The image / labels pairs to train on; stacks are fine (every plane with objects "
             "is one training image). With no pair added, the pair chosen above is used."
         )
-        self._list.native.setMaximumHeight(90)
-        self._images_folder = FileEdit(label="Images folder", mode="d", visible=False, nullable=True)
-        self._labels_folder = FileEdit(label="Labels folder", mode="d", visible=False, nullable=True)
+        self._pair_list.native.setMaximumHeight(90)
+        self._images_folder = FileEdit(
+            label="Images folder", mode="d", visible=False, nullable=True
+        )
+        self._labels_folder = FileEdit(
+            label="Labels folder", mode="d", visible=False, nullable=True
+        )
         self._labels_folder.tooltip = (
             "Label images named like the images (img_01.tif <-> img_01.tif, "
             "img_01_masks.tif or img_01_labels.tif)."
@@ -79,10 +83,10 @@ class TrainingData(Container):
         super().__init__(
             widgets=[
                 self._source,
-                self._image,
-                self._labels,
+                self._image_pick,
+                self._labels_pick,
                 Container(widgets=[self._add, self._remove], layout="horizontal", labels=False),
-                self._list,
+                self._pair_list,
                 self._images_folder,
                 self._labels_folder,
                 self._note,
@@ -92,7 +96,12 @@ class TrainingData(Container):
         self._source.changed.connect(self._on_source)
         self._add.changed.connect(self.add_pair)
         self._remove.changed.connect(self.remove_selected)
-        for widget in (self._image, self._labels, self._images_folder, self._labels_folder):
+        for widget in (
+            self._image_pick,
+            self._labels_pick,
+            self._images_folder,
+            self._labels_folder,
+        ):
             widget.changed.connect(self.update_note)
         for emitter in (viewer.layers.events.inserted, viewer.layers.events.removed):
             emitter.connect(self._on_layers)
@@ -116,10 +125,10 @@ class TrainingData(Container):
     def _pick_defaults(self) -> None:
         images = [layer for layer in self.viewer.layers if isinstance(layer, Image)]
         labels = [layer for layer in self.viewer.layers if isinstance(layer, Labels)]
-        if images and self._image.value is None:
-            self._image.value = images[-1]
-        if labels and self._labels.value is None:
-            self._labels.value = labels[-1]
+        if images and self._image_pick.value is None:
+            self._image_pick.value = images[-1]
+        if labels and self._labels_pick.value is None:
+            self._labels_pick.value = labels[-1]
 
     def _on_layers(self, _event: Any = None) -> None:
         self.pairs = [
@@ -131,7 +140,13 @@ class TrainingData(Container):
 
     def _on_source(self, source: str) -> None:
         layers = source == LAYERS
-        for widget in (self._image, self._labels, self._add, self._remove, self._list):
+        for widget in (
+            self._image_pick,
+            self._labels_pick,
+            self._add,
+            self._remove,
+            self._pair_list,
+        ):
             widget.visible = layers
         self._images_folder.visible = self._labels_folder.visible = not layers
         self.update_note()
@@ -139,29 +154,29 @@ class TrainingData(Container):
     # ------------------------------------------------------------ pairs
     def add_pair(self, image: Image | None = None, labels: Labels | None = None) -> str:
         """Add a pair (by default the one picked); returns what the note then says."""
-        image = self._image.value if not isinstance(image, Image) else unproxied(image)
-        labels = self._labels.value if not isinstance(labels, Labels) else unproxied(labels)
+        image = self._image_pick.value if not isinstance(image, Image) else unproxied(image)
+        labels = self._labels_pick.value if not isinstance(labels, Labels) else unproxied(labels)
         if image is None or labels is None:
             return self._say("Choose an image layer and a Labels layer, then Add pair.")
         if any(image is pair[0] and labels is pair[1] for pair in self.pairs):
             return self._say(f"{image.name} + {labels.name} is already in the list.")
         self.pairs.append((image, labels))
-        self._list.reset_choices()
+        self._pair_list.reset_choices()
         return self.update_note()
 
     def remove_selected(self) -> None:
-        chosen = set(self._list.value)
+        chosen = set(self._pair_list.value)
         self.pairs = [pair for number, pair in enumerate(self.pairs) if number not in chosen]
-        self._list.reset_choices()
+        self._pair_list.reset_choices()
         self.update_note()
 
     def chosen_pairs(self) -> list[tuple[Image, Labels]]:
         """The pairs of the list, or the picked pair when the list is empty."""
         if self.pairs:
             return list(self.pairs)
-        if self._image.value is None or self._labels.value is None:
+        if self._image_pick.value is None or self._labels_pick.value is None:
             return []
-        return [(self._image.value, self._labels.value)]
+        return [(self._image_pick.value, self._labels_pick.value)]
 
     # ------------------------------------------------------------ for the job
     @property

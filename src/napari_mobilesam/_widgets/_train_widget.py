@@ -67,7 +67,8 @@ class TrainWidget(Container):
     Examples
     --------
     >>> widget = TrainWidget(viewer)  # doctest: +SKIP
-    >>> widget.data.add_pair(viewer.layers["cell"], viewer.layers["cell objects"])  # doctest: +SKIP
+    >>> cell, objects = viewer.layers["cell"], viewer.layers["cell objects"]  # doctest: +SKIP
+    >>> widget.data.add_pair(cell, objects)  # doctest: +SKIP
     >>> job = widget.train()  # the learning curve grows epoch by epoch  # doctest: +SKIP
     """
 
@@ -87,7 +88,7 @@ class TrainWidget(Container):
             widgets=[
                 self.data,
                 self._what,
-                self._base,
+                self._start_from,
                 self._base_file,
                 self._epochs,
                 self._output,
@@ -101,7 +102,7 @@ class TrainWidget(Container):
         self.native.layout().addWidget(self.curve)
         self._status.native.setWordWrap(True)
         self._what.changed.connect(self._on_what)
-        self._base.changed.connect(self._on_base)
+        self._start_from.changed.connect(self._on_base)
         self._train.changed.connect(self.train)
         self._cancel.changed.connect(self.cancel)
         self._use.changed.connect(self.use_trained)
@@ -114,7 +115,7 @@ class TrainWidget(Container):
             "Box decoder: turns SegEvery's boxes into masks (object outlines). Point "
             "decoder: turns SegAny's clicks into masks."
         )
-        self._base = ComboBox(label="Start from", choices=BASES[DETECTOR])
+        self._start_from = ComboBox(label="Start from", choices=self._base_choices)
         self._base_file = FileEdit(label="Base file", mode="r", nullable=True, visible=False)
         self._epochs = SpinBox(label="Epochs", min=0, max=10_000, value=0)
         self._epochs.native.setSpecialValueText("default")
@@ -122,12 +123,16 @@ class TrainWidget(Container):
         self._output = FileEdit(label="Save as", mode="w", filter="*.pt", nullable=True)
         self._output.tooltip = "The trained weights (.pt); a JSON sidecar is written beside it."
 
+    def _base_choices(self, _widget: Any = None) -> list[tuple[str, str]]:
+        what = getattr(self, "_what", None)
+        return BASES[what.value if what is not None else DETECTOR]
+
     def _on_what(self, kind: str) -> None:
-        self._base.choices = BASES[kind]
-        self._base.value = BASES[kind][0][1]
+        self._start_from.reset_choices()
+        self._start_from.value = BASES[kind][0][1]
         self._base_file.filter = BASE_FILTERS[kind]
         self._base_file.tooltip = YOLO_FILE_TOOLTIP if kind == DETECTOR else ""
-        self._on_base(self._base.value)
+        self._on_base(self._start_from.value)
 
     def _on_base(self, base: str | None) -> None:
         self._base_file.visible = base == FILE
@@ -136,7 +141,7 @@ class TrainWidget(Container):
     def request(self) -> TrainRequest:
         """What the widget asks for; ValueError saying what to choose when it cannot."""
         kind = self._what.value
-        base: str | Path = self._base.value
+        base: str | Path = self._start_from.value
         if base == FILE:
             path = self._base_file.value
             if path is None or not str(path).strip() or not Path(path).is_file():
