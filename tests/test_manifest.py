@@ -9,7 +9,7 @@ import pytest
 from napari.utils.notifications import notification_manager
 from npe2 import PluginManifest
 
-from napari_mobilesam._widgets import SegAnyWidget, SegEveryWidget
+from napari_mobilesam._widgets import SegAnyWidget, SegEveryWidget, TrainWidget
 
 PLUGIN = "napari-mobilesam"
 
@@ -20,6 +20,7 @@ def test_manifest_is_valid_and_every_python_name_imports():
     assert {widget.display_name for widget in manifest.contributions.widgets} == {
         "SegAny (MobileSAM)",
         "SegEvery (MobileSAMv2)",
+        "Train (detector / decoder)",
     }
     assert {sample.key for sample in manifest.contributions.sample_data} == {"cell", "coins"}
 
@@ -35,6 +36,7 @@ def test_widgets_are_in_the_plugins_menu_and_work_docked(
     assert [action.text() for action in ours.actions()] == [
         f"SegAny (MobileSAM) ({PLUGIN})",
         f"SegEvery (MobileSAMv2) ({PLUGIN})",
+        f"Train (detector / decoder) ({PLUGIN})",
     ]
 
     image = viewer.add_image(np.random.default_rng(0).random((64, 64)), name="noise")
@@ -43,6 +45,8 @@ def test_widgets_are_in_the_plugins_menu_and_work_docked(
     _, segevery = viewer.window.add_plugin_dock_widget(PLUGIN, "SegEvery (MobileSAMv2)")
     assert isinstance(segany, SegAnyWidget) and segany.viewer is viewer
     assert isinstance(segevery, SegEveryWidget) and segevery.viewer is viewer
+    _, train = viewer.window.add_plugin_dock_widget(PLUGIN, "Train (detector / decoder)")
+    assert isinstance(train, TrainWidget) and train.viewer is viewer
     assert segany.controller.image is image
 
     segany.controller.points.add([32, 32])
