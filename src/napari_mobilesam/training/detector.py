@@ -1,0 +1,353 @@
+"""Train the object detector that prompts SegEvery, on your annotated images.
+
+The annotated images are cut into crops at the scale SegEvery's detector sees them
+(:mod:`napari_mobilesam.training.detector_dataset`) and written as a YOLO dataset in a
+work folder; ultralytics' own trainer trains a one-class detector on them, from scratch,
+from a user's YOLO file, or from MobileSAMv2's ObjectAwareModel
+(:mod:`napari_mobilesam.training.detector_bases`). The best epoch by ultralytics' validation
+fitness on the validation images is written to ``output``, an ultralytics checkpoint that
+``segment_everything(detector=output)``, ``napari-mobilesam segment --detector output`` and
+the SegEvery widget load; ``output`` with a ``.json`` suffix records what it was trained on.
+
+ultralytics never downloads anything here: no plots (they fetch a font), no AMP check (it
+fetches a model), no pretrained weights unless given as ``base``.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import time
+import warnings
+from collections.abc import Sequence
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+
+from napari_mobilesam._atomic_files import atomic_path
+from napari_mobilesam.errors import InvalidTypeError, InvalidValueError
+from napari_mobilesam.segevery.detectors.base import DEFAULT_IMGSZ
+from napari_mobilesam.training.annotations import AnnotatedImage
+from napari_mobilesam.training.detector_bases import prepare_base
+from napari_mobilesam.training.detector_dataset import write_yolo_dataset
+from napari_mobilesam.training.reports import (
+    EpochCallback,
+    EpochReport,
+    StopCheck,
+    TrainingResult,
+)
+
+__all__ = ["DEFAULT_BATCH", "DEFAULT_EPOCHS", "DEFAULT_TRAIN_IMGSZ", "train_detector"]
+
+#: Epochs when none are given: about 10 images of 512² train in under 10 minutes on 2 CPU
+#: cores (docs/train_detector.md has the measurements).
+DEFAULT_EPOCHS = 30
+#: Side of the training crops and of the network input while training.
+DEFAULT_TRAIN_IMGSZ = 256
+DEFAULT_BATCH = 16
+#: ultralytics training settings chosen by measurement on small microscopy-like data.
+TRAIN_SETTINGS: dict[str, Any] = {
+    "optimizer": "AdamW",
+    "lr0": 0.002,
+    "warmup_epochs": 1.0,
+    "mosaic": 1.0,
+    "close_mosaic": 5,
+    "scale": 0.3,
+    "translate": 0.1,
+    "fliplr": 0.5,
+    "flipud": 0.5,
+    "hsv_h": 0.0,
+    "hsv_s": 0.3,
+    "hsv_v": 0.3,
+    "max_det": 300,
+}
+#: Settings that keep ultralytics offline, quiet and in the work folder.
+_FIXED_SETTINGS: dict[str, Any] = {
+    "plots": False,
+    "amp": False,
+    "val": True,
+    "verbose": False,
+    "exist_ok": True,
+    "patience": 1000,
+    "deterministic": False,
+}
+_WORK_FOLDER_SUFFIX = "_training"
+
+
+@dataclass
+class _Run:
+    """State shared with ultralytics' callbacks during one training."""
+
+    epochs: int
+    on_epoch: EpochCallback | None
+    should_stop: StopCheck | None
+    history: list[EpochReport] = field(default_factory=list)
+    stopped: bool = False
+    epoch_started: float | None = None
+
+    def batch_end(self, trainer: Any) -> None:
+        if self.should_stop is not None and self.should_stop():
+            self.stopped = trainer.stop = True
+
+    def epoch_start(self, trainer: Any) -> None:
+        self.epoch_started = time.perf_counter()
+
+    def fit_epoch_end(self, trainer: Any) -> None:
+        if self.epoch_started is None:  # the final validation of the best weights
+            return
+        seconds = time.perf_counter() - self.epoch_started
+        self.epoch_started = None
+        report = EpochReport(
+            epoch=int(trainer.epoch) + 1,
+            epochs=int(trainer.epochs),
+            metrics=_epoch_metrics(trainer),
+            score=float(trainer.fitness or 0.0),
+            best=trainer.fitness is not None and trainer.fitness == trainer.best_fitness,
+            seconds=seconds,
+        )
+        self.history.append(report)
+        if self.on_epoch is not None:
+            self.on_epoch(report)
+
+
+def train_detector(
+    train: Sequence[AnnotatedImage],
+    validation: Sequence[AnnotatedImage],
+    output: str | os.PathLike[str],
+    *,
+    base: str | os.PathLike[str] = "scratch",
+    epochs: int | None = None,
+    imgsz: int | None = None,
+    batch: int | None = None,
+    device: str | None = None,
+    resume: bool = False,
+    seed: int = 0,
+    on_epoch: EpochCallback | None = None,
+    should_stop: StopCheck | None = None,
+    workdir: str | os.PathLike[str] | None = None,
+) -> TrainingResult:
+    """Train a one-class object detector for SegEvery on annotated images.
+
+    Parameters
+    ----------
+    train, validation : sequence of AnnotatedImage
+        Training images and the held-out images that choose the best epoch (see
+        :func:`napari_mobilesam.training.annotations.split_by_image`). Without validation
+        images the training images are validated on, with a warning.
+    output : path
+        The ``.pt`` file to write; ``output`` with a ``.json`` suffix is its sidecar.
+    base : str or path
+        ``"scratch"`` (a small YOLOv8 detector, random weights), MobileSAMv2's
+        ``ObjectAwareModel.pt`` (converted to a detector with its ``reg_max`` 26 head; see
+        :mod:`napari_mobilesam.training.detector_bases`), or a YOLO ``.pt`` / ``.yaml``.
+    epochs : int, optional
+        None: :data:`DEFAULT_EPOCHS`.
+    imgsz : int, optional
+        Side of the training crops (a multiple of 32). None: :data:`DEFAULT_TRAIN_IMGSZ`.
+        The trained detector still runs at SegEvery's 1024; crops are cut at that scale.
+    batch : int, optional
+        Crops per batch. None: :data:`DEFAULT_BATCH`.
+    device : str, optional
+        ``"cpu"``, ``"cuda:0"``, ... None: CUDA when available, else the CPU.
+    resume : bool
+        Continue an interrupted run of the same ``output`` (and ``workdir``) where its last
+        finished epoch left off.
+    seed : int
+        Seed of ultralytics' training.
+    on_epoch : callable, optional
+        Called with an :class:`~napari_mobilesam.training.reports.EpochReport` after each
+        epoch; its metrics are validation box ``"val/AP50"``, ``"val/mAP50-95"``,
+        ``"val/recall"``, ``"val/precision"`` and the training ``"loss"``.
+    should_stop : callable, optional
+        Polled after every batch; True ends training after validating the weights so far,
+        and the best epoch so far is written to ``output``. Ctrl+C (KeyboardInterrupt) does
+        the same once an epoch has finished.
+    workdir : path, optional
+        Where the dataset and ultralytics' run go. None: ``<output stem>_training`` beside
+        ``output``, removed after a run that finished (kept after a stop, for ``resume``).
+
+    Returns
+    -------
+    TrainingResult
+
+    Examples
+    --------
+    >>> from napari_mobilesam.evaluation.synthetic import synthetic_nuclei
+    >>> from napari_mobilesam.training import annotated_image
+    >>> items = [annotated_image(*synthetic_nuclei((512, 512), seed=s), f"im{s}")
+    ...          for s in range(10)]
+    >>> result = train_detector(items[:8], items[8:], "nuclei.pt")  # doctest: +SKIP
+    >>> result.best.metrics["val/AP50"]  # doctest: +SKIP
+    """
+    output = Path(output)
+    train, validation = _checked_items(train, validation)
+    settings = _settings(epochs, imgsz, batch, device, seed)
+    work = Path(workdir) if workdir is not None else _default_workdir(output)
+    dataset = write_yolo_dataset(train, validation, work / "dataset", crop=settings["imgsz"])
+    if not dataset.counts("train")["crops"]:
+        raise InvalidValueError("no training crop has an object box; are the objects tiny?")
+    run = _Run(settings["epochs"], on_epoch, should_stop)
+    model_path, kind = prepare_base(base, work / "base")
+    interrupted = False
+    try:
+        trainer = _fit(model_path, dataset.data_yaml, work, settings, run, resume)
+    except KeyboardInterrupt:
+        interrupted = True
+        trainer = None
+    best = work / "run" / "weights" / "best.pt"
+    if not best.is_file() or not run.history:
+        if interrupted:
+            raise KeyboardInterrupt
+        raise RuntimeError(f"ultralytics finished without writing {best}")
+    if interrupted:
+        _strip(best)
+    with atomic_path(output) as tmp:
+        shutil.copyfile(best, tmp)
+    sidecar = output.with_suffix(".json")
+    record = _sidecar(
+        output, str(base), kind, settings, dataset, run, resume, interrupted or run.stopped
+    )
+    with atomic_path(sidecar) as tmp:
+        tmp.write_text(json.dumps(record, indent=1))
+    finished = not (interrupted or run.stopped)
+    if finished and workdir is None and trainer is not None:
+        shutil.rmtree(work, ignore_errors=True)
+    return TrainingResult(output, sidecar, run.history, stopped=not finished)
+
+
+def _fit(
+    model_path: str, data_yaml: Path, work: Path, settings: dict, run: _Run, resume: bool
+) -> Any:
+    from napari_mobilesam.segevery.detectors.yolo import quiet_ultralytics, yolo_class
+
+    yolo = yolo_class()
+    resume_file = work / "run" / "weights" / "resume.pt"
+    if resume and not resume_file.is_file():
+        raise InvalidValueError(f"nothing to resume: {resume_file} is not there")
+    model = yolo(str(resume_file) if resume else model_path, task="detect")
+    model.add_callback("on_train_batch_end", run.batch_end)
+    model.add_callback("on_train_epoch_start", run.epoch_start)
+    model.add_callback("on_fit_epoch_end", run.fit_epoch_end)
+    model.add_callback("on_model_save", lambda trainer: _keep_resumable(trainer, resume_file))
+    arguments = {**TRAIN_SETTINGS, **_FIXED_SETTINGS, **settings}
+    arguments.update(data=str(data_yaml), project=str(work), name="run")
+    if resume:
+        arguments = {"resume": str(resume_file), "data": str(data_yaml), "workers": 0}
+    with quiet_ultralytics():
+        model.train(**arguments)
+    return model.trainer
+
+
+def _keep_resumable(trainer: Any, target: Path) -> None:
+    """Copy last.pt (with its optimizer state) aside: ultralytics strips it when it ends."""
+    shutil.copyfile(trainer.last, target)
+
+
+def _strip(best: Path) -> None:
+    from ultralytics.utils.torch_utils import strip_optimizer
+
+    from napari_mobilesam.segevery.detectors.yolo import quiet_ultralytics
+
+    with quiet_ultralytics():
+        strip_optimizer(best)
+
+
+def _epoch_metrics(trainer: Any) -> dict[str, float]:
+    metrics = trainer.metrics or {}
+    names = {
+        "val/AP50": "metrics/mAP50(B)",
+        "val/mAP50-95": "metrics/mAP50-95(B)",
+        "val/recall": "metrics/recall(B)",
+        "val/precision": "metrics/precision(B)",
+    }
+    figures = {name: float(metrics.get(key, 0.0)) for name, key in names.items()}
+    losses = trainer.label_loss_items(trainer.tloss, prefix="train") if trainer.tloss else {}
+    figures.update({name: float(value) for name, value in losses.items()})
+    figures["loss"] = float(sum(losses.values()))
+    return figures
+
+
+def _checked_items(
+    train: Sequence[AnnotatedImage], validation: Sequence[AnnotatedImage]
+) -> tuple[list[AnnotatedImage], list[AnnotatedImage]]:
+    train, validation = list(train), list(validation)
+    for item in (*train, *validation):
+        if not isinstance(item, AnnotatedImage):
+            raise InvalidTypeError(
+                f"expected AnnotatedImage items (napari_mobilesam.training.annotated_image), "
+                f"got {type(item).__name__}"
+            )
+    if not train:
+        raise InvalidValueError("no training image: give at least one annotated image")
+    if not any(item.n_objects for item in train):
+        raise InvalidValueError("the training images have no annotated object")
+    if not validation:
+        warnings.warn(
+            "no validation images: the best epoch is chosen on the training images, which "
+            "overrates it; annotate a second image to hold out",
+            UserWarning,
+            stacklevel=3,
+        )
+        validation = list(train)
+    return train, validation
+
+
+def _settings(
+    epochs: int | None, imgsz: int | None, batch: int | None, device: str | None, seed: int
+) -> dict[str, Any]:
+    values = {
+        "epochs": DEFAULT_EPOCHS if epochs is None else epochs,
+        "imgsz": DEFAULT_TRAIN_IMGSZ if imgsz is None else imgsz,
+        "batch": DEFAULT_BATCH if batch is None else batch,
+        "seed": seed,
+    }
+    for name, value in values.items():
+        if isinstance(value, bool) or not isinstance(value, int) or value < (name != "seed"):
+            raise InvalidValueError(f"{name} must be a whole number of at least 1, got {value!r}")
+    if values["imgsz"] % 32:
+        raise InvalidValueError(f"imgsz must be a multiple of 32, got {values['imgsz']}")
+    values["device"] = _device(device)
+    values["workers"] = 0 if values["device"] == "cpu" else 2
+    return values
+
+
+def _device(device: str | None) -> str:
+    if device is None:
+        from napari_mobilesam.model.device import default_device
+
+        return "0" if default_device().type == "cuda" else "cpu"
+    if not isinstance(device, str):
+        raise InvalidTypeError(f"device must be a string such as 'cuda:0', not {device!r}")
+    return device.removeprefix("cuda:") if device.startswith("cuda:") else device
+
+
+def _default_workdir(output: Path) -> Path:
+    return output.with_name(output.stem + _WORK_FOLDER_SUFFIX)
+
+
+def _sidecar(
+    output: Path,
+    base: str,
+    kind: str,
+    settings: dict,
+    dataset: Any,
+    run: _Run,
+    resumed: bool,
+    stopped: bool,
+) -> dict[str, Any]:
+    best = [report for report in run.history if report.best]
+    return {
+        "detector": output.name,
+        "trained_with": "napari-mobilesam train_detector (ultralytics)",
+        "base": base,
+        "base_kind": kind,
+        "inference_imgsz": DEFAULT_IMGSZ,
+        "settings": {**TRAIN_SETTINGS, **settings},
+        "resumed": resumed,
+        "stopped": stopped,
+        "split": {split: dataset.counts(split) for split in ("train", "val")},
+        "images": dataset.images,
+        "epochs": [asdict(report) for report in run.history],
+        "best": asdict(best[-1]) if best else None,
+    }
