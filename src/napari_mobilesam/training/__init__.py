@@ -8,5 +8,12 @@ __getattr__, __dir__, __all__ = lazy.attach(
     submod_attrs={
         "annotations": ["AnnotatedImage", "annotated_image", "split_by_image"],
         "reports": ["EpochReport", "TrainingResult"],
+        "sources": [
+            "annotations_from_arrays",
+            "annotations_from_coco",
+            "annotations_from_folders",
+            "load_annotations",
+        ],
+        "detector": ["train_detector"],
     },
 )
