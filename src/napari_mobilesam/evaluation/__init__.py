@@ -6,6 +6,7 @@ import lazy_loader as lazy
 __getattr__, __dir__, __all__ = lazy.attach(
     __name__,
     submod_attrs={
+        "overlap": ["OverlapTable", "mask_ious", "overlap_table"],
         "synthetic": ["synthetic_nuclei"],
     },
 )

@@ -30,11 +30,12 @@ from napari_mobilesam.imaging.prepared_input import ModelInput, model_input
 from napari_mobilesam.imaging.tiling import (
     DEFAULT_HALO,
     DEFAULT_TILE_SHAPE,
+    Tile,
     TileGrid,
     needs_tiling,
 )
 
-__all__ = ["EmbeddingStore", "encoder_fingerprint", "model_inputs"]
+__all__ = ["EmbeddingStore", "encoder_fingerprint", "model_inputs", "tiled_model_inputs"]
 
 _FINGERPRINTS: dict[int, str] = {}
 
@@ -66,16 +67,37 @@ def model_inputs(
     image larger than the model's input that one tile does not cover, with the whole
     image's display range (``contrast_limits`` when given).
     """
+    for _, prepared in tiled_model_inputs(
+        image, contrast_limits, tiling=tiling, tile_shape=tile_shape, halo=halo
+    ):
+        yield prepared
+
+
+def tiled_model_inputs(
+    image: Any,
+    contrast_limits: Sequence[float] | None = None,
+    *,
+    tiling: bool = True,
+    tile_shape: int | Sequence[int] = DEFAULT_TILE_SHAPE,
+    halo: int | Sequence[int] = DEFAULT_HALO,
+) -> Iterator[tuple[Tile | None, ModelInput]]:
+    """:func:`model_inputs` with the tile each input is of (None for the whole image).
+
+    A :class:`ModelInput` is one input, taken as it is.
+    """
     from napari_mobilesam.imaging.tiling import read_region
 
+    if isinstance(image, ModelInput):
+        yield None, image
+        return
     shape = tuple(int(side) for side in np.shape(image))[:2]
     grid = TileGrid(shape, tile_shape, halo)
     if not tiling or not needs_tiling(shape) or grid.is_single:
-        yield model_input(np.asarray(image), contrast_limits)
+        yield None, model_input(np.asarray(image), contrast_limits)
         return
     limits = contrast_limits if contrast_limits is not None else display_range(image)
     for tile in grid.tiles:
-        yield model_input(read_region(image, tile), limits)
+        yield tile, model_input(read_region(image, tile), limits)
 
 
 class EmbeddingStore:

@@ -15,5 +15,6 @@ __getattr__, __dir__, __all__ = lazy.attach(
             "load_annotations",
         ],
         "detector": ["train_detector"],
+        "decoder": ["train_decoder"],
     },
 )

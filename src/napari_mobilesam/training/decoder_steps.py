@@ -1,0 +1,180 @@
+"""One training step of a mask decoder on one stored embedding, and its validation.
+
+A step decodes, against one image embedding, up to ``prompts_per_image`` objects of the
+image at once (one batch): jittered boxes; for SegAny's decoder also point prompts and a
+correction round (see :mod:`~napari_mobilesam.training.decoder_prompts`). The decoder is
+:class:`~napari_mobilesam.model.batched_decoder.BatchedMaskDecoder`, the function the
+predictor decodes with, here with gradients. What a step holds: the (1, 256, 64, 64)
+embedding, the batch's activations (about 40 MiB per prompt) and the decoder with its
+optimizer state (about 16 MiB x 3).
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import torch
+
+from napari_mobilesam.evaluation.overlap import mask_ious
+from napari_mobilesam.imaging.model_frame import LOW_RES_SIDE, scale_boxes, scale_coords
+from napari_mobilesam.imaging.upsampling import MaskUpsampler
+from napari_mobilesam.model.batched_decoder import BatchedMaskDecoder
+from napari_mobilesam.model.prompt_decoder import PromptDecoder
+from napari_mobilesam.segany.embedding_store import EmbeddingStore
+from napari_mobilesam.training.decoder_data import DecoderSample, load_embedding, low_res_targets
+from napari_mobilesam.training.decoder_files import MOBILE_SAM
+from napari_mobilesam.training.decoder_prompts import (
+    correction_points,
+    interior_points,
+    jittered_boxes,
+    sam_loss,
+    sample_points,
+)
+
+__all__ = ["DecoderSteps"]
+
+#: Objects decoded together in validation.
+VALIDATION_BATCH = 16
+
+
+class DecoderSteps:
+    """Training steps and validation of one decoder.
+
+    Parameters
+    ----------
+    decoder : PromptDecoder
+        Trained in place.
+    kind : {"prompt_guided", "mobile_sam"}
+        The box decoder is trained on boxes (what SegEvery gives it); SegAny's decoder also
+        on points and corrections.
+    generator : torch.Generator
+        All random choices (objects, jitter, points).
+    prompts_per_image : int
+        Objects decoded per step.
+    """
+
+    def __init__(
+        self,
+        decoder: PromptDecoder,
+        kind: str,
+        generator: torch.Generator,
+        prompts_per_image: int = 16,
+    ) -> None:
+        self.decoder = decoder
+        self.kind = kind
+        self.generator = generator
+        self.prompts_per_image = prompts_per_image
+
+    @property
+    def _device(self) -> torch.device:
+        return self.decoder.prompt_encoder.no_mask_embed.weight.device
+
+    def _batched(self, embedding: torch.Tensor) -> BatchedMaskDecoder:
+        pe = self.decoder.prompt_encoder
+        return BatchedMaskDecoder(
+            self.decoder.mask_decoder, embedding, pe.get_dense_pe(), pe.no_mask_embed.weight
+        )
+
+    def _objects(self, sample: DecoderSample) -> tuple[np.ndarray, np.ndarray]:
+        """Rows of the sample's objects for this step, and their ids."""
+        rows = torch.randperm(len(sample.ids), generator=self.generator).numpy()
+        rows = np.sort(rows[: self.prompts_per_image])
+        return rows, sample.ids[rows]
+
+    def loss(self, sample: DecoderSample, embedding: torch.Tensor) -> torch.Tensor:
+        """The loss of one step on ``sample`` (a scalar with gradients)."""
+        rows, ids = self._objects(sample)
+        targets = low_res_targets(sample, ids)
+        visible = targets.flatten(1).amax(1) > 0  # objects too small for the low-res frame
+        rows, targets = rows[visible.numpy()], targets[visible]
+        if not len(rows):
+            return torch.zeros((), requires_grad=True)
+        hl, wl = targets.shape[-2:]
+        boxes = torch.as_tensor(scale_boxes(sample.boxes[rows], sample.shape), dtype=torch.float32)
+        batched = self._batched(embedding)
+        pe = self.decoder.prompt_encoder
+        jittered = jittered_boxes(boxes, sample.input_size, self.generator)
+        sparse, _ = pe(None, jittered.to(embedding.device), None)
+        low, iou = batched.decode(sparse, None, multimask_output=False)
+        box_loss, _ = sam_loss(low[..., :hl, :wl], iou, targets.to(embedding.device))
+        if self.kind != MOBILE_SAM:
+            return box_loss
+        return (box_loss + self._point_losses(batched, boxes, targets)) / 3
+
+    def _point_losses(
+        self, batched: BatchedMaskDecoder, boxes: torch.Tensor, targets: torch.Tensor
+    ) -> torch.Tensor:
+        """Point prompts, then one correction round: the sum of their two losses.
+
+        Prompts are sampled on the CPU (``boxes``, ``targets``), decoded on the decoder's
+        device."""
+        hl, wl = targets.shape[-2:]
+        pe = self.decoder.prompt_encoder
+        device = self._device
+        on_device = targets.to(device)
+        n_positive = int(torch.randint(1, 4, (1,), generator=self.generator))
+        n_negative = int(torch.randint(0, 2, (1,), generator=self.generator))
+        coords, labels = sample_points(targets, boxes, n_positive, n_negative, self.generator)
+        multimask = n_positive + n_negative == 1  # an ambiguous single click
+        sparse, _ = pe((coords.to(device), labels.to(device)), None, None)
+        low, iou = batched.decode(sparse, None, multimask_output=multimask)
+        point_loss, chosen = sam_loss(low[..., :hl, :wl], iou, on_device)
+
+        previous = low[torch.arange(len(chosen)), chosen].detach()  # (N, 256, 256)
+        extra, extra_labels = correction_points(
+            previous[:, :hl, :wl].cpu(), targets, self.generator
+        )
+        coords = torch.cat([coords, extra], dim=1).to(device)
+        labels = torch.cat([labels, extra_labels], dim=1).to(device)
+        sparse, dense = pe((coords, labels), None, previous[:, None])
+        low, iou = batched.decode(sparse, dense, multimask_output=False)
+        correction_loss, _ = sam_loss(low[..., :hl, :wl], iou, on_device)
+        return point_loss + correction_loss
+
+    @torch.no_grad()
+    def validate(self, samples: list[DecoderSample], store: EmbeddingStore) -> dict[str, float]:
+        """Mean IoU of box-prompted and of point-prompted masks over every object.
+
+        A box prompt is the object's exact box, single-mask output; a point prompt is one
+        click at the object's most interior pixel, multimask output, the mask with the
+        highest predicted IoU kept (as SegAny does). Masks are compared at the image's
+        resolution with :func:`napari_mobilesam.evaluation.overlap.mask_ious`.
+        """
+        box_ious, point_ious = [], []
+        for sample in samples:
+            batched = self._batched(load_embedding(store, sample).to(self._device))
+            upsampler = MaskUpsampler(sample.shape, sample.input_size, low_res=LOW_RES_SIDE)
+            for start in range(0, len(sample.ids), VALIDATION_BATCH):
+                rows = np.arange(start, min(start + VALIDATION_BATCH, len(sample.ids)))
+                box_masks, point_masks = self._predict(sample, rows, batched, upsampler)
+                true = sample.true_masks(sample.ids[rows])
+                box_ious.append(mask_ious(box_masks, true))
+                point_ious.append(mask_ious(point_masks, true))
+        return {
+            "val/box_mIoU": float(np.mean(np.concatenate(box_ious))),
+            "val/point_mIoU": float(np.mean(np.concatenate(point_ious))),
+            "val/objects": float(sum(len(ious) for ious in box_ious)),
+        }
+
+    def _predict(
+        self,
+        sample: DecoderSample,
+        rows: np.ndarray,
+        batched: BatchedMaskDecoder,
+        upsampler: MaskUpsampler,
+    ) -> tuple[np.ndarray, np.ndarray]:
+        """(N, h, w) bool masks of objects ``rows`` from their boxes and from one click."""
+        pe = self.decoder.prompt_encoder
+        device = self._device
+        boxes = scale_boxes(sample.boxes[rows], sample.shape)
+        sparse, _ = pe(None, torch.as_tensor(boxes, dtype=torch.float32, device=device), None)
+        low, _ = batched.decode(sparse, None, multimask_output=False)
+        box_masks = upsampler.full(low)[:, 0] > 0
+
+        points = scale_coords(interior_points(sample.labels, sample.ids[rows]), sample.shape)
+        coords = torch.as_tensor(points, dtype=torch.float32, device=device)[:, None]
+        labels = torch.ones((len(rows), 1), dtype=torch.int64, device=device)
+        sparse, _ = pe((coords, labels), None, None)
+        low, iou = batched.decode(sparse, None, multimask_output=True)
+        best = low[torch.arange(len(rows)), iou.argmax(1)]
+        point_masks = upsampler.full(best[:, None])[:, 0] > 0
+        return box_masks.cpu().numpy(), point_masks.cpu().numpy()
