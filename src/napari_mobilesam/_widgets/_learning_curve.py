@@ -86,7 +86,8 @@ class LearningCurve(QWidget):
             best = [report for report in self.reports if report.best]
             if best:
                 score.plot(best[-1].epoch, best[-1].score, "*", color="tab:orange", ms=10)
-            score.set_xlim(0.5, max(self.reports[-1].epochs, len(self.reports)) + 0.5)
+            # epoch 0, when reported, is the base weights before training
+            score.set_xlim(min(1, *epochs) - 0.5, max(self.reports[-1].epochs, *epochs) + 0.5)
             score.xaxis.get_major_locator().set_params(integer=True)
         else:
             score.text(

@@ -14,6 +14,7 @@ neither the run nor the layers.
 
 from __future__ import annotations
 
+import json
 import threading
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -85,6 +86,18 @@ class TrainOutcome:
     state: str  # "done", "stopped" or "failed"
     message: str
     result: TrainingResult | None = None
+    kind: str | None = None  # what was trained (a decoder's kind is read from its file)
+
+
+def trained_kind(result: TrainingResult, asked: str) -> str:
+    """What a run trained: a decoder's kind is in its sidecar (the base file decides it)."""
+    if asked == DETECTOR:
+        return DETECTOR
+    try:
+        kind = json.loads(Path(result.sidecar).read_text()).get("kind")
+    except (OSError, ValueError, AttributeError):
+        return asked
+    return {"prompt_guided": BOX_DECODER, "mobile_sam": POINT_DECODER}.get(kind, asked)
 
 
 def split_note(images: int) -> str:
@@ -163,13 +176,15 @@ class TrainJob:
             result = self._train(train, validation, self._base())
         except expected_errors() as exc:
             return TrainOutcome("failed", f"Training the {name} failed: {exc}")
-        path = Path(result.path)
-        best = result.best
+        path, best, kind = Path(result.path), result.best, trained_kind(result, self.request.kind)
         score = f" best validation score {best.score:.3g} (epoch {best.epoch})" if best else ""
+        if kind != self.request.kind:
+            name = what[kind]
+            score += f" The base file made this a {name} (the kind is read from the file)"
         if result.stopped:
             kept = f"the best so far is in {path}" if path.is_file() else "no epoch finished"
-            return TrainOutcome("stopped", f"Training stopped: {kept};{score}.", result)
-        return TrainOutcome("done", f"Trained {name} saved to {path};{score}.", result)
+            return TrainOutcome("stopped", f"Training stopped: {kept};{score}.", result, kind)
+        return TrainOutcome("done", f"Trained {name} saved to {path};{score}.", result, kind)
 
     def _annotations(self) -> list[AnnotatedImage]:
         from napari_mobilesam.errors import InvalidValueError

@@ -193,8 +193,11 @@ class TrainWidget(Container):
 
     def _on_epoch(self, report: EpochReport) -> None:
         self._progress.max = max(int(report.epochs), 1)
-        self._progress.value = min(int(report.epoch), self._progress.max)
+        self._progress.value = min(max(int(report.epoch), 0), self._progress.max)
         self.curve.add(report)
+        if report.epoch == 0:
+            self._status.value = f"Before training: validation score {report.score:.3g}."
+            return
         best = " (best so far)" if report.best else ""
         self._status.value = (
             f"Epoch {report.epoch} of {report.epochs}: validation score "
@@ -209,8 +212,8 @@ class TrainWidget(Container):
             self._progress.max = 1
         result = outcome.result
         if result is not None and Path(result.path).is_file():
-            self.trained = (job.request.kind, Path(result.path))
-            segany = job.request.kind == POINT_DECODER
+            self.trained = (outcome.kind or job.request.kind, Path(result.path))
+            segany = self.trained[0] == POINT_DECODER
             self._use.text = "Use it in SegAny" if segany else "Use it in SegEvery"
             self._use.visible = True
         if outcome.state == "failed":
