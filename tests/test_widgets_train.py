@@ -176,8 +176,7 @@ def test_train_the_detector_cancel_train_again_and_use_it_in_segevery(
 def test_train_the_box_decoder_and_use_it_in_segevery(
     make_napari_viewer, qtbot, tmp_path, seed0_prompt_guided
 ):
-    viewer, widget = nuclei_viewer(make_napari_viewer, qtbot)
-    add_pairs(viewer, widget)
+    viewer, widget = nuclei_viewer(make_napari_viewer, qtbot, count=1)
     widget._what.value = BOX_DECODER
     assert widget._start_from.value == "prompt_guided"
     widget._start_from.value = "file"
