@@ -84,6 +84,10 @@ def test_bad_input_is_said_in_the_widget_and_layers_stay(
     widget._output.value = tmp_path / "detector.pt"
     widget._start_from.value = "file"
     assert widget.train() is None and "Base file" in status.value
+    widget._base_file.value = widget._output.value = tmp_path / "same.pt"
+    (tmp_path / "same.pt").write_bytes(b"base")
+    assert widget.train() is None and "another file than the base" in status.value
+    widget._output.value = tmp_path / "detector.pt"
     widget._start_from.value = "scratch"
 
     # a label image of another shape, then one without any object

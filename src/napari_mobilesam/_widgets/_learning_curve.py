@@ -25,6 +25,14 @@ def epoch_loss(report: EpochReport) -> float | None:
     return None
 
 
+def score_name(report: EpochReport) -> str:
+    """The metric the score is (e.g. "val/mAP50-95"), when one of the metrics equals it."""
+    for key, value in report.metrics.items():
+        if key.startswith("val") and float(value) == float(report.score):
+            return key
+    return "validation score"
+
+
 class LearningCurve(QWidget):
     """A small plot: validation score per epoch (left axis), loss (right axis, if any).
 
@@ -77,7 +85,8 @@ class LearningCurve(QWidget):
         loss.yaxis.tick_right()  # clear() puts a twin's axis back on the left
         loss.yaxis.set_label_position("right")
         score.set_xlabel("epoch", fontsize=8)
-        score.set_ylabel("validation score", fontsize=8, color="tab:blue")
+        name = score_name(self.reports[-1]) if self.reports else "validation score"
+        score.set_ylabel(name, fontsize=8, color="tab:blue")
         score.tick_params(labelsize=7)
         loss.tick_params(labelsize=7)
         if self.reports:

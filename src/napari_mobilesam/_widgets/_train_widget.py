@@ -153,6 +153,8 @@ class TrainWidget(Container):
         output = Path(output).expanduser()
         if output.suffix != ".pt":
             output = output.with_name(output.name + ".pt")
+        if isinstance(base, Path) and base.resolve() == output.resolve():
+            raise ValueError("Save as must be another file than the base file it starts from.")
         epochs = int(self._epochs.value) or None
         if self.data.uses_folders:
             return TrainRequest(kind, output, base, folders=self.data.folders(), epochs=epochs)
