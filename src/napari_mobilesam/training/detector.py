@@ -181,14 +181,14 @@ def train_detector(
     >>> result.best.metrics["val/AP50"]  # doctest: +SKIP
     """
     output = Path(output)
-    train, validation = _checked_items(train, validation)
     settings = _settings(epochs, imgsz, batch, device, seed)
+    train, validation = _checked_items(train, validation)
     work = Path(workdir) if workdir is not None else _default_workdir(output)
+    model_path, kind = prepare_base(base, work / "base")
     dataset = write_yolo_dataset(train, validation, work / "dataset", crop=settings["imgsz"])
     if not dataset.counts("train")["crops"]:
         raise InvalidValueError("no training crop has an object box; are the objects tiny?")
     run = _Run(settings["epochs"], on_epoch, should_stop)
-    model_path, kind = prepare_base(base, work / "base")
     interrupted = False
     try:
         trainer = _fit(model_path, dataset.data_yaml, work, settings, run, resume)
