@@ -38,11 +38,21 @@ from napari_mobilesam.training.reports import (
     TrainingResult,
 )
 
-__all__ = ["DEFAULT_BATCH", "DEFAULT_EPOCHS", "DEFAULT_TRAIN_IMGSZ", "train_detector"]
+__all__ = [
+    "DEFAULT_BATCH",
+    "DEFAULT_CROP_PASSES",
+    "DEFAULT_TRAIN_IMGSZ",
+    "default_epochs",
+    "train_detector",
+]
 
-#: Epochs when none are given: about 10 images of 512² train in under 10 minutes on 2 CPU
-#: cores (docs/train_detector.md has the measurements).
-DEFAULT_EPOCHS = 30
+#: Epochs when none are given: enough to show the detector about this many training crops
+#: (10 images of 512² give 250 crops: 12 epochs, about 8 minutes on 2 CPU cores), within
+#: :data:`EPOCH_RANGE`. Measurements in docs/train_detector.md.
+DEFAULT_CROP_PASSES = 3000
+EPOCH_RANGE = (10, 100)
+#: Fraction of the epochs trained last without mosaic augmentation.
+CLOSE_MOSAIC_FRACTION = 0.2
 #: Side of the training crops and of the network input while training.
 DEFAULT_TRAIN_IMGSZ = 256
 DEFAULT_BATCH = 16
@@ -52,7 +62,6 @@ TRAIN_SETTINGS: dict[str, Any] = {
     "lr0": 0.002,
     "warmup_epochs": 1.0,
     "mosaic": 1.0,
-    "close_mosaic": 5,
     "scale": 0.3,
     "translate": 0.1,
     "fliplr": 0.5,
@@ -142,7 +151,7 @@ def train_detector(
         ``ObjectAwareModel.pt`` (converted to a detector with its ``reg_max`` 26 head; see
         :mod:`napari_mobilesam.training.detector_bases`), or a YOLO ``.pt`` / ``.yaml``.
     epochs : int, optional
-        None: :data:`DEFAULT_EPOCHS`.
+        None: :func:`default_epochs` of the number of training crops.
     imgsz : int, optional
         Side of the training crops (a multiple of 32). None: :data:`DEFAULT_TRAIN_IMGSZ`.
         The trained detector still runs at SegEvery's 1024; crops are cut at that scale.
@@ -188,6 +197,9 @@ def train_detector(
     dataset = write_yolo_dataset(train, validation, work / "dataset", crop=settings["imgsz"])
     if not dataset.counts("train")["crops"]:
         raise InvalidValueError("no training crop has an object box; are the objects tiny?")
+    if settings["epochs"] is None:
+        settings["epochs"] = default_epochs(dataset.counts("train")["crops"])
+    settings["close_mosaic"] = round(CLOSE_MOSAIC_FRACTION * settings["epochs"])
     run = _Run(settings["epochs"], on_epoch, should_stop)
     interrupted = False
     try:
@@ -253,6 +265,18 @@ def _strip(best: Path) -> None:
         strip_optimizer(best)
 
 
+def default_epochs(crops: int) -> int:
+    """Epochs that show the detector about :data:`DEFAULT_CROP_PASSES` training crops.
+
+    Examples
+    --------
+    >>> default_epochs(250), default_epochs(25), default_epochs(1000)
+    (12, 100, 10)
+    """
+    low, high = EPOCH_RANGE
+    return int(min(high, max(low, round(DEFAULT_CROP_PASSES / max(crops, 1)))))
+
+
 def _epoch_metrics(trainer: Any) -> dict[str, float]:
     metrics = trainer.metrics or {}
     names = {
@@ -297,12 +321,14 @@ def _settings(
     epochs: int | None, imgsz: int | None, batch: int | None, device: str | None, seed: int
 ) -> dict[str, Any]:
     values = {
-        "epochs": DEFAULT_EPOCHS if epochs is None else epochs,
+        "epochs": epochs,
         "imgsz": DEFAULT_TRAIN_IMGSZ if imgsz is None else imgsz,
         "batch": DEFAULT_BATCH if batch is None else batch,
         "seed": seed,
     }
     for name, value in values.items():
+        if value is None:
+            continue
         if isinstance(value, bool) or not isinstance(value, int) or value < (name != "seed"):
             raise InvalidValueError(f"{name} must be a whole number of at least 1, got {value!r}")
     if values["imgsz"] % 32:

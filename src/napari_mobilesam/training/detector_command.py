@@ -25,7 +25,7 @@ def add_command(commands: Any) -> None:
     """Add the ``train-detector`` command to the console script's subcommands."""
     from napari_mobilesam.training.detector import (
         DEFAULT_BATCH,
-        DEFAULT_EPOCHS,
+        DEFAULT_CROP_PASSES,
         DEFAULT_TRAIN_IMGSZ,
     )
 
@@ -44,7 +44,11 @@ def add_command(commands: Any) -> None:
         default="scratch",
         help="'scratch' (default), MobileSAMv2's ObjectAwareModel.pt, or a YOLO .pt/.yaml",
     )
-    parser.add_argument("--epochs", type=_positive, help=f"epochs (default: {DEFAULT_EPOCHS})")
+    parser.add_argument(
+        "--epochs",
+        type=_positive,
+        help=f"epochs (default: enough for {DEFAULT_CROP_PASSES} training crops)",
+    )
     parser.add_argument(
         "--imgsz",
         type=_positive,
