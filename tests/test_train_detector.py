@@ -28,7 +28,7 @@ from napari_mobilesam.training.detector_dataset import (
 from napari_mobilesam.training.detector_scores import box_scores, label_boxes
 
 #: Acceptance test: training images, held-out images, side, epochs (see docs/train_detector.md).
-ACCEPT_TRAIN, ACCEPT_HELD_OUT, ACCEPT_SIDE, ACCEPT_EPOCHS = 6, 3, 512, 12
+ACCEPT_TRAIN, ACCEPT_HELD_OUT, ACCEPT_SIDE, ACCEPT_EPOCHS = 6, 3, 512, 10
 ACCEPT_TRAINING_SECONDS = 300
 
 
@@ -143,7 +143,8 @@ def test_cancel_keeps_the_best_so_far_and_resume_continues(tmp_path, small_views
     record = json.loads(result.sidecar.read_text())
     assert record["stopped"] and record["best"]["epoch"] == 1
     assert (tmp_path / "d_training").is_dir()  # kept for resume
-    resumed = train_detector(_items(4), [], output, epochs=2, imgsz=128, batch=1, resume=True)
+    with pytest.warns(UserWarning, match="no validation images"):
+        resumed = train_detector(_items(4), [], output, epochs=2, imgsz=128, batch=1, resume=True)
     assert not resumed.stopped
     assert [report.epoch for report in resumed.history] == [2]
     assert not (tmp_path / "d_training").exists()  # a finished run cleans up
@@ -173,8 +174,15 @@ def test_object_aware_base_trains_and_loads(tmp_path, small_views):
     assert record["split"]["train"]["images"] == 2
 
 
-def test_command_trains_on_a_folder(tmp_path, small_views, capsys):
+def test_command_trains_on_a_folder(tmp_path, small_views, capsys, monkeypatch):
+    import socket
+
     from napari_mobilesam.batch.cli import main
+
+    def no_network(self, address, *args):
+        raise AssertionError(f"training tried to reach {address}")
+
+    monkeypatch.setattr(socket.socket, "connect", no_network)  # nothing is downloaded
 
     images, labels = tmp_path / "images", tmp_path / "labels"
     images.mkdir()
