@@ -48,7 +48,7 @@ EPOCH_RANGE = (10, 100)
 CLOSE_MOSAIC_FRACTION = 0.2
 #: Side of the training crops and of the network input while training.
 DEFAULT_TRAIN_IMGSZ = 256
-DEFAULT_BATCH = 8
+DEFAULT_BATCH = 4
 #: ultralytics training settings chosen by measurement on small microscopy-like data.
 TRAIN_SETTINGS: dict[str, Any] = {
     "optimizer": "AdamW",
