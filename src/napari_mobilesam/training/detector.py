@@ -18,41 +18,43 @@ from __future__ import annotations
 import json
 import os
 import shutil
-import time
 import warnings
 from collections.abc import Sequence
-from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
 from napari_mobilesam._atomic_files import atomic_path
 from napari_mobilesam.errors import InvalidTypeError, InvalidValueError
-from napari_mobilesam.segevery.detectors.base import DEFAULT_IMGSZ
 from napari_mobilesam.training.annotations import AnnotatedImage
 from napari_mobilesam.training.detector_bases import prepare_base
 from napari_mobilesam.training.detector_dataset import write_yolo_dataset
-from napari_mobilesam.training.reports import (
-    EpochCallback,
-    EpochReport,
-    StopCheck,
-    TrainingResult,
-)
+from napari_mobilesam.training.detector_progress import TrainingRun, sidecar_record
+from napari_mobilesam.training.reports import EpochCallback, StopCheck, TrainingResult
 
-__all__ = ["DEFAULT_BATCH", "DEFAULT_EPOCHS", "DEFAULT_TRAIN_IMGSZ", "train_detector"]
+__all__ = [
+    "DEFAULT_BATCH",
+    "DEFAULT_CROP_PASSES",
+    "DEFAULT_TRAIN_IMGSZ",
+    "default_epochs",
+    "train_detector",
+]
 
-#: Epochs when none are given: about 10 images of 512² train in under 10 minutes on 2 CPU
-#: cores (docs/train_detector.md has the measurements).
-DEFAULT_EPOCHS = 30
+#: Epochs when none are given: enough to show the detector about this many training crops
+#: (10 images of 512² give 250 crops: 12 epochs, about 8 minutes on 2 CPU cores), within
+#: :data:`EPOCH_RANGE`. Measurements in docs/train_detector.md.
+DEFAULT_CROP_PASSES = 3000
+EPOCH_RANGE = (10, 100)
+#: Fraction of the epochs trained last without mosaic augmentation.
+CLOSE_MOSAIC_FRACTION = 0.2
 #: Side of the training crops and of the network input while training.
 DEFAULT_TRAIN_IMGSZ = 256
-DEFAULT_BATCH = 16
+DEFAULT_BATCH = 4
 #: ultralytics training settings chosen by measurement on small microscopy-like data.
 TRAIN_SETTINGS: dict[str, Any] = {
     "optimizer": "AdamW",
     "lr0": 0.002,
     "warmup_epochs": 1.0,
     "mosaic": 1.0,
-    "close_mosaic": 5,
     "scale": 0.3,
     "translate": 0.1,
     "fliplr": 0.5,
@@ -73,42 +75,6 @@ _FIXED_SETTINGS: dict[str, Any] = {
     "deterministic": False,
 }
 _WORK_FOLDER_SUFFIX = "_training"
-
-
-@dataclass
-class _Run:
-    """State shared with ultralytics' callbacks during one training."""
-
-    epochs: int
-    on_epoch: EpochCallback | None
-    should_stop: StopCheck | None
-    history: list[EpochReport] = field(default_factory=list)
-    stopped: bool = False
-    epoch_started: float | None = None
-
-    def batch_end(self, trainer: Any) -> None:
-        if self.should_stop is not None and self.should_stop():
-            self.stopped = trainer.stop = True
-
-    def epoch_start(self, trainer: Any) -> None:
-        self.epoch_started = time.perf_counter()
-
-    def fit_epoch_end(self, trainer: Any) -> None:
-        if self.epoch_started is None:  # the final validation of the best weights
-            return
-        seconds = time.perf_counter() - self.epoch_started
-        self.epoch_started = None
-        report = EpochReport(
-            epoch=int(trainer.epoch) + 1,
-            epochs=int(trainer.epochs),
-            metrics=_epoch_metrics(trainer),
-            score=float(trainer.fitness or 0.0),
-            best=trainer.fitness is not None and trainer.fitness == trainer.best_fitness,
-            seconds=seconds,
-        )
-        self.history.append(report)
-        if self.on_epoch is not None:
-            self.on_epoch(report)
 
 
 def train_detector(
@@ -142,7 +108,7 @@ def train_detector(
         ``ObjectAwareModel.pt`` (converted to a detector with its ``reg_max`` 26 head; see
         :mod:`napari_mobilesam.training.detector_bases`), or a YOLO ``.pt`` / ``.yaml``.
     epochs : int, optional
-        None: :data:`DEFAULT_EPOCHS`.
+        None: :func:`default_epochs` of the number of training crops.
     imgsz : int, optional
         Side of the training crops (a multiple of 32). None: :data:`DEFAULT_TRAIN_IMGSZ`.
         The trained detector still runs at SegEvery's 1024; crops are cut at that scale.
@@ -181,14 +147,17 @@ def train_detector(
     >>> result.best.metrics["val/AP50"]  # doctest: +SKIP
     """
     output = Path(output)
-    train, validation = _checked_items(train, validation)
     settings = _settings(epochs, imgsz, batch, device, seed)
+    train, validation = _checked_items(train, validation)
     work = Path(workdir) if workdir is not None else _default_workdir(output)
+    model_path, kind = prepare_base(base, work / "base")
     dataset = write_yolo_dataset(train, validation, work / "dataset", crop=settings["imgsz"])
     if not dataset.counts("train")["crops"]:
         raise InvalidValueError("no training crop has an object box; are the objects tiny?")
-    run = _Run(settings["epochs"], on_epoch, should_stop)
-    model_path, kind = prepare_base(base, work / "base")
+    if settings["epochs"] is None:
+        settings["epochs"] = default_epochs(dataset.counts("train")["crops"])
+    settings["close_mosaic"] = round(CLOSE_MOSAIC_FRACTION * settings["epochs"])
+    run = TrainingRun(settings["epochs"], on_epoch, should_stop)
     interrupted = False
     try:
         trainer = _fit(model_path, dataset.data_yaml, work, settings, run, resume)
@@ -205,19 +174,19 @@ def train_detector(
     with atomic_path(output) as tmp:
         shutil.copyfile(best, tmp)
     sidecar = output.with_suffix(".json")
-    record = _sidecar(
-        output, str(base), kind, settings, dataset, run, resume, interrupted or run.stopped
+    finished = not (interrupted or run.stopped)
+    record = sidecar_record(
+        output, str(base), kind, settings, TRAIN_SETTINGS, dataset, run, resume, not finished
     )
     with atomic_path(sidecar) as tmp:
         tmp.write_text(json.dumps(record, indent=1))
-    finished = not (interrupted or run.stopped)
     if finished and workdir is None and trainer is not None:
         shutil.rmtree(work, ignore_errors=True)
     return TrainingResult(output, sidecar, run.history, stopped=not finished)
 
 
 def _fit(
-    model_path: str, data_yaml: Path, work: Path, settings: dict, run: _Run, resume: bool
+    model_path: str, data_yaml: Path, work: Path, settings: dict, run: TrainingRun, resume: bool
 ) -> Any:
     from napari_mobilesam.segevery.detectors.yolo import quiet_ultralytics, yolo_class
 
@@ -253,19 +222,16 @@ def _strip(best: Path) -> None:
         strip_optimizer(best)
 
 
-def _epoch_metrics(trainer: Any) -> dict[str, float]:
-    metrics = trainer.metrics or {}
-    names = {
-        "val/AP50": "metrics/mAP50(B)",
-        "val/mAP50-95": "metrics/mAP50-95(B)",
-        "val/recall": "metrics/recall(B)",
-        "val/precision": "metrics/precision(B)",
-    }
-    figures = {name: float(metrics.get(key, 0.0)) for name, key in names.items()}
-    losses = trainer.label_loss_items(trainer.tloss, prefix="train") if trainer.tloss else {}
-    figures.update({name: float(value) for name, value in losses.items()})
-    figures["loss"] = float(sum(losses.values()))
-    return figures
+def default_epochs(crops: int) -> int:
+    """Epochs that show the detector about :data:`DEFAULT_CROP_PASSES` training crops.
+
+    Examples
+    --------
+    >>> default_epochs(250), default_epochs(25), default_epochs(1000)
+    (12, 100, 10)
+    """
+    low, high = EPOCH_RANGE
+    return int(min(high, max(low, round(DEFAULT_CROP_PASSES / max(crops, 1)))))
 
 
 def _checked_items(
@@ -297,16 +263,19 @@ def _settings(
     epochs: int | None, imgsz: int | None, batch: int | None, device: str | None, seed: int
 ) -> dict[str, Any]:
     values = {
-        "epochs": DEFAULT_EPOCHS if epochs is None else epochs,
+        "epochs": epochs,
         "imgsz": DEFAULT_TRAIN_IMGSZ if imgsz is None else imgsz,
         "batch": DEFAULT_BATCH if batch is None else batch,
         "seed": seed,
     }
     for name, value in values.items():
+        if value is None:
+            continue
         if isinstance(value, bool) or not isinstance(value, int) or value < (name != "seed"):
             raise InvalidValueError(f"{name} must be a whole number of at least 1, got {value!r}")
     if values["imgsz"] % 32:
         raise InvalidValueError(f"imgsz must be a multiple of 32, got {values['imgsz']}")
+    values["nbs"] = values["batch"]  # a step per batch: small data needs many steps
     values["device"] = _device(device)
     values["workers"] = 0 if values["device"] == "cpu" else 2
     return values
@@ -324,30 +293,3 @@ def _device(device: str | None) -> str:
 
 def _default_workdir(output: Path) -> Path:
     return output.with_name(output.stem + _WORK_FOLDER_SUFFIX)
-
-
-def _sidecar(
-    output: Path,
-    base: str,
-    kind: str,
-    settings: dict,
-    dataset: Any,
-    run: _Run,
-    resumed: bool,
-    stopped: bool,
-) -> dict[str, Any]:
-    best = [report for report in run.history if report.best]
-    return {
-        "detector": output.name,
-        "trained_with": "napari-mobilesam train_detector (ultralytics)",
-        "base": base,
-        "base_kind": kind,
-        "inference_imgsz": DEFAULT_IMGSZ,
-        "settings": {**TRAIN_SETTINGS, **settings},
-        "resumed": resumed,
-        "stopped": stopped,
-        "split": {split: dataset.counts(split) for split in ("train", "val")},
-        "images": dataset.images,
-        "epochs": [asdict(report) for report in run.history],
-        "best": asdict(best[-1]) if best else None,
-    }
