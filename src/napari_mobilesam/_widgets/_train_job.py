@@ -177,14 +177,14 @@ class TrainJob:
         except expected_errors() as exc:
             return TrainOutcome("failed", f"Training the {name} failed: {exc}")
         path, best, kind = Path(result.path), result.best, trained_kind(result, self.request.kind)
-        score = f" best validation score {best.score:.3g} (epoch {best.epoch})" if best else ""
+        score = f"; best validation score {best.score:.3g} (epoch {best.epoch})" if best else ""
         if kind != self.request.kind:
             name = what[kind]
-            score += f" The base file made this a {name} (the kind is read from the file)"
+            score += f". The base file made this a {name} (its kind is read from the file)"
         if result.stopped:
             kept = f"the best so far is in {path}" if path.is_file() else "no epoch finished"
-            return TrainOutcome("stopped", f"Training stopped: {kept};{score}.", result, kind)
-        return TrainOutcome("done", f"Trained {name} saved to {path};{score}.", result, kind)
+            return TrainOutcome("stopped", f"Training stopped: {kept}{score}.", result, kind)
+        return TrainOutcome("done", f"Trained {name} saved to {path}{score}.", result, kind)
 
     def _annotations(self) -> list[AnnotatedImage]:
         from napari_mobilesam.errors import InvalidValueError
