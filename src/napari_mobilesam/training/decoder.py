@@ -146,6 +146,16 @@ def train_decoder(
     weights = load_base(base)
     check_output(output, weights)
     work = output.parent / f"{output.stem}.work"
+    if resume and not (work / "checkpoint.pt").is_file():
+        raise InvalidValueError(
+            f"Nothing to resume for {output}: there is no checkpoint at "
+            f"{work / 'checkpoint.pt'}. Run without resume to start."
+        )
+    if not any(item.n_objects for item in train):
+        raise InvalidValueError(
+            f"None of the {len(train)} training images has an object in its label image "
+            f"(e.g. {train[0].name}): fine-tuning needs labelled objects (non-zero ids)."
+        )
     work.mkdir(parents=True, exist_ok=True)
     embedding_store = EmbeddingStore(
         Path(store) if store is not None else work / "embeddings.zarr"

@@ -1,0 +1,108 @@
+"""Decoder fine-tuning on a CPU: time per epoch against objects, held-out IoU before/after.
+
+For both decoders that :func:`napari_mobilesam.training.decoder.train_decoder` fine-tunes
+(MobileSAMv2's prompt-guided box decoder, and ``mobile_sam.pt``'s prompt encoder + mask
+decoder), on synthetic nuclei (:func:`napari_mobilesam.evaluation.synthetic.synthetic_nuclei`)
+with known labels: for each number of objects per image, ``--train`` training and ``--val``
+held-out images of ``--side``² pixels are encoded once into an embedding store, then the
+decoder is trained ``--epochs`` epochs. Reported: seconds per epoch (training and
+validation), and the held-out mean IoU of box- and point-prompted masks before training
+(epoch 0) and at the best epoch.
+
+Defaults use the test fixtures (random seed-0 MobileSAM weights, whose embeddings carry
+little of the image, and MobileSAMv2's real box decoder); pass ``--weights mobile_sam.pt``
+for the real encoder. Prints a Markdown table.
+
+Run: ``python benchmarks/train_decoder.py [--weights PATH] [--box-decoder PATH]
+[--objects 10 20 40] [--epochs 4] [--lr 3e-4]``
+"""
+
+from __future__ import annotations
+
+import argparse
+import tempfile
+from pathlib import Path
+
+import numpy as np
+
+SHARED = Path(__file__).resolve().parents[2] / "shared" / "fixtures"
+
+
+def _items(objects: int, count: int, side: int, first_seed: int) -> list:
+    from napari_mobilesam.evaluation.synthetic import synthetic_nuclei
+    from napari_mobilesam.training.annotations import annotated_image
+
+    return [
+        annotated_image(
+            *synthetic_nuclei((side, side), n_objects=objects, seed=seed), f"n{objects}_{seed}"
+        )
+        for seed in range(first_seed, first_seed + count)
+    ]
+
+
+def _row(kind: str, objects: int, args: argparse.Namespace, work: Path) -> str:
+    from napari_mobilesam.training.decoder import train_decoder
+
+    train = _items(objects, args.train, args.side, 0)
+    validation = _items(objects, args.val, args.side, 1000)
+    base = args.weights if kind == "mobile_sam" else args.box_decoder
+    result = train_decoder(
+        train,
+        validation,
+        work / f"{kind}_{objects}.pt",
+        base=base,
+        image_encoder=None if kind == "mobile_sam" else args.weights,
+        epochs=args.epochs,
+        learning_rate=args.lr,
+        device=args.device,
+        store=work / "store.zarr",
+    )
+    before, best = result.history[0].metrics, result.best.metrics
+    seconds = np.mean([report.seconds for report in result.history[1:]])
+    per_object = seconds / max(1, sum(item.n_objects for item in train))
+    return (
+        f"| {kind} | {objects} | {seconds:.1f} | {1000 * per_object:.0f} | "
+        f"{before['val/box_mIoU']:.3f} → {best['val/box_mIoU']:.3f} | "
+        f"{before['val/point_mIoU']:.3f} → {best['val/point_mIoU']:.3f} | "
+        f"{result.best.epoch} |"
+    )
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--weights", default=str(SHARED / "parity" / "mobile_sam_seed0.pt"))
+    parser.add_argument(
+        "--box-decoder", default=str(SHARED / "real" / "Prompt_guided_Mask_Decoder.pt")
+    )
+    parser.add_argument("--objects", type=int, nargs="+", default=[10, 20, 40])
+    parser.add_argument("--train", type=int, default=6)
+    parser.add_argument("--val", type=int, default=2)
+    parser.add_argument("--side", type=int, default=256)
+    parser.add_argument("--epochs", type=int, default=4)
+    parser.add_argument("--lr", type=float, default=3e-4)
+    parser.add_argument("--device", default="cpu")
+    parser.add_argument("--only", choices=["prompt_guided", "mobile_sam"])
+    args = parser.parse_args()
+
+    rows = []
+    with tempfile.TemporaryDirectory() as folder:
+        for kind in ("prompt_guided", "mobile_sam"):
+            if args.only not in (None, kind):
+                continue
+            for objects in args.objects:
+                rows.append(_row(kind, objects, args, Path(folder)))
+                print(rows[-1], flush=True)
+    print(
+        f"\n{args.train} training, {args.val} held-out images of {args.side}², "
+        f"{args.epochs} epochs, lr {args.lr}, {args.device}\n"
+    )
+    print(
+        "| decoder | objects / image | s / epoch | ms / object | box mIoU before → best "
+        "| point mIoU before → best | best epoch |"
+    )
+    print("|---|---|---|---|---|---|---|")
+    print("\n".join(rows))
+
+
+if __name__ == "__main__":
+    main()
