@@ -53,7 +53,8 @@ def main() -> None:
     from napari_mobilesam.training import annotated_image, train_detector
 
     held_out = [synthetic_nuclei((SIDE, SIDE), seed=1000 + i) for i in range(HELD_OUT)]
-    print(f"held-out: {HELD_OUT} images of {SIDE}², {sum(int(lb.max()) for _, lb in held_out)}")
+    objects = sum(int(labels.max()) for _, labels in held_out)
+    print(f"held-out: {HELD_OUT} images of {SIDE}², {objects} objects")
     print("| start | train images | epochs | training s | s / epoch | AP@0.5 | recall |")
     print("| --- | ---: | ---: | ---: | ---: | ---: | ---: |")
     if OBJECT_AWARE.is_file():
