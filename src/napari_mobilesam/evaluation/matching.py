@@ -82,8 +82,8 @@ def match_objects(
     0.0
     """
     thresholds = check_thresholds(thresholds)
-    return matching_from_table(overlap_table(predicted, true, block_pixels=block_pixels),
-                               thresholds)  # fmt: skip
+    table = overlap_table(predicted, true, block_pixels=block_pixels)
+    return matching_from_table(table, thresholds)
 
 
 def match_planes(
@@ -146,10 +146,8 @@ def matching_from_table(table: OverlapTable, thresholds: np.ndarray) -> ObjectMa
     )
     tp = np.array([len(pairs) for pairs in matches], np.int64)
     n_true, n_pred = len(table.true_ids), len(table.pred_ids)
-    true_best_pred, true_best_iou = _best_partner(table.true_ids, table.pair_true,
-                                                  table.pair_pred, ious)  # fmt: skip
-    pred_best_true, pred_best_iou = _best_partner(table.pred_ids, table.pair_pred,
-                                                  table.pair_true, ious)  # fmt: skip
+    true_best = _best_partner(table.true_ids, table.pair_true, table.pair_pred, ious)
+    pred_best = _best_partner(table.pred_ids, table.pair_pred, table.pair_true, ious)
     return ObjectMatching(
         thresholds=np.asarray(thresholds, np.float64),
         tp=tp,
@@ -158,11 +156,11 @@ def matching_from_table(table: OverlapTable, thresholds: np.ndarray) -> ObjectMa
         n_true=n_true,
         n_pred=n_pred,
         true_ids=table.true_ids,
-        true_best_pred=true_best_pred,
-        true_best_iou=true_best_iou,
+        true_best_pred=true_best[0],
+        true_best_iou=true_best[1],
         pred_ids=table.pred_ids,
-        pred_best_true=pred_best_true,
-        pred_best_iou=pred_best_iou,
+        pred_best_true=pred_best[0],
+        pred_best_iou=pred_best[1],
         matches=matches,
     )
 

@@ -100,8 +100,7 @@ class MatchCounts:
     def as_rows(self) -> list[dict[str, Any]]:
         """One dict per threshold with the keys ``threshold, tp, fp, fn, precision, recall,
         f1, ap`` (plain Python numbers, ready for :class:`csv.DictWriter`)."""
-        columns = (self.thresholds, self.tp, self.fp, self.fn, self.precision, self.recall,
-                   self.f1, self.ap)  # fmt: skip
+        columns = [getattr(self, key if key != "threshold" else "thresholds") for key in COLUMNS]
         return [
             {key: value.item() for key, value in zip(COLUMNS, row, strict=True)}
             for row in zip(*columns, strict=True)
