@@ -9,7 +9,11 @@ import pytest
 
 from napari_mobilesam.errors import InvalidTypeError, InvalidValueError
 from napari_mobilesam.evaluation import (
+    MATCHED,
+    MISSED,
+    SPURIOUS,
     MatchCounts,
+    comparison_image,
     mask_ious,
     match_objects,
     match_planes,
@@ -275,3 +279,38 @@ def test_result_rows_dataframe_and_summary():
     assert "1 true objects, 2 predicted" in text and "mSA" in text and " 0.75 " in text
     pooled = MatchCounts.pooled([result, result])
     assert pooled.tp.tolist() == [2, 0] and pooled.n_pred == 4
+
+
+def test_comparison_image_marks_matched_spurious_and_missed_objects():
+    true = squares((10, 20), [np.s_[1:5, 1:5], np.s_[1:9, 10:18]])
+    predicted = squares((10, 20), [np.s_[1:5, 1:5], np.s_[1:9, 10:13], np.s_[1:9, 13:18],
+                                   np.s_[8:10, 0:3]])  # fmt: skip
+    image = comparison_image(predicted, true, threshold=0.7)
+    assert image.dtype == np.uint8 and image.shape == true.shape
+    assert np.all(image[1:5, 1:5] == MATCHED)
+    assert image[9, 0] == SPURIOUS  # a prediction where nothing is
+    # true object 2, split in two spurious pieces, shows as its outline around them
+    assert np.all(image[1, 10:18] == MISSED) and np.all(image[1:9, 17] == MISSED)
+    assert np.all(image[2:8, 11:17] == SPURIOUS)
+    assert np.all(image[0] == 0) and np.all(image[5:8, 5:9] == 0)
+    loose = comparison_image(predicted, true, threshold=0.6)  # piece 13:18 has IoU 40/64
+    assert np.all(loose[2:8, 13:17] == MATCHED) and np.all(loose[2:8, 11:12] == SPURIOUS)
+    assert not np.any(loose == MISSED)
+
+
+def test_comparison_image_of_a_stack_plane_by_plane():
+    true = np.zeros((3, 8, 8), np.int32)
+    true[:, 2:6, 2:6] = 1
+    predicted = true.copy()
+    predicted[1] = 0
+    as_planes = comparison_image(predicted, true, axis=0)
+    assert np.all(as_planes[0][true[0] > 0] == MATCHED)
+    assert np.all(as_planes[1][true[1] > 0] == MISSED)
+    as_volume = comparison_image(predicted, true)  # one 3-D object, IoU 2/3: matched
+    assert np.all(as_volume[predicted > 0] == MATCHED) and np.all(as_volume[1] == 0)
+    matching = match_planes(predicted, true, axis=0)
+    np.testing.assert_array_equal(
+        comparison_image(predicted, true, axis=0, matching=matching), as_planes
+    )
+    with pytest.raises(InvalidValueError, match="PlaneMatching"):
+        comparison_image(predicted, true, axis=0, matching=match_objects(predicted, true))
