@@ -291,10 +291,11 @@ def test_comparison_image_marks_matched_spurious_and_missed_objects():
     assert image[9, 0] == SPURIOUS  # a prediction where nothing is
     # true object 2, split in two spurious pieces, shows as its outline around them
     assert np.all(image[1, 10:18] == MISSED) and np.all(image[1:9, 17] == MISSED)
-    assert np.all(image[2:8, 11:17] == SPURIOUS)
+    assert np.all(image[2:8, 11:13] == SPURIOUS) and np.all(image[2:8, 14:17] == SPURIOUS)
+    assert np.all(image[2:8, 13] == 0)  # a line of background between touching pieces
     assert np.all(image[0] == 0) and np.all(image[5:8, 5:9] == 0)
     loose = comparison_image(predicted, true, threshold=0.6)  # piece 13:18 has IoU 40/64
-    assert np.all(loose[2:8, 13:17] == MATCHED) and np.all(loose[2:8, 11:12] == SPURIOUS)
+    assert np.all(loose[2:8, 14:17] == MATCHED) and np.all(loose[2:8, 11:13] == SPURIOUS)
     assert not np.any(loose == MISSED)
 
 
