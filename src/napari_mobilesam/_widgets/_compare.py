@@ -16,6 +16,7 @@ from magicgui.widgets import ComboBox, Container, FloatSpinBox, Label, PushButto
 from napari.layers import Labels
 from napari.qt.threading import create_worker
 from napari.utils.colormaps import DirectLabelColormap
+from qtpy.QtWidgets import QHeaderView
 
 from napari_mobilesam._widgets._errors import expected_errors, report_bug
 from napari_mobilesam._widgets._plane import unproxied
@@ -86,9 +87,12 @@ class CompareLabelsWidget(Container):
             widgets=[self._prediction, self._truth, self._threshold, self._mode,
                      self._compare, self._legend, self._summary, self._table, self._status]
         )  # fmt: skip
-        self._status.native.setWordWrap(True)
+        for label in (self._status, self._summary):
+            label.native.setWordWrap(True)
         self._table.read_only = True
         self._table.min_height = 320
+        header = self._table.native.horizontalHeader()
+        header.setSectionResizeMode(QHeaderView.ResizeMode.ResizeToContents)
         self._compare.changed.connect(self.compare)
         for emitter in (self.viewer.layers.events.inserted, self.viewer.layers.events.removed):
             emitter.connect(self.reset_choices)
@@ -148,7 +152,7 @@ class CompareLabelsWidget(Container):
             "columns": list(TABLE_COLUMNS),
         }
         self._summary.value = (
-            f"{counts.n_true} true, {counts.n_pred} predicted objects<br>"
+            f"{counts.n_true} true, {counts.n_pred} predicted objects: "
             f"<b>mSA {counts.msa:.3f}</b> (mean AP over IoU 0.5:0.95), "
             f"AP50 {counts.ap50:.3f}, AP75 {counts.ap75:.3f}"
         )
