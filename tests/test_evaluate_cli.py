@@ -133,3 +133,12 @@ def test_a_bad_threshold_is_an_option_error(capsys):
         main(["evaluate", "p", "t", "--thresholds", "0"])
     assert exit_info.value.code == 2
     assert "must be in (0, 1]" in capsys.readouterr().err
+
+
+def test_evaluate_is_a_command_with_help(capsys):
+    with pytest.raises(SystemExit) as exit_info:
+        main(["evaluate", "--help"])
+    assert exit_info.value.code == 0
+    text = capsys.readouterr().out
+    for option in ("PRED", "GT", "--output", "--thresholds", "--per-plane"):
+        assert option in text
