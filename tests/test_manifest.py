@@ -20,6 +20,7 @@ def test_manifest_is_valid_and_every_python_name_imports():
     assert {widget.display_name for widget in manifest.contributions.widgets} == {
         "SegAny (MobileSAM)",
         "SegEvery (MobileSAMv2)",
+        "Compare labels (evaluation)",
         "Train (detector / decoder)",
     }
     assert {sample.key for sample in manifest.contributions.sample_data} == {"cell", "coins"}
@@ -36,6 +37,7 @@ def test_widgets_are_in_the_plugins_menu_and_work_docked(
     assert [action.text() for action in ours.actions()] == [
         f"SegAny (MobileSAM) ({PLUGIN})",
         f"SegEvery (MobileSAMv2) ({PLUGIN})",
+        f"Compare labels (evaluation) ({PLUGIN})",
         f"Train (detector / decoder) ({PLUGIN})",
     ]
 

@@ -1,5 +1,7 @@
-"""The napari dock widgets: SegAny (MobileSAM), SegEvery (MobileSAMv2) and Train."""
+"""The napari dock widgets: SegAny (MobileSAM), SegEvery (MobileSAMv2), Compare labels and
+Train."""
 
+from napari_mobilesam._widgets._compare import CompareLabelsWidget
 from napari_mobilesam._widgets._segany import SegAnyController
 from napari_mobilesam._widgets._segany_widget import SegAnyWidget
 from napari_mobilesam._widgets._segevery import SegEveryJob
@@ -8,6 +10,7 @@ from napari_mobilesam._widgets._segevery_widget import SegEveryWidget
 from napari_mobilesam._widgets._train_widget import TrainWidget
 
 __all__ = [
+    "CompareLabelsWidget",
     "SegAnyController",
     "SegAnyWidget",
     "SegEveryJob",

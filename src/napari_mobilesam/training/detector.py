@@ -26,7 +26,12 @@ from typing import Any
 from napari_mobilesam._atomic_files import atomic_path
 from napari_mobilesam.errors import InvalidTypeError, InvalidValueError
 from napari_mobilesam.training.annotations import AnnotatedImage
-from napari_mobilesam.training.detector_bases import prepare_base
+from napari_mobilesam.training.detector_bases import (
+    SCRATCH_DEPTH,
+    SCRATCH_FAMILY,
+    SCRATCH_WIDTH,
+    prepare_base,
+)
 from napari_mobilesam.training.detector_dataset import write_yolo_dataset
 from napari_mobilesam.training.detector_progress import TrainingRun, sidecar_record
 from napari_mobilesam.training.reports import EpochCallback, StopCheck, TrainingResult
@@ -75,6 +80,9 @@ _FIXED_SETTINGS: dict[str, Any] = {
     "deterministic": False,
 }
 _WORK_FOLDER_SUFFIX = "_training"
+#: ultralytics' last.pt with its optimizer state, copied after every epoch (ultralytics
+#: strips the optimizer from last.pt when training ends, stopped or not).
+RESUME_FILE = Path("run", "weights", "resume.pt")
 
 
 def train_detector(
@@ -151,6 +159,10 @@ def train_detector(
     train, validation = _checked_items(train, validation)
     work = Path(workdir) if workdir is not None else _default_workdir(output)
     model_path, kind = prepare_base(base, work / "base")
+    if resume and not (work / RESUME_FILE).is_file():
+        raise InvalidValueError(f"nothing to resume: {work / RESUME_FILE} is not there")
+    for stale in ("dataset",) if resume else ("dataset", "run"):
+        shutil.rmtree(work / stale, ignore_errors=True)
     dataset = write_yolo_dataset(train, validation, work / "dataset", crop=settings["imgsz"])
     if not dataset.counts("train")["crops"]:
         raise InvalidValueError("no training crop has an object box; are the objects tiny?")
@@ -178,6 +190,12 @@ def train_detector(
     record = sidecar_record(
         output, str(base), kind, settings, TRAIN_SETTINGS, dataset, run, resume, not finished
     )
+    if kind == "scratch":
+        record["scratch_model"] = {
+            "family": SCRATCH_FAMILY,
+            "depth_multiple": SCRATCH_DEPTH,
+            "width_multiple": SCRATCH_WIDTH,
+        }
     with atomic_path(sidecar) as tmp:
         tmp.write_text(json.dumps(record, indent=1))
     if finished and workdir is None and trainer is not None:
@@ -191,9 +209,7 @@ def _fit(
     from napari_mobilesam.segevery.detectors.yolo import quiet_ultralytics, yolo_class
 
     yolo = yolo_class()
-    resume_file = work / "run" / "weights" / "resume.pt"
-    if resume and not resume_file.is_file():
-        raise InvalidValueError(f"nothing to resume: {resume_file} is not there")
+    resume_file = work / RESUME_FILE
     model = yolo(str(resume_file) if resume else model_path, task="detect")
     model.add_callback("on_train_batch_end", run.batch_end)
     model.add_callback("on_train_epoch_start", run.epoch_start)
