@@ -150,6 +150,29 @@ def test_cancel_keeps_the_best_so_far_and_resume_continues(tmp_path, small_views
     assert not (tmp_path / "d_training").exists()  # a finished run cleans up
 
 
+def test_ctrl_c_after_an_epoch_keeps_its_best(tmp_path, small_views):
+    polls = []
+
+    def ctrl_c_in_the_second_epoch():
+        polls.append(1)
+        if len(polls) == 3:  # 2 batches an epoch
+            raise KeyboardInterrupt
+
+    result = train_detector(
+        _items(2),
+        _items(1, first_seed=9),
+        tmp_path / "d.pt",
+        epochs=3,
+        imgsz=128,
+        batch=1,
+        should_stop=ctrl_c_in_the_second_epoch,
+    )
+    assert result.stopped
+    assert [report.epoch for report in result.history] == [1]
+    assert _load(result.path).task == "detect"
+    assert json.loads(result.sidecar.read_text())["stopped"]
+
+
 def test_object_aware_base_trains_and_loads(tmp_path, small_views):
     require_shared(OBJECT_AWARE_CHECKPOINT)
     reports = []

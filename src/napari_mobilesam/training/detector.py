@@ -45,10 +45,10 @@ __all__ = [
 ]
 
 #: Epochs when none are given: enough to show the detector about this many training crops
-#: (10 images of 512² give 250 crops: 12 epochs, about 8 minutes on 2 CPU cores), within
+#: (10 images of 512² give 250 crops: 8 epochs, about 4 minutes on 2 free CPU cores), within
 #: :data:`EPOCH_RANGE`. Measurements in docs/train_detector.md.
-DEFAULT_CROP_PASSES = 3000
-EPOCH_RANGE = (10, 100)
+DEFAULT_CROP_PASSES = 2000
+EPOCH_RANGE = (6, 100)
 #: Fraction of the epochs trained last without mosaic augmentation.
 CLOSE_MOSAIC_FRACTION = 0.2
 #: Side of the training crops and of the network input while training.
@@ -244,7 +244,7 @@ def default_epochs(crops: int) -> int:
     Examples
     --------
     >>> default_epochs(250), default_epochs(25), default_epochs(1000)
-    (12, 100, 10)
+    (8, 80, 6)
     """
     low, high = EPOCH_RANGE
     return int(min(high, max(low, round(DEFAULT_CROP_PASSES / max(crops, 1)))))
