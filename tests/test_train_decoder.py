@@ -25,7 +25,7 @@ pytestmark = pytest.mark.skipif(
 )
 
 #: Settings that fine-tune within a CPU minute or two on 6 images of 256 x 256.
-EPOCHS = 3
+EPOCHS = 2
 LEARNING_RATE = 3e-4
 
 
