@@ -1,7 +1,8 @@
 """Benchmark: ``napari-mobilesam segment`` throughput, in-process and on a LocalCluster.
 
-Writes ``n`` synthetic ``side``² uint8 TIFFs (bright blobs on noise) into a temporary
-folder, then runs :func:`napari_mobilesam.batch.runner.segment_files` over the folder
+Writes ``n`` synthetic ``side``² uint16 TIFFs of nuclei with their true labels
+(:func:`napari_mobilesam.evaluation.synthetic_nuclei`) into a temporary folder, then runs
+:func:`napari_mobilesam.batch.runner.segment_files` over the folder
 
 * in this process, one image after another (the default of ``segment``);
 * on a dask ``LocalCluster`` of ``workers`` processes with one thread each
@@ -10,7 +11,9 @@ folder, then runs :func:`napari_mobilesam.batch.runner.segment_files` over the f
 Weights are random (``../shared/fixtures/parity/mobile_sam_seed0.pt``, or ``--weights``)
 and the detector a random-weight one-class YOLOv8 (``--detector-yaml``); random weights
 decode masks that cover most of the image, the worst case for decoding, so the number of
-objects is capped (``--max-objects``). Reported: wall seconds and images per minute.
+objects is capped (``--max-objects``). Reported: wall seconds, images per minute, and the
+outputs' AP at IoU 0.5 and mSA against the truth, pooled over all objects (near 0 with
+random weights; with real weights and a trained detector they measure the run).
 
 Usage::
 
@@ -32,17 +35,27 @@ SHARED = Path(__file__).resolve().parents[2] / "shared"
 RANDOM_WEIGHTS = SHARED / "fixtures" / "parity" / "mobile_sam_seed0.pt"
 
 
-def write_images(folder: Path, n: int, side: int) -> None:
-    """``n`` uint8 TIFFs of ``side``² pixels: 20 blobs each on Gaussian noise."""
+def write_images(folder: Path, truth: Path, n: int, side: int) -> None:
+    """``n`` uint16 TIFFs of ``side``² synthetic nuclei, and their true labels in ``truth``."""
     import tifffile
 
-    rng = np.random.default_rng(0)
-    yy, xx = np.mgrid[:side, :side]
+    from napari_mobilesam.evaluation import synthetic_nuclei
+
     for i in range(n):
-        image = rng.normal(40, 8, (side, side))
-        for cy, cx, r in rng.uniform((10, 10, 6), (side - 10, side - 10, 18), (20, 3)):
-            image[(yy - cy) ** 2 + (xx - cx) ** 2 < r**2] += 150
-        tifffile.imwrite(folder / f"img{i:04d}.tif", np.clip(image, 0, 255).astype(np.uint8))
+        image, labels = synthetic_nuclei((side, side), seed=i)
+        tifffile.imwrite(folder / f"img{i:04d}.tif", image)
+        tifffile.imwrite(truth / f"img{i:04d}.tif", labels)
+
+
+def pooled_quality(outputs: Path, truth: Path) -> tuple[float, float]:
+    """AP at IoU 0.5 and mSA of a run's label images, pooled over all images' objects."""
+    from napari_mobilesam.evaluation import MatchCounts
+    from napari_mobilesam.evaluation.command import evaluate_files
+
+    evaluations, unpaired, failures = evaluate_files(outputs, truth)
+    assert not failures and not unpaired, (failures, unpaired)
+    pooled = MatchCounts.pooled([evaluation.total for evaluation in evaluations])
+    return pooled.ap50, pooled.msa
 
 
 def random_detector(folder: Path, base_yaml: str) -> Path:
@@ -81,7 +94,8 @@ def main() -> None:
     with tempfile.TemporaryDirectory() as tmp:
         tmp = Path(tmp)
         (tmp / "images").mkdir()
-        write_images(tmp / "images", args.n, args.side)
+        (tmp / "truth").mkdir()
+        write_images(tmp / "images", tmp / "truth", args.n, args.side)
         settings = BatchSettings(
             detector=str(random_detector(tmp, args.detector_yaml)),
             decoder="mobile_sam",
@@ -98,15 +112,20 @@ def main() -> None:
             seconds = time.perf_counter() - start
             assert report.ok, report.failures
             per_image = np.median([r.seconds for r in report.results])
-            rows.append((name, seconds, 60 * args.n / seconds, per_image))
+            ap50, msa = pooled_quality(tmp / f"out-{name}", tmp / "truth")
+            rows.append((name, seconds, 60 * args.n / seconds, per_image, ap50, msa))
             print(f"{name}: {seconds:.1f} s, {60 * args.n / seconds:.1f} images/min", flush=True)
     print(
         f"\n{args.n} images of {args.side}², {os.cpu_count()} cores, max_objects="
         f"{args.max_objects}, detector {args.detector_yaml} (random weights)\n"
     )
-    print("| run | wall s | images/min | median s per task |\n| --- | --- | --- | --- |")
-    for name, seconds, rate, per_image in rows:
-        print(f"| {name} | {seconds:.1f} | {rate:.1f} | {per_image:.2f} |")
+    print(
+        "| run | wall s | images/min | median s per task | AP50 | mSA |\n"
+        "| --- | --- | --- | --- | --- | --- |"
+    )
+    for name, seconds, rate, per_image, ap50, msa in rows:
+        figures = f"{seconds:.1f} | {rate:.1f} | {per_image:.2f} | {ap50:.2f} | {msa:.2f}"
+        print(f"| {name} | {figures} |")
 
 
 if __name__ == "__main__":

@@ -2,9 +2,9 @@
 
 Each size runs in a fresh Python process (so that its peak resident memory is its own):
 
-* a synthetic uint16 image of ``side``² pixels: bright ellipses 12-20 pixels across, one
-  per 128-pixel cell of a jittered grid (256 at 2048², 1024 at 4096², 4096 at 8192²), on
-  Gaussian noise;
+* a synthetic uint16 image of ``side``² pixels with its true labels
+  (:func:`napari_mobilesam.evaluation.synthetic_nuclei`): nuclei 12-20 pixels across, about
+  one per 128-pixel cell (256 at 2048², 1024 at 4096², 4096 at 8192²), blurred, with noise;
 * a *perfect detector*: a callable that returns the bounding boxes of the bright blobs in
   the tile it is shown (threshold + :func:`skimage.measure.regionprops`), which is what an
   ideal object-aware model would propose, so discovery time is the tiling's overhead and
@@ -15,8 +15,11 @@ Each size runs in a fresh Python process (so that its peak resident memory is it
 * for the largest size also a click: one point in a tile that is already encoded, timed
   through :class:`napari_mobilesam.segany.tiled.TiledSegAnyPredictor` (median of 5).
 
-The weights are random (``../shared/fixtures/parity/mobile_sam_seed0.pt``): the timings
-and memory are those of the real model, the masks are not meaningful.
+The labels are measured against the truth (Cellpose's AP at IoU 0.5 and micro-sam's mSA,
+:func:`napari_mobilesam.evaluation.match_objects`). The default weights are random
+(``../shared/fixtures/parity/mobile_sam_seed0.pt``): the timings and memory are those of
+the real model, but its masks are not meaningful and AP is near 0; with ``--weights
+mobile_sam.pt`` the same columns measure the real model.
 
 Usage::
 
@@ -51,30 +54,18 @@ MIB = 2**20
 
 
 # ----------------------------------------------------------------------------- inputs
-def synthetic_image(side: int, seed: int = 0) -> tuple[np.ndarray, int]:
-    """A (side, side) uint16 image of bright ellipses on noise, and the number drawn.
+def synthetic_image(side: int, seed: int = 0) -> tuple[np.ndarray, np.ndarray]:
+    """A (side, side) uint16 image of nuclei and its true labels (``synthetic_nuclei``).
 
-    One ellipse (radii 6-10 pixels) per ``CELL``-pixel cell, jittered inside the cell so
-    that no two touch. Built in row bands to keep the peak memory near the image's size.
+    About one nucleus (radii 6-10 pixels) per ``CELL``-pixel cell, placed at random, none
+    deliberately touching: the perfect detector below separates them by thresholding.
     """
-    import skimage.draw
+    from napari_mobilesam.evaluation import synthetic_nuclei
 
-    rng = np.random.default_rng(seed)
-    image = np.empty((side, side), np.uint16)
-    for y in range(0, side, CELL):
-        band = rng.normal(400.0, 60.0, (min(CELL, side - y), side))
-        image[y : y + CELL] = band.clip(0, 65535).astype(np.uint16)
-    count = 0
-    cells = side // CELL
-    for row in range(cells):
-        for col in range(cells):
-            cy, cx = (np.array([row, col]) + 0.5) * CELL + rng.uniform(-30, 30, 2)
-            rr, cc = skimage.draw.ellipse(
-                cy, cx, *rng.uniform(6, 10, 2), shape=image.shape, rotation=rng.uniform(0, np.pi)
-            )
-            image[rr, cc] = int(rng.uniform(2500, 4000))
-            count += 1
-    return image, count
+    count = (side // CELL) ** 2
+    return synthetic_nuclei(
+        (side, side), n_objects=count, radius=(6.0, 10.0), touching=0.0, seed=seed
+    )
 
 
 def perfect_detector(rgb: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
@@ -96,7 +87,9 @@ def run_row(side: int, weights: Path, threads: int, click: bool) -> dict[str, fl
     from napari_mobilesam import SegAnyPredictor, build_mobile_sam, segment_everything
 
     torch.set_num_threads(threads)
-    image, drawn = synthetic_image(side)
+    from napari_mobilesam.evaluation import match_objects
+
+    image, truth = synthetic_image(side)
     limits = (0.0, 4000.0)
     predictor = SegAnyPredictor(build_mobile_sam(weights), "cpu", cache_size=4)
     # Warm-up (one tile-sized encode and decode), outside the measurement.
@@ -121,9 +114,12 @@ def run_row(side: int, weights: Path, threads: int, click: bool) -> dict[str, fl
             out=labels,
         )
     wall = time.perf_counter() - start
+    quality = match_objects(labels, truth)
     row = {
         "side": side,
-        "drawn": drawn,
+        "drawn": quality.n_true,
+        "ap50": quality.ap50,
+        "msa": quality.msa,
         "found": result.n_objects,
         "tiles": result.tiles_encoded,
         "embedding": result.timings.get("embedding", 0.0),
@@ -196,7 +192,8 @@ def markdown(rows: Sequence[dict[str, float]]) -> str:
     """The rows as a markdown table, and the click line under it."""
     header = (
         "| image | objects drawn / found | tiles encoded | encoding s | discovery s "
-        "| decoding s | wall s | s per tile | peak RSS growth MiB | label image MiB |"
+        "| decoding s | wall s | s per tile | peak RSS growth MiB | label image MiB "
+        "| AP50 | mSA |"
     )
     lines = [header, "|" + "|".join("---" for _ in range(header.count("|") - 1)) + "|"]
     for r in rows:
@@ -204,7 +201,8 @@ def markdown(rows: Sequence[dict[str, float]]) -> str:
             f"| {r['side']}² | {r['drawn']} / {r['found']} | {r['tiles']} "
             f"| {r['embedding']:.1f} | {r['discovery']:.1f} | {r['decoding']:.1f} "
             f"| {r['wall']:.1f} | {r['wall'] / max(r['tiles'], 1):.2f} "
-            f"| {r['peak_mib']:,.0f} | {r['labels_mib']:,.0f} |"
+            f"| {r['peak_mib']:,.0f} | {r['labels_mib']:,.0f} "
+            f"| {r['ap50']:.2f} | {r['msa']:.2f} |"
         )
     clicks = [r for r in rows if "click" in r]
     for r in clicks:

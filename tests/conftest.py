@@ -1,7 +1,8 @@
 """Fixtures shared by the test modules.
 
 The parity fixtures live in ``../shared/fixtures/parity`` beside the checkout (CI has them;
-a user's clone may not, and then the tests that need them skip and say why). napari's own
+a user's clone may not, and then the tests that need them fail and say where they belong:
+they are part of the test suite, not optional hardware). napari's own
 ``make_napari_viewer`` comes from its pytest plugin.
 
 (Lead and widget developers both add fixtures here: edit, do not overwrite.)
@@ -59,9 +60,10 @@ def offline_registry(
 
 def _require_parity() -> None:
     if not PARITY_CHECKPOINT.is_file() or not PARITY_CASES.is_file():
-        pytest.skip(
+        pytest.fail(
             f"parity fixtures not found at {PARITY} (they sit in ../shared beside the "
-            "checkout in CI; a plain clone does not have them)"
+            "checkout, as in CI)",
+            pytrace=False,
         )
 
 
@@ -73,10 +75,13 @@ def parity_checkpoint() -> Path:
 
 
 def require_shared(*paths: Path) -> None:
-    """Skip when ../shared is absent (a user's clone); CI has it, so there the test runs."""
+    """Fail with where they belong when fixtures of ../shared are missing (CI has them)."""
     missing = [str(path) for path in paths if not path.is_file()]
     if missing:
-        pytest.skip(f"needs {', '.join(missing)} (../shared beside the checkout; CI has it)")
+        pytest.fail(
+            f"needs {', '.join(missing)} (../shared beside the checkout, as in CI)",
+            pytrace=False,
+        )
 
 
 def write_prompt_guided_file(state_dict_path: Path, target: Path) -> Path:
@@ -140,7 +145,7 @@ def random_weights(monkeypatch: pytest.MonkeyPatch) -> Path:
     Random weights give noise-like masks, so tests using them check structure, not shapes.
     """
     if not RANDOM_WEIGHTS.is_file():
-        pytest.skip(f"needs the random-weight checkpoint {RANDOM_WEIGHTS} (../shared is absent)")
+        require_shared(RANDOM_WEIGHTS)
     monkeypatch.setenv("NAPARI_MOBILESAM_WEIGHTS", str(RANDOM_WEIGHTS))
     return RANDOM_WEIGHTS
 

@@ -51,10 +51,9 @@ def make_folder(folder: Path) -> Path:
 
 @pytest.fixture(scope="module")
 def settings(tmp_path_factory: pytest.TempPathFactory) -> BatchSettings:
-    from conftest import build_yolo_checkpoint
+    from conftest import build_yolo_checkpoint, require_shared
 
-    if not RANDOM_WEIGHTS.is_file():
-        pytest.skip(f"needs {RANDOM_WEIGHTS} (../shared is absent)")
+    require_shared(RANDOM_WEIGHTS)
     detector = build_yolo_checkpoint(tmp_path_factory.mktemp("yolo"))
     return BatchSettings(
         detector=str(detector),

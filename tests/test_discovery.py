@@ -10,7 +10,7 @@ import pytest
 import torch
 from PIL import Image
 
-from conftest import PARITY_CHECKPOINT, SHARED, build_yolo_checkpoint
+from conftest import PARITY_CHECKPOINT, build_yolo_checkpoint
 from napari_mobilesam.segevery import discovery as discovery
 from napari_mobilesam.segevery.boxes import (
     cap_by_confidence,
@@ -232,7 +232,6 @@ def test_folder_is_not_a_checkpoint(tmp_path):
         load_detector(tmp_path)
 
 
-@pytest.mark.skipif(not SHARED.is_dir(), reason=f"shared fixtures folder {SHARED} is absent")
 def test_mobile_sam_state_dict_is_not_a_detector():
     with pytest.raises(ValueError, match="not an ultralytics YOLO checkpoint") as raised:
         load_detector(PARITY_CHECKPOINT)

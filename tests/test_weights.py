@@ -49,9 +49,6 @@ PROMPT_GUIDED_URL = (
     "https://github.com/ChaoningZhang/MobileSAM/raw/master/MobileSAMv2/PromptGuidedDecoder/"
     "Prompt_guided_Mask_Decoder.pt"
 )
-needs_shared = pytest.mark.skipif(
-    not SHARED.is_dir(), reason=f"shared fixtures folder {SHARED} is absent"
-)
 
 
 class FileServer:
@@ -423,7 +420,6 @@ def test_wrong_shapes_are_listed(tmp_path, small_model):
     assert "size mismatch" not in message
 
 
-@pytest.mark.skipif(not SHARED.is_dir(), reason=f"shared fixtures folder {SHARED} is absent")
 def test_parity_fixture_has_the_official_format():
     state = load_state_dict(PARITY_CHECKPOINT)
     assert len(state) == 439
@@ -472,7 +468,6 @@ def test_malformed_known_id_is_refused(bad_id):
         )
 
 
-@needs_shared
 def test_file_id_of_the_real_decoder_is_its_published_id():
     assert file_id(REAL_PROMPT_GUIDED) == PROMPT_GUIDED_SHA256
     assert file_id(REAL_PROMPT_GUIDED, "gitblob") == PROMPT_GUIDED_GITBLOB
@@ -650,7 +645,6 @@ def test_prompt_guided_format_loads_into_a_prompt_decoder(tmp_path):
         torch.testing.assert_close(fresh.state_dict()[key], value)
 
 
-@needs_shared
 def test_real_prompt_guided_decoder_loads_strictly():
     raw = torch.load(REAL_PROMPT_GUIDED, map_location="cpu", weights_only=True)
     state = load_state_dict(REAL_PROMPT_GUIDED)

@@ -6,8 +6,8 @@ The public API is importable from the top-level package::
 
 Importing the package is cheap: torch, ultralytics, napari and Qt are imported only when
 the object that needs them is first used. The subpackages are the stages of the pipeline:
-``model``, ``weights``, ``imaging``, ``segany``, ``segevery``, ``stacks``, ``batch``, and
-``_widgets`` (napari and Qt).
+``model``, ``weights``, ``imaging``, ``segany``, ``segevery``, ``stacks``, ``evaluation``,
+``training``, ``batch``, and ``_widgets`` (napari and Qt).
 """
 
 from __future__ import annotations

@@ -48,6 +48,9 @@ class _MovedModuleFinder(importlib.abc.MetaPathFinder, importlib.abc.Loader):
         return importlib.util.spec_from_loader(fullname, self)
 
     def create_module(self, spec: importlib.machinery.ModuleSpec) -> ModuleType:
+        from napari_mobilesam._torch_guard import prepare_torch_import
+
+        prepare_torch_import()  # many moved modules import torch
         return importlib.import_module(MOVED_MODULES[spec.name])
 
     def exec_module(self, module: ModuleType) -> None:

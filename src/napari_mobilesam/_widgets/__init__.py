@@ -1,5 +1,6 @@
-"""The napari dock widgets: SegAny (MobileSAM) and SegEvery (MobileSAMv2)."""
+"""The napari dock widgets: SegAny (MobileSAM), SegEvery (MobileSAMv2) and Compare labels."""
 
+from napari_mobilesam._widgets._compare import CompareLabelsWidget
 from napari_mobilesam._widgets._segany import SegAnyController
 from napari_mobilesam._widgets._segany_widget import SegAnyWidget
 from napari_mobilesam._widgets._segevery import SegEveryJob
@@ -7,6 +8,7 @@ from napari_mobilesam._widgets._segevery_settings import SegEverySettings
 from napari_mobilesam._widgets._segevery_widget import SegEveryWidget
 
 __all__ = [
+    "CompareLabelsWidget",
     "SegAnyController",
     "SegAnyWidget",
     "SegEveryJob",

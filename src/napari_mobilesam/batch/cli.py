@@ -21,7 +21,11 @@ __all__ = ["COMMAND_MODULES", "build_parser", "main"]
 
 # Modules that add a command: each has ``add_command(commands)``, which adds its
 # subparser and sets ``run=FUNCTION(args) -> int`` as its default.
-COMMAND_MODULES: tuple[str, ...] = ("napari_mobilesam.training.decoder_command",)
+COMMAND_MODULES: tuple[str, ...] = (
+    "napari_mobilesam.evaluation.command",
+    "napari_mobilesam.training.detector_command",
+    "napari_mobilesam.training.decoder_command",
+)
 
 EXAMPLES = """\
 examples:

@@ -73,6 +73,8 @@ def synthetic_nuclei(
     labels = np.zeros(shape, np.int32)
     brightness = np.zeros(shape, np.float64)
     centers: list[tuple[float, float, float]] = []
+    sizes = np.zeros(n_objects + 1, np.int64)
+    n_drawn = 0
     for _ in range(n_objects):
         r_row, r_col = rng.uniform(*radius, size=2)
         if centers and rng.random() < touching:
@@ -83,10 +85,13 @@ def synthetic_nuclei(
         else:
             row, col = rng.uniform(0, shape[0]), rng.uniform(0, shape[1])
         rr, cc = ellipse(row, col, r_row, r_col, shape=shape, rotation=rng.uniform(0, np.pi))
-        if rr.size < 20 or _hides_earlier(labels, rr, cc):
+        if rr.size < 20 or _hides_earlier(labels[rr, cc], sizes):
             continue
-        new_id = int(labels.max()) + 1
-        labels[rr, cc] = new_id
+        ids, lost = np.unique(labels[rr, cc], return_counts=True)
+        sizes[ids] -= lost
+        n_drawn += 1
+        labels[rr, cc] = n_drawn
+        sizes[n_drawn] = rr.size
         brightness[rr, cc] = rng.uniform(1.0, 4.0) * rng.uniform(0.85, 1.15, size=rr.size)
         centers.append((row, col, (r_row + r_col) / 2))
     signal = gaussian(0.15 + brightness, sigma=1.5) * 2000.0
@@ -95,13 +100,9 @@ def synthetic_nuclei(
     return image, _renumber(labels)
 
 
-def _hides_earlier(labels: np.ndarray, rr: np.ndarray, cc: np.ndarray) -> bool:
-    covered = labels[rr, cc]
+def _hides_earlier(covered: np.ndarray, sizes: np.ndarray) -> bool:
     ids, counts = np.unique(covered[covered > 0], return_counts=True)
-    if ids.size == 0:
-        return False
-    sizes = np.bincount(labels.ravel())[ids]
-    return bool(np.any(counts > 0.5 * sizes))
+    return bool(np.any(counts > 0.5 * sizes[ids]))
 
 
 def _renumber(labels: np.ndarray) -> np.ndarray:

@@ -57,7 +57,9 @@ def write_labels(path: str | os.PathLike[str], labels: np.ndarray) -> None:
         return
     import tifffile
 
-    tifffile.imwrite(path, np.asarray(labels, dtype=np.int32), compression="zlib")
+    tifffile.imwrite(
+        path, np.asarray(labels, dtype=np.int32), compression="zlib", photometric="minisblack"
+    )
 
 
 def open_labels(path: str | os.PathLike[str]) -> Any:

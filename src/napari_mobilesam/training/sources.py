@@ -177,7 +177,7 @@ def annotations_from_folders(
                 continue
             raise InvalidValueError(f"{image_item.source}: {error}") from None
     if not items:
-        raise InvalidValueError(f"no label image has an object: {_listed(empty)}")
+        raise InvalidValueError(f"no object in any label image (all 0): {_listed(empty)}")
     if empty:
         warnings.warn(
             f"{len(empty)} label images without objects are left out: {_listed(empty)}",
@@ -217,7 +217,7 @@ def annotations_from_coco(
         coco.createIndex()
     except (ValueError, KeyError, TypeError) as error:
         raise InvalidValueError(f"{coco_json} is not a COCO annotation file: {error}") from None
-    entries = [coco.imgs[i] for i in sorted(coco.imgs) if coco.getAnnIds(imgIds=i, iscrowd=False)]
+    entries = [coco.imgs[i] for i in sorted(coco.imgs) if _objects(coco, i)]
     if not entries:
         raise InvalidValueError(f"{coco_json} has no annotated image")
     problems, items = [], []
@@ -274,7 +274,7 @@ def load_annotations(
 
 
 def _coco_labels(coco: Any, entry: dict) -> np.ndarray:
-    annotations = coco.loadAnns(coco.getAnnIds(imgIds=entry["id"], iscrowd=False))
+    annotations = _objects(coco, entry["id"])
     height, width = int(entry["height"]), int(entry["width"])
     masks = []
     for annotation in annotations:
@@ -290,6 +290,11 @@ def _coco_labels(coco: Any, entry: dict) -> np.ndarray:
     for index in np.argsort([-mask.sum() for mask in masks], kind="stable"):
         labels[masks[index]] = index + 1
     return labels
+
+
+def _objects(coco: Any, image_id: Any) -> list[dict]:
+    """The non-crowd annotations of an image (``iscrowd`` may be missing: not crowd)."""
+    return [a for a in coco.imgToAnns.get(image_id, []) if not a.get("iscrowd", 0)]
 
 
 def _read_label_file(source: str) -> np.ndarray:
