@@ -137,7 +137,8 @@ class DecoderSteps:
         A box prompt is the object's exact box, single-mask output; a point prompt is one
         click at the object's most interior pixel, multimask output, the mask with the
         highest predicted IoU kept (as SegAny does). Masks are compared at the image's
-        resolution with :func:`napari_mobilesam.evaluation.overlap.mask_ious`.
+        resolution (upsampled as the predictor does) with
+        :func:`napari_mobilesam.evaluation.overlap.mask_ious`.
         """
         box_ious, point_ious = [], []
         for sample in samples:
@@ -168,7 +169,7 @@ class DecoderSteps:
         boxes = scale_boxes(sample.boxes[rows], sample.shape)
         sparse, _ = pe(None, torch.as_tensor(boxes, dtype=torch.float32, device=device), None)
         low, _ = batched.decode(sparse, None, multimask_output=False)
-        box_masks = upsampler.full(low)[:, 0] > 0
+        box_masks = upsampler.masks(low[:, 0].cpu())
 
         points = scale_coords(interior_points(sample.labels, sample.ids[rows]), sample.shape)
         coords = torch.as_tensor(points, dtype=torch.float32, device=device)[:, None]
@@ -176,5 +177,4 @@ class DecoderSteps:
         sparse, _ = pe((coords, labels), None, None)
         low, iou = batched.decode(sparse, None, multimask_output=True)
         best = low[torch.arange(len(rows)), iou.argmax(1)]
-        point_masks = upsampler.full(best[:, None])[:, 0] > 0
-        return box_masks.cpu().numpy(), point_masks.cpu().numpy()
+        return box_masks, upsampler.masks(best.cpu())
