@@ -13,6 +13,7 @@ import sys
 from collections.abc import Sequence
 from typing import Any
 
+from napari_mobilesam._cli_arguments import fraction, non_negative, positive
 from napari_mobilesam.imaging.tiling import DEFAULT_HALO, DEFAULT_TILE_SHAPE
 from napari_mobilesam.segevery.options import SegEveryOptions
 from napari_mobilesam.stacks.planes import LINK_MODES
@@ -36,35 +37,6 @@ examples:
   napari-mobilesam embed data/ -o embeddings.zarr
   napari-mobilesam info
 """
-
-
-def _fraction(text: str) -> float:
-    value = _number(text, float)
-    if not 0.0 <= value <= 1.0:
-        raise argparse.ArgumentTypeError(f"must be between 0 and 1, got {text}")
-    return value
-
-
-def _positive(text: str) -> int:
-    value = _number(text, int)
-    if value < 1:
-        raise argparse.ArgumentTypeError(f"must be a whole number of at least 1, got {text}")
-    return value
-
-
-def _non_negative(text: str) -> int:
-    value = _number(text, int)
-    if value < 0:
-        raise argparse.ArgumentTypeError(f"must be a whole number of 0 or more, got {text}")
-    return value
-
-
-def _number(text: str, kind: type) -> float | int:
-    try:
-        return kind(text)
-    except ValueError:
-        name = "a whole number" if kind is int else "a number"
-        raise argparse.ArgumentTypeError(f"must be {name}, got {text!r}") from None
 
 
 def _axis(text: str) -> int | str:
@@ -94,8 +66,8 @@ def _add_image_options(parser: argparse.ArgumentParser) -> None:
         action="store_false",
         help="resize large images into the model's 1024 px instead of tiling them",
     )
-    group.add_argument("--tile-shape", type=_positive, default=DEFAULT_TILE_SHAPE[0], metavar="PX")
-    group.add_argument("--halo", type=_non_negative, default=DEFAULT_HALO[0], metavar="PX")
+    group.add_argument("--tile-shape", type=positive, default=DEFAULT_TILE_SHAPE[0], metavar="PX")
+    group.add_argument("--halo", type=non_negative, default=DEFAULT_HALO[0], metavar="PX")
 
 
 def _add_model_options(parser: argparse.ArgumentParser) -> None:
@@ -106,7 +78,7 @@ def _add_model_options(parser: argparse.ArgumentParser) -> None:
         help="mobile_sam.pt-format file (default: $NAPARI_MOBILESAM_WEIGHTS or the cache)",
     )
     group.add_argument("--device", help="torch device, e.g. cpu or cuda:0 (default: best)")
-    group.add_argument("--threads", type=_positive, help="torch threads per process")
+    group.add_argument("--threads", type=positive, help="torch threads per process")
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -168,7 +140,7 @@ def _add_segment_command(commands: Any) -> None:
     _add_model_options(segment)
     scale = segment.add_argument_group("scale out (dask.distributed; default: in this process)")
     where = scale.add_mutually_exclusive_group()
-    where.add_argument("--workers", type=_positive, metavar="N", help="start a LocalCluster")
+    where.add_argument("--workers", type=positive, metavar="N", help="start a LocalCluster")
     where.add_argument("--scheduler", metavar="ADDRESS", help="use a running dask cluster")
     segment.add_argument("-q", "--quiet", action="store_true", help="no progress bar")
 
@@ -187,17 +159,15 @@ def _add_segevery_options(segment: argparse.ArgumentParser) -> None:
     )
     defaults = SegEveryOptions()
     segevery.add_argument(
-        "--conf", type=_fraction, default=defaults.conf, help="detector confidence"
+        "--conf", type=fraction, default=defaults.conf, help="detector confidence"
     )
-    segevery.add_argument("--iou", type=_fraction, default=defaults.iou, help="NMS IoU threshold")
+    segevery.add_argument("--iou", type=fraction, default=defaults.iou, help="NMS IoU threshold")
     segevery.add_argument(
-        "--max-objects", type=_positive, default=defaults.max_objects, metavar="N"
+        "--max-objects", type=positive, default=defaults.max_objects, metavar="N"
     )
+    segevery.add_argument("--min-area", type=non_negative, default=defaults.min_area, metavar="PX")
     segevery.add_argument(
-        "--min-area", type=_non_negative, default=defaults.min_area, metavar="PX"
-    )
-    segevery.add_argument(
-        "--points-per-side", type=_positive, default=defaults.points_per_side, metavar="N"
+        "--points-per-side", type=positive, default=defaults.points_per_side, metavar="N"
     )
     segevery.add_argument(
         "--link",

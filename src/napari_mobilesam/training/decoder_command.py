@@ -9,10 +9,10 @@ the best weights so far (a second Ctrl+C stops at once).
 from __future__ import annotations
 
 import argparse
-import signal
 import sys
 from typing import Any
 
+from napari_mobilesam.training.interrupts import stop_on_ctrl_c
 from napari_mobilesam.training.reports import EpochReport
 
 __all__ = ["add_command", "run"]
@@ -80,7 +80,7 @@ def _print_epoch(report: EpochReport) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    """Run ``train-decoder``; returns the exit status (0 done or stopped, 2 bad input)."""
+    """Run ``train-decoder``; 0 when done, 130 when stopped by Ctrl+C, 2 on bad input."""
     from napari_mobilesam.training.data_arguments import annotations_from_args
     from napari_mobilesam.training.decoder import train_decoder
 
@@ -90,16 +90,7 @@ def run(args: argparse.Namespace) -> int:
         "once, then fine-tuning (Ctrl+C stops and keeps the best)",
         flush=True,
     )
-    stop = {"asked": False}
-
-    def on_interrupt(signum: int, frame: Any) -> None:
-        if stop["asked"]:
-            raise KeyboardInterrupt
-        stop["asked"] = True
-        print("stopping after this batch; the best weights so far are kept", file=sys.stderr)
-
-    previous = signal.signal(signal.SIGINT, on_interrupt)
-    try:
+    with stop_on_ctrl_c() as should_stop:
         result = train_decoder(
             train,
             validation,
@@ -113,13 +104,14 @@ def run(args: argparse.Namespace) -> int:
             seed=args.seed,
             store=args.store,
             on_epoch=_print_epoch,
-            should_stop=lambda: stop["asked"],
+            should_stop=should_stop,
         )
-    finally:
-        signal.signal(signal.SIGINT, previous)
     best = result.best
     state = "stopped" if result.stopped else "done"
     if best is not None:
         print(f"{state}: best epoch {best.epoch} (score {best.score:.3f}) in {result.path}")
     print(f"figures and settings: {result.sidecar}")
+    if result.stopped:
+        print("run again with --resume to continue", file=sys.stderr)
+        return 130
     return 0

@@ -15,7 +15,9 @@ import sys
 import warnings
 from typing import Any
 
+from napari_mobilesam._cli_arguments import positive
 from napari_mobilesam.training.data_arguments import add_data_arguments, annotations_from_args
+from napari_mobilesam.training.interrupts import stop_on_ctrl_c
 from napari_mobilesam.training.reports import EpochReport
 
 __all__ = ["add_command", "run_train_detector"]
@@ -46,15 +48,15 @@ def add_command(commands: Any) -> None:
     )
     parser.add_argument(
         "--epochs",
-        type=_positive,
+        type=positive,
         help=f"epochs (default: enough for {DEFAULT_CROP_PASSES} training crops)",
     )
     parser.add_argument(
         "--imgsz",
-        type=_positive,
+        type=positive,
         help=f"training crop side, a multiple of 32 (default: {DEFAULT_TRAIN_IMGSZ})",
     )
-    parser.add_argument("--batch", type=_positive, help=f"crops per batch ({DEFAULT_BATCH})")
+    parser.add_argument("--batch", type=positive, help=f"crops per batch ({DEFAULT_BATCH})")
     parser.add_argument("--device", help="cpu, cuda:0, ... (default: CUDA when available)")
     parser.add_argument("--seed", type=int, default=0, help="seed of the split and training")
     parser.add_argument(
@@ -79,20 +81,22 @@ def run_train_detector(args: argparse.Namespace) -> int:
             flush=True,
         )
         try:
-            result = train_detector(
-                train,
-                validation,
-                args.output,
-                base=args.base,
-                epochs=args.epochs,
-                imgsz=args.imgsz,
-                batch=args.batch,
-                device=args.device,
-                resume=args.resume,
-                seed=args.seed,
-                on_epoch=_print_epoch,
-                workdir=args.workdir,
-            )
+            with stop_on_ctrl_c() as should_stop:
+                result = train_detector(
+                    train,
+                    validation,
+                    args.output,
+                    base=args.base,
+                    epochs=args.epochs,
+                    imgsz=args.imgsz,
+                    batch=args.batch,
+                    device=args.device,
+                    resume=args.resume,
+                    seed=args.seed,
+                    on_epoch=_print_epoch,
+                    should_stop=should_stop,
+                    workdir=args.workdir,
+                )
         except KeyboardInterrupt:
             print("interrupted before an epoch finished: nothing to keep", file=sys.stderr)
             return 130
@@ -121,13 +125,3 @@ def _print_epoch(report: EpochReport) -> None:
 
 def _print_warning(message: Any, category: Any, *args: Any, **kwargs: Any) -> None:
     print(f"warning: {message}", file=sys.stderr, flush=True)
-
-
-def _positive(text: str) -> int:
-    try:
-        value = int(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"must be a whole number, got {text!r}") from None
-    if value < 1:
-        raise argparse.ArgumentTypeError(f"must be at least 1, got {text}")
-    return value
