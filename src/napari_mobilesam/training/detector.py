@@ -46,7 +46,7 @@ __all__ = [
 
 #: Epochs when none are given: enough to show the detector about this many training crops
 #: (10 images of 512² give 250 crops: 8 epochs, about 4 minutes on 2 free CPU cores), within
-#: :data:`EPOCH_RANGE`. Measurements in docs/train_detector.md.
+#: :data:`EPOCH_RANGE`. Measurements in the README ("The detector").
 DEFAULT_CROP_PASSES = 2000
 EPOCH_RANGE = (6, 100)
 #: Fraction of the epochs trained last without mosaic augmentation.

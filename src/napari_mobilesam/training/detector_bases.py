@@ -24,7 +24,7 @@ from napari_mobilesam.errors import InvalidValueError
 __all__ = ["SCRATCH_DEPTH", "SCRATCH_WIDTH", "base_kind", "prepare_base"]
 
 #: The from-scratch model: YOLOv8's detection architecture at this depth and width
-#: multiple (YOLOv8n: 0.33, 0.25), chosen by measurement (docs/train_detector.md).
+#: multiple (YOLOv8n: 0.33, 0.25), chosen by measurement (README, "The detector").
 SCRATCH_DEPTH = 0.33
 SCRATCH_WIDTH = 0.25
 SCRATCH_FAMILY = "yolov8.yaml"
