@@ -19,11 +19,6 @@ from napari_mobilesam.training.annotations import annotated_image
 from napari_mobilesam.training.decoder import train_decoder
 from napari_mobilesam.weights.registry import WeightsError
 
-pytestmark = pytest.mark.skipif(
-    not (PARITY_CHECKPOINT.is_file() and REAL_PROMPT_GUIDED.is_file()),
-    reason="needs ../shared/fixtures/parity and ../shared/fixtures/real",
-)
-
 #: Settings that fine-tune within a CPU minute or two on 6 images of 256 x 256.
 EPOCHS = 2
 LEARNING_RATE = 3e-4
