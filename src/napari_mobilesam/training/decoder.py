@@ -133,15 +133,7 @@ def train_decoder(
     0.83
     """
     train, validation = _checked_items(train, "train"), _checked_items(validation, "validation")
-    if not train:
-        raise InvalidValueError("train_decoder needs at least one training image.")
-    epochs = DEFAULT_EPOCHS if epochs is None else int(epochs)
-    learning_rate = DEFAULT_LEARNING_RATE if learning_rate is None else float(learning_rate)
-    if epochs < 1 or not learning_rate > 0:
-        raise InvalidValueError(
-            f"epochs must be at least 1 and learning_rate above 0, got {epochs} and "
-            f"{learning_rate}"
-        )
+    epochs, learning_rate = _checked_settings(train, epochs, learning_rate)
     output = Path(output).expanduser()
     weights = load_base(base)
     check_output(output, weights)
@@ -150,11 +142,6 @@ def train_decoder(
         raise InvalidValueError(
             f"Nothing to resume for {output}: there is no checkpoint at "
             f"{work / 'checkpoint.pt'}. Run without resume to start."
-        )
-    if not any(item.n_objects for item in train):
-        raise InvalidValueError(
-            f"None of the {len(train)} training images has an object in its label image "
-            f"(e.g. {train[0].name}): fine-tuning needs labelled objects (non-zero ids)."
         )
     work.mkdir(parents=True, exist_ok=True)
     embedding_store = EmbeddingStore(
@@ -206,6 +193,27 @@ def train_decoder(
         on_epoch,
         should_stop,
     )
+
+
+def _checked_settings(
+    train: list[AnnotatedImage], epochs: int | None, learning_rate: float | None
+) -> tuple[int, float]:
+    """The epochs and learning rate to use, after checking them and the training images."""
+    if not train:
+        raise InvalidValueError("train_decoder needs at least one training image.")
+    epochs = DEFAULT_EPOCHS if epochs is None else int(epochs)
+    learning_rate = DEFAULT_LEARNING_RATE if learning_rate is None else float(learning_rate)
+    if epochs < 1 or not learning_rate > 0:
+        raise InvalidValueError(
+            f"epochs must be at least 1 and learning_rate above 0, got {epochs} and "
+            f"{learning_rate}"
+        )
+    if not any(item.n_objects for item in train):
+        raise InvalidValueError(
+            f"None of the {len(train)} training images has an object in its label image "
+            f"(e.g. {train[0].name}): fine-tuning needs labelled objects (non-zero ids)."
+        )
+    return epochs, learning_rate
 
 
 def _checked_items(items: Sequence[AnnotatedImage], role: str) -> list[AnnotatedImage]:
