@@ -234,8 +234,9 @@ def _segment(args: argparse.Namespace, parser: argparse.ArgumentParser) -> int:
     )
     done, skipped = report.count("done"), report.count("skipped")
     objects = sum(result.n_objects for result in report.results)
+    busy = f"{report.count('busy')} left to another run, " if report.count("busy") else ""
     print(
-        f"{done} segmented ({objects} objects), {skipped} skipped (outputs exist), "
+        f"{done} segmented ({objects} objects), {skipped} skipped (outputs exist), {busy}"
         f"{len(report.failures)} failed, in {report.seconds:.1f} s -> {report.outdir}"
     )
     notes = {note for result in report.results for note in result.notes}
