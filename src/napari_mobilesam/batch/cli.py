@@ -276,6 +276,7 @@ def _embed(args: argparse.Namespace) -> int:
     failures = [FileResult(entry, "", "failed", reason) for entry, reason in not_found]
     predictor = SegAnyPredictor(build_mobile_sam(args.weights), args.device, cache_size=4)
     store = EmbeddingStore(args.output)
+    store.remove_stale_temporaries()  # of an interrupted embed
     limits = tuple(args.contrast_limits) if args.contrast_limits else None
     computed = 0
     for item in tqdm(items, unit="image", disable=args.quiet, desc="embed"):
