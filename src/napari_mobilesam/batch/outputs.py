@@ -72,12 +72,14 @@ def claim(outdir: Path, key: str) -> Iterator[bool]:
     """Claim input ``key`` for this process while the block runs: yields False if another
     live process holds it.
 
-    The claim is a lock on ``outdir/.KEY.lock`` (``filelock``), released when the block
-    ends or the process dies, so a killed run's claim is taken over by the next run.
+    The claim is a lock on ``outdir/.KEY.lock`` (``filelock``), released (and the file
+    removed) when the block ends; the operating system releases it when the process dies,
+    so a killed run's claim is taken over by the next run.
     """
     from filelock import FileLock, Timeout
 
-    lock = FileLock(outdir / f".{key}.lock", timeout=0)
+    path = outdir / f".{key}.lock"
+    lock = FileLock(path, timeout=0)
     try:
         lock.acquire()
     except Timeout:
@@ -86,6 +88,9 @@ def claim(outdir: Path, key: str) -> Iterator[bool]:
     try:
         yield True
     finally:
+        # Unlinked while held: a run that opened it meanwhile gets Timeout or, after the
+        # release, finds the outputs done (filelock also re-checks an unlinked inode).
+        path.unlink(missing_ok=True)
         lock.release()
 
 

@@ -13,7 +13,6 @@ from __future__ import annotations
 
 import json
 import os
-import threading
 import time
 from collections.abc import Sequence
 from dataclasses import dataclass, field
@@ -23,6 +22,7 @@ from typing import Any
 import numpy as np
 
 from napari_mobilesam.batch import outputs as outputs
+from napari_mobilesam.batch.models import load_models, model_loads
 from napari_mobilesam.batch.outputs import is_done, output_paths
 from napari_mobilesam.batch.settings import BatchSettings
 from napari_mobilesam.batch.task import segment_and_write
@@ -74,47 +74,6 @@ class BatchReport:
 
     def count(self, status: str) -> int:
         return sum(result.status == status for result in self.results)
-
-
-_MODELS: dict[tuple, tuple[Any, Any, Any]] = {}
-_LOADS = [0]
-_LOCK = threading.Lock()
-
-
-def load_models(settings: BatchSettings) -> tuple[Any, Any, Any]:
-    """``(predictor, detector, box_decoder)`` for ``settings``, loaded once per process.
-
-    Every task that a (worker) process runs reuses them; :func:`model_loads` counts loads.
-    """
-    key = (
-        settings.weights,
-        settings.device,
-        settings.detector,
-        settings.conf,
-        settings.iou,
-        settings.max_objects,
-        settings.decoder,
-        os.environ.get("NAPARI_MOBILESAM_WEIGHTS"),
-    )
-    with _LOCK:
-        if key not in _MODELS:
-            from napari_mobilesam.segany.predictor import SegAnyPredictor
-            from napari_mobilesam.segevery.box_decoders import load_box_decoder
-            from napari_mobilesam.segevery.options import LazyDetector
-            from napari_mobilesam.weights.build import build_mobile_sam
-
-            predictor = SegAnyPredictor(build_mobile_sam(settings.weights), settings.device)
-            detector: Any = settings.detector
-            if not settings.grid:
-                detector = LazyDetector(settings, settings.device).load()
-            _MODELS[key] = (predictor, detector, load_box_decoder(settings.decoder))
-            _LOADS[0] += 1
-        return _MODELS[key]
-
-
-def model_loads() -> int:
-    """How many times this process has loaded models (for any settings)."""
-    return _LOADS[0]
 
 
 def segment_file(
