@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import email
 import os
+import shutil
 import subprocess
 import sys
 import tarfile
@@ -35,9 +36,12 @@ GUI = {"napari", "magicgui", "npe2", "superqt", "qtpy", "pyqt5", "pyqt6", "pysid
 @pytest.fixture(scope="module")
 def dist(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
     """The sdist, and the wheel built from it (as ``python -m build`` does)."""
-    out = tmp_path_factory.mktemp("dist")
+    out, tree = tmp_path_factory.mktemp("dist"), tmp_path_factory.mktemp("tree") / "tree"
+    # From a copy: the build's egg-info must not land in this checkout's src.
+    skip = (".git", ".venv", "*.egg-info", "__pycache__", ".ruff_cache", "build", "dist")
+    shutil.copytree(ROOT, tree, ignore=shutil.ignore_patterns(*skip))
     subprocess.run(
-        [sys.executable, "-m", "build", "--no-isolation", "--outdir", str(out), str(ROOT)],
+        [sys.executable, "-m", "build", "--no-isolation", "--outdir", str(out), str(tree)],
         check=True,
         capture_output=True,
     )
@@ -137,8 +141,9 @@ def core_env(dist, tmp_path_factory: pytest.TempPathFactory) -> Path:
     (Path(purelib) / "core_dependencies.pth").write_text(
         f"import site; site.addsitedir({str(linked)!r})\n"
     )
-    pip = [sys.executable, "-m", "pip", "--python", str(python), "install", "-q"]
-    subprocess.run([*pip, "--no-deps", "--no-index", str(dist["wheel"])], check=True)
+    pip = [sys.executable, "-m", "pip", "--python", str(python), "install", "--no-deps"]
+    installed = _run(env, *pip, "--no-index", str(dist["wheel"]))
+    assert "Successfully installed napari-mobilesam" in installed.stdout, installed.stderr
     return env
 
 
