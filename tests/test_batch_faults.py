@@ -230,3 +230,32 @@ def test_a_resumed_run_writes_the_bytes_of_an_uninterrupted_one(settings, tmp_pa
             np.testing.assert_array_equal(
                 tifffile.imread(whole / name), tifffile.imread(resumed / name), err_msg=name
             )
+
+
+def test_the_first_detection_of_a_process_runs_with_the_callers_threads(tmp_path: Path):
+    # The warm-up effect behind resumed runs that differed in the last bits: ultralytics set
+    # its own thread count while setting up its predictor, in the first detection only.
+    import torch
+    from ultralytics.utils import torch_utils
+
+    from conftest import build_yolo_checkpoint
+    from napari_mobilesam.segevery.detectors.yolo import load_yolo_detector
+
+    detector = load_yolo_detector(
+        build_yolo_checkpoint(tmp_path), conf=0.01, iou=0.7, imgsz=None, max_det=10, device="cpu"
+    )
+    seen: list[int] = []
+    detector.model.model.register_forward_pre_hook(
+        lambda module, args: seen.append(torch.get_num_threads())
+    )
+    threads = torch.get_num_threads()
+    torch.set_num_threads(torch_utils.NUM_THREADS + 1)  # not ultralytics' own count
+    try:
+        image = np.stack([_image(30)] * 3, axis=-1)
+        first, second = detector(image), detector(image)
+        assert seen == [torch_utils.NUM_THREADS + 1] * 2
+        assert torch.get_num_threads() == torch_utils.NUM_THREADS + 1
+    finally:
+        torch.set_num_threads(threads)
+    for found, again in zip(first, second, strict=True):
+        np.testing.assert_array_equal(found, again)
