@@ -127,7 +127,12 @@ def _add_segment_command(commands: Any) -> None:
     segment.add_argument(
         "--sample", choices=("cell", "coins"), help="also segment a scikit-image sample"
     )
-    segment.add_argument("--coco", metavar="FILE", help="write one COCO JSON for the run")
+    segment.add_argument(
+        "--coco",
+        metavar="FILE",
+        help="write one COCO JSON for the run (each input's part is kept as NAME_coco.json "
+        "in the output folder, so that a resumed run can merge it without segmenting again)",
+    )
     segment.add_argument("--overwrite", action="store_true", help="redo existing outputs")
     segment.add_argument(
         "--format",
