@@ -113,8 +113,8 @@ def segment_file(
 
 
 BUSY_NOTE = (
-    "inputs being segmented by another run on the same output folder were left to it "
-    "(run again once it has finished, to check)"
+    "inputs being segmented by another run on the same output folder were left to it, "
+    "and are not in this run's COCO file (run again once it has finished)"
 )
 
 
