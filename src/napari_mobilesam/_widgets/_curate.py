@@ -94,6 +94,8 @@ class CurateController(SamEdits):
 
     def set_image(self, layer: Image | None) -> None:
         """The image SAM sees for split and edit."""
+        if layer is self.image:
+            return
         self.image = layer
         self.cancel()
 
@@ -101,6 +103,8 @@ class CurateController(SamEdits):
         """What a click on the labels layer does: one of :data:`MODES`."""
         if mode not in MODES:
             raise ValueError(f"mode must be one of {MODES}, got {mode!r}")
+        if mode == self.mode:
+            return
         self.cancel()
         self.mode = mode
         self._ready_for_clicks()
@@ -167,7 +171,7 @@ class CurateController(SamEdits):
     def accept(self) -> None:
         """Ctrl+Enter: merge the picked objects, or accept the edited object."""
         if self.mode == "merge":
-            self.run_safely(lambda: self.merge([pick for pick, _ in self.picks]), "Merge")
+            self.run_safely(self._merge_picks, "Merge")
         elif self.mode == "edit":
             self.run_safely(self.accept_edit, "Accept")
 
@@ -177,8 +181,11 @@ class CurateController(SamEdits):
 
     def merge(self, ids: list[int]) -> None:
         """Merge objects ``ids`` into the first (on the slice shown, or through the stack)."""
-        self.picks = []
         self.apply(lambda region: merge_objects(region, ids), ids, f"Merged {ids} into {ids[0]}.")
+
+    def _merge_picks(self) -> None:
+        self.merge([pick for pick, _ in self.picks])
+        self.picks = []
 
     def apply(
         self,

@@ -33,6 +33,8 @@ class FilterPanel(Container):
     def __init__(self, controller: CurateController) -> None:
         self.controller = controller
         self.features: dict[str, np.ndarray] | None = None
+        #: The features measured (each has a slider shown).
+        self.measured: list[str] = []
         self.plane: Plane | None = None
         self.preview: Labels | None = None
         self._measure = PushButton(text="Measure objects")
@@ -65,11 +67,13 @@ class FilterPanel(Container):
                 zip(table["label"].astype(int), table["score"].astype(float), strict=True)
             )
         self.features = object_features(labels, image, scores)
+        self.measured = []
         for name, slider in self.sliders.items():
             values = self.features.get(name)
             known = values[~np.isnan(values)] if values is not None else np.zeros(0)
             slider.visible = bool(len(known))
             if len(known):
+                self.measured.append(name)
                 low, high = float(known.min()), float(known.max())
                 high = high if high > low else low + 1.0
                 with slider.changed.blocked():
@@ -94,13 +98,13 @@ class FilterPanel(Container):
     def ranges(self) -> dict[str, tuple[float | None, float | None]]:
         """The slider ranges; an end at the slider's own end is open (None)."""
         out = {}
-        for name, slider in self.sliders.items():
-            if slider.visible:
-                low, high = slider.value
-                out[name] = (
-                    None if low <= slider.min else low,
-                    None if high >= slider.max else high,
-                )
+        for name in self.measured:
+            slider = self.sliders[name]
+            low, high = slider.value
+            out[name] = (
+                None if low <= slider.min else low,
+                None if high >= slider.max else high,
+            )
         return out
 
     def removed(self) -> np.ndarray:

@@ -34,21 +34,23 @@ class CurateWidget(Container):
         self.viewer = viewer = unproxied(viewer)
         self.controller = controller = CurateController(viewer)
         self.filters = FilterPanel(controller)
-        self._labels = ComboBox(label="Labels", nullable=True, choices=self._choices(Labels))
-        self._image = ComboBox(
+        self._labels_choice = ComboBox(
+            label="Labels", nullable=True, choices=self._choices(Labels)
+        )
+        self._image_choice = ComboBox(
             label="Image",
             nullable=True,
             choices=self._choices(Image),
             tooltip="The image SAM sees to split and edit objects",
         )
-        self._mode = RadioButtons(
+        self._click_mode = RadioButtons(
             label="Click",
             choices=list(MODES),
             value="off",
             orientation="horizontal",
             tooltip="What a click on the labels layer does (in its pan/zoom mode)",
         )
-        self._stack = CheckBox(
+        self._through_stack = CheckBox(
             text="Through the stack (delete, merge, filters)",
             value=False,
             tooltip="Off: only the slice shown changes. On: whole 3-D objects.",
@@ -59,10 +61,10 @@ class CurateWidget(Container):
         self._status.native.setWordWrap(True)
         super().__init__(
             widgets=[
-                self._labels,
-                self._image,
-                self._mode,
-                self._stack,
+                self._labels_choice,
+                self._image_choice,
+                self._click_mode,
+                self._through_stack,
                 self._accept,
                 self._cancel,
                 Label(value="Filters on object features"),
@@ -70,17 +72,17 @@ class CurateWidget(Container):
                 self._status,
             ]
         )
-        self._labels.changed.connect(lambda layer: controller.set_labels(layer))
-        self._image.changed.connect(lambda layer: controller.set_image(layer))
-        self._mode.changed.connect(
+        self._labels_choice.changed.connect(lambda layer: controller.set_labels(layer))
+        self._image_choice.changed.connect(lambda layer: controller.set_image(layer))
+        self._click_mode.changed.connect(
             lambda mode: controller.run_safely(lambda: controller.set_mode(mode), "Mode")
         )
-        self._stack.changed.connect(lambda on: setattr(controller, "through_stack", on))
+        self._through_stack.changed.connect(lambda on: setattr(controller, "through_stack", on))
         self._accept.changed.connect(controller.accept)
         self._cancel.changed.connect(controller.cancel)
         controller.events.status.connect(lambda event: setattr(self._status, "value", event.value))
         for event in (viewer.layers.events.inserted, viewer.layers.events.removed):
-            event.connect(lambda _event: self.reset_choices())
+            event.connect(lambda _event: self._update_layer_choices())
         self._pick_defaults()
 
     def _choices(self, kind: type):
@@ -94,9 +96,13 @@ class CurateWidget(Container):
 
         return choices
 
+    def _update_layer_choices(self) -> None:
+        self._labels_choice.reset_choices()
+        self._image_choice.reset_choices()
+
     def _pick_defaults(self) -> None:
         active = self.viewer.layers.selection.active
-        for combo, kind in ((self._labels, Labels), (self._image, Image)):
+        for combo, kind in ((self._labels_choice, Labels), (self._image_choice, Image)):
             layers = combo.choices
             if layers:
                 combo.value = active if isinstance(active, kind) else layers[-1]
