@@ -10,6 +10,7 @@ import numpy as np
 import pytest
 from skimage.draw import disk, ellipse, rectangle
 
+import test_batch
 from napari_mobilesam import SegAnyPredictor
 from napari_mobilesam.curation import (
     delete_objects,
@@ -24,6 +25,9 @@ from napari_mobilesam.curation import (
 from napari_mobilesam.errors import InvalidTypeError, InvalidValueError
 from napari_mobilesam.evaluation.synthetic import synthetic_nuclei
 from napari_mobilesam.segany.tiled import TiledSegAnyPredictor
+from test_batch import _image
+
+settings = test_batch.settings  # the batch settings fixture: random weights, tiny detector
 
 
 @pytest.fixture
@@ -194,3 +198,47 @@ def test_refine_on_a_tiled_large_image_reads_one_tile(predictor, encodes):
     others = (labels != 0) & (labels != target)
     np.testing.assert_array_equal(out[others], labels[others])
     assert np.isin(out[out != labels], [0, target]).all()
+
+
+@pytest.mark.parametrize(
+    ("options", "message"),
+    [
+        (["--min-solidity", "1.5"], "argument --min-solidity: must be between 0 and 1"),
+        (["--max-intensity", "nan"], "argument --max-intensity: must be a finite number"),
+        (["--min-score", "0.9", "--max-score", "0.2"], "the range of score is empty"),
+        (["--max-area", "-3"], "argument --max-area: must be a whole number of 0 or more"),
+    ],
+)
+def test_batch_filter_options_are_checked(options, message, capsys):
+    from napari_mobilesam.cli import main
+
+    with pytest.raises(SystemExit) as exit_info:
+        main(["segment", "x.tif", "-o", "out", *options])
+    assert exit_info.value.code == 2
+    assert message in capsys.readouterr().err
+
+
+def test_batch_filters_remove_exactly_the_objects_out_of_range(tmp_path, settings):
+    from dataclasses import replace
+
+    import pandas as pd
+    import tifffile
+
+    from napari_mobilesam.batch.runner import segment_files
+
+    tifffile.imwrite(tmp_path / "a.tif", _image(0))
+    plain = segment_files([tmp_path / "a.tif"], tmp_path / "plain", settings, progress=False)
+    assert plain.ok, plain.failures
+    labels = tifffile.imread(tmp_path / "plain" / "a_labels.tif")
+    table = object_features(labels)
+    assert len(table["label"]) >= 2, "the test needs objects of several sizes"
+    limit = float(np.median(table["area"]))
+    ranges = (("area", None, limit), ("solidity", 0.2, None))
+    kept = objects_within(table, {"area": (None, limit), "solidity": (0.2, None)})
+    filtered = replace(settings, object_ranges=ranges)
+    report = segment_files([tmp_path / "a.tif"], tmp_path / "kept", filtered, progress=False)
+    assert report.ok, report.failures
+    out = tifffile.imread(tmp_path / "kept" / "a_labels.tif")
+    np.testing.assert_array_equal(out, np.where(np.isin(labels, kept), labels, 0))
+    rows = pd.read_csv(tmp_path / "kept" / "a_objects.csv")
+    assert sorted(rows["label"].tolist()) == sorted(kept.tolist())
