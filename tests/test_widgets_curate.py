@@ -70,6 +70,10 @@ def test_delete_by_click_and_ctrl_z_restores_the_exact_array(make_napari_viewer,
     undo(qtbot, viewer)
     np.testing.assert_array_equal(layer.data, labels)
     assert target in layer.features["label"].tolist(), "the features table follows the undo"
+    modifiers = Qt.KeyboardModifier.ControlModifier | Qt.KeyboardModifier.ShiftModifier
+    qtbot.keyClick(canvas(viewer), Qt.Key.Key_Z, modifiers)  # redo
+    np.testing.assert_array_equal(layer.data, np.where(labels == target, 0, labels))
+    assert target not in layer.features["label"].tolist(), "and the redo"
 
 
 def test_merge_two_clicks_then_ctrl_enter_is_one_undo_step(make_napari_viewer, qtbot, nuclei):

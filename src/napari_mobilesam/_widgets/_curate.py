@@ -146,7 +146,9 @@ class CurateController(SamEdits):
             if label not in (pick for pick, _ in self.picks):
                 self.picks.append((label, position))
             ids = ", ".join(str(pick) for pick, _ in self.picks)
-            self.set_status(f"Merge objects {ids}: click more, then Ctrl+Enter (or Merge).")
+            self.set_status(
+                f"Merge objects {ids}: click more, then Ctrl+Enter (or Merge / Accept)."
+            )
         elif self.mode == "split":
             self._split_click(label, position)
         elif self.mode == "edit":
@@ -235,6 +237,6 @@ _MODE_HINTS = {
     "off": "Clicks on the labels layer paint as usual.",
     "edit": "Click an object to edit it; then click to refine it (Shift-click: background).",
     "delete": "Click an object to delete it.",
-    "merge": "Click the objects to merge, then Ctrl+Enter (or Merge).",
+    "merge": "Click the objects to merge, then Ctrl+Enter (or Merge / Accept).",
     "split": "Click an object twice, once on each part, to split it.",
 }

@@ -15,6 +15,7 @@ import numpy as np
 from magicgui.widgets import Container, FloatRangeSlider, PushButton
 from napari.layers import Labels
 
+from napari_mobilesam._widgets._curate_preview import preview_layer
 from napari_mobilesam._widgets._plane import Plane, displayed_plane
 from napari_mobilesam.curation.features import (
     FEATURES,
@@ -124,13 +125,7 @@ class FilterPanel(Container):
         else:
             data[self.plane.data_indices(np.isin(self._region(layer.data), removed))] = 1
         if self.preview is None or not self.controller._in_viewer(self.preview):
-            self.preview = Labels(
-                data,
-                name=f"{layer.name} filtered out",
-                scale=layer.scale,
-                translate=layer.translate,
-                opacity=0.9,
-            )
+            self.preview = preview_layer(data, f"{layer.name} filtered out", layer, "magenta")
             self.controller.viewer.add_layer(self.preview)
             self.controller.viewer.layers.selection.active = layer
         else:

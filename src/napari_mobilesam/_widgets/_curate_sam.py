@@ -15,6 +15,7 @@ import numpy as np
 from napari.layers import Labels
 from napari.qt.threading import create_worker
 
+from napari_mobilesam._widgets._curate_preview import preview_layer
 from napari_mobilesam._widgets._plane import (
     Plane,
     PlaneError,
@@ -108,8 +109,8 @@ class SamEdits:
         source = self._image_source(state.plane)
         xy = np.array(state.xy).reshape(-1, 2)
         kinds = np.array(state.kinds, dtype=np.int64)
-        clicks = f"{int(kinds.sum())} foreground, {int((kinds == 0).sum())} background click(s)"
-        self.set_status(f"Editing object {state.label} ({clicks}): SAM is working...")
+        clicks = f"{int(kinds.sum())} fg, {int((kinds == 0).sum())} bg clicks"
+        self.set_status(f"Object {state.label} ({clicks}): SAM is working...")
 
         def work() -> np.ndarray:
             return refine_object(region, state.label, self._sam(*source), xy, kinds)
@@ -120,8 +121,8 @@ class SamEdits:
             state.result = result
             self._show_preview(state)
             self.set_status(
-                f"Editing object {state.label} ({clicks}): Ctrl+Enter (or Accept) replaces "
-                "it; click to refine, Shift-click for background, Escape to stop."
+                f"Object {state.label} ({clicks}): Ctrl+Enter accepts; click to refine "
+                "(Shift: background); Escape stops."
             )
 
         self._start(work, done, "Edit")
@@ -146,13 +147,8 @@ class SamEdits:
     def _show_preview(self, state: EditState) -> None:
         labels = self.labels
         if self.preview is None or not self._in_viewer(self.preview):
-            self.preview = Labels(
-                np.zeros(labels.data.shape, np.uint8),
-                name=f"{labels.name} edit preview",
-                scale=labels.scale,
-                translate=labels.translate,
-                opacity=0.8,
-            )
+            empty = np.zeros(labels.data.shape, np.uint8)
+            self.preview = preview_layer(empty, f"{labels.name} edit preview", labels, "yellow")
             self.preview.contour = 2
             self.viewer.add_layer(self.preview)
             self._ready_for_clicks()

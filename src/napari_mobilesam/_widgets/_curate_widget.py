@@ -59,6 +59,8 @@ class CurateWidget(Container):
         self._cancel = PushButton(text="Cancel (Escape)")
         self._status = Label(value="")
         self._status.native.setWordWrap(True)
+        lines = self._status.native.fontMetrics().lineSpacing()
+        self._status.native.setMinimumHeight(4 * lines)  # long lines wrap, never clipped
         super().__init__(
             widgets=[
                 self._labels_choice,

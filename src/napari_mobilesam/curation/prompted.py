@@ -84,7 +84,10 @@ def refined_mask(
 ) -> np.ndarray:
     """SAM's mask of the object ``mask`` given clicks: (H, W) bool, as ``mask``.
 
-    On a tiled predictor the prompt is decoded on the tile that holds its box and points.
+    The mask is kept within the prompt's box (the object's box widened by 5 % and grown to
+    hold the foreground clicks): a click outside the object grows it there, and nothing
+    far from the object is taken. On a tiled predictor the prompt is decoded on the tile
+    that holds its box and points.
     """
     mask = np.asarray(mask, bool)
     shape = _image_shape(predictor)
@@ -95,19 +98,24 @@ def refined_mask(
     xy, kinds = _points(point_coords, point_labels)
     if len(xy) and not ((xy >= 0) & (xy < [shape[1], shape[0]])).all():
         raise InvalidValueError(f"points must lie in the image of shape {shape}, got {xy}")
+    box = object_prompt(mask, (1024, 1024), xy, kinds, use_mask=False)["box"]
+    out = np.zeros(shape, bool)
     if not hasattr(predictor, "grid"):
         prompt = object_prompt(mask, predictor.input_size, xy, kinds, use_mask=use_mask)
-        return predictor.predict(**prompt)[0][0]
-    box = object_prompt(mask, (1024, 1024), xy, kinds, use_mask=False)["box"]
-    tile, _ = predictor.route(xy if len(xy) else None, box)
-    predictor.set_tile(tile)
-    local = mask[tile.slices]
-    oy, ox = tile.offset
-    inner = predictor.predictor
-    prompt = object_prompt(local, inner.input_size, xy - [ox, oy], kinds, use_mask=use_mask)
-    out = np.zeros(shape, bool)
-    out[tile.slices] = inner.predict(**prompt)[0][0]
-    return out
+        out[...] = predictor.predict(**prompt)[0][0]
+    else:
+        tile, _ = predictor.route(xy if len(xy) else None, box)
+        predictor.set_tile(tile)
+        oy, ox = tile.offset
+        inner = predictor.predictor
+        local = object_prompt(
+            mask[tile.slices], inner.input_size, xy - [ox, oy], kinds, use_mask=use_mask
+        )
+        out[tile.slices] = inner.predict(**local)[0][0]
+    x0, y0, x1, y1 = box
+    inside = np.zeros(shape, bool)
+    inside[int(y0) : int(np.ceil(y1)), int(x0) : int(np.ceil(x1))] = True
+    return out & inside
 
 
 def refine_object(
