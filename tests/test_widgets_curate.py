@@ -204,3 +204,27 @@ def test_in_a_stack_only_the_slice_shown_changes_unless_asked(make_napari_viewer
     undo(qtbot, viewer)
     undo(qtbot, viewer)
     np.testing.assert_array_equal(layer.data, labels)
+
+
+def test_edit_and_merge_in_a_stack(make_napari_viewer, qtbot, nuclei):
+    image, plane = nuclei
+    labels = np.stack([plane, plane, plane])
+    viewer, widget, layer = open_widget(make_napari_viewer, np.stack([image] * 3), labels)
+    viewer.dims.set_point(0, 2)
+    target = biggest(plane)
+    edit_object(qtbot, viewer, widget, plane, target)
+    np.testing.assert_array_equal(layer.data[:2], labels[:2])
+    check_edited(layer.data[2], plane, target)
+    edited = layer.data.copy()
+
+    widget._click_mode.value = "merge"
+    widget._through_stack.value = True
+    first, second = biggest(plane, 1), biggest(plane, 2)
+    click(qtbot, viewer, centre(plane, first))
+    click(qtbot, viewer, centre(plane, second))
+    accept(qtbot, viewer)
+    np.testing.assert_array_equal(layer.data, np.where(edited == second, first, edited))
+    undo(qtbot, viewer)
+    np.testing.assert_array_equal(layer.data, edited)
+    undo(qtbot, viewer)
+    np.testing.assert_array_equal(layer.data, labels)

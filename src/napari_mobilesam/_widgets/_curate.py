@@ -21,7 +21,7 @@ operations are those of :mod:`napari_mobilesam.curation`.
 from __future__ import annotations
 
 import weakref
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
@@ -40,6 +40,7 @@ if TYPE_CHECKING:
 MODES = ("off", "edit", "delete", "merge", "split")
 ACCEPT_KEY = "Control-Enter"
 CANCEL_KEY = "Escape"
+_DRAG_PIXELS = 4  # a press and release further apart on screen is a pan, not a click
 
 
 class CurateController(SamEdits):
@@ -125,12 +126,20 @@ class CurateController(SamEdits):
         self.forget_edit()
 
     # ----------------------------------------------------------------- clicks
-    def _on_press(self, layer: Labels, event: Any) -> None:
+    def _on_press(self, layer: Labels, event: Any) -> Iterator[None]:
+        """A click acts on release; a drag (panning the view) does nothing."""
         if self.mode == "off" or layer.mode != "pan_zoom" or event.button != 1:
             return
+        start = np.asarray(event.pos, dtype=float)
         position = np.asarray(layer.world_to_data(event.position), dtype=float)
         background = "Shift" in event.modifiers
-        self.run_safely(lambda: self.click(position, background=background), "The click")
+        dragged = False
+        yield
+        while event.type == "mouse_move":
+            dragged = dragged or np.hypot(*(np.asarray(event.pos) - start)) > _DRAG_PIXELS
+            yield
+        if not dragged:
+            self.run_safely(lambda: self.click(position, background=background), "The click")
 
     def click(self, position: Any, *, background: bool = False) -> None:
         """A click at ``position`` (the labels layer's data coordinates), by the mode."""
