@@ -228,3 +228,20 @@ def test_edit_and_merge_in_a_stack(make_napari_viewer, qtbot, nuclei):
     np.testing.assert_array_equal(layer.data, edited)
     undo(qtbot, viewer)
     np.testing.assert_array_equal(layer.data, labels)
+
+
+def test_an_edit_is_not_written_over_labels_painted_meanwhile(make_napari_viewer, qtbot, nuclei):
+    image, labels = nuclei
+    viewer, widget, layer = open_widget(make_napari_viewer, image, labels)
+    target = biggest(labels)
+    widget._click_mode.value = "edit"
+    click(qtbot, viewer, centre(labels, target))
+    qtbot.waitUntil(
+        lambda: not widget.controller.busy and widget.controller.editing.result is not None,
+        timeout=TIMEOUT_MS,
+    )
+    layer.paint((5, 5), 77)  # the user paints before accepting
+    painted = layer.data.copy()
+    accept(qtbot, viewer)
+    assert "nothing was written" in widget._status.value
+    np.testing.assert_array_equal(layer.data, painted)

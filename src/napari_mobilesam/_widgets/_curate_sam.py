@@ -16,6 +16,7 @@ from napari.layers import Labels
 from napari.qt.threading import create_worker
 
 from napari_mobilesam._widgets._curate_preview import preview_layer
+from napari_mobilesam._widgets._label_ids import NextLabelId
 from napari_mobilesam._widgets._plane import (
     Plane,
     PlaneError,
@@ -38,6 +39,7 @@ class EditState:
     xy: list[tuple[float, float]] = field(default_factory=list)
     kinds: list[int] = field(default_factory=list)
     result: np.ndarray | None = None  # the plane's labels with the refined object
+    source: np.ndarray | None = None  # the plane's labels it was computed from
     generation: int = 0
 
 
@@ -65,21 +67,18 @@ class SamEdits:
         (data coordinates), in a thread worker; written as one undo step."""
         plane = displayed_plane(self.viewer, self._require_labels())
         xy = plane.to_xy(np.stack([first, second]))
-        region = plane.take(self.labels.data)
+        region = plane.take(self.labels.data).copy()
         source = self._image_source(plane)
+        new = NextLabelId().next_id(self.labels)  # above every id of the layer, all slices
         self.set_status(f"Splitting object {label} with SAM...")
 
         def work() -> np.ndarray:
-            return split_object(region, label, xy, self._sam(*source))
+            return split_object(region, label, xy, self._sam(*source), new_label=new)
 
         def done(result: np.ndarray) -> None:
-            new = int(result.max())
-            self.apply(
-                lambda _: result,
-                [label, new],
-                f"Split {label} into {label} and {new}.",
-                plane=plane,
-            )
+            self._check_unchanged(plane, region)
+            message = f"Split {label} into {label} and {new}."
+            self.apply(lambda _: result, [label, new], message, plane=plane)
 
         self._start(work, done, "Split")
 
@@ -105,7 +104,7 @@ class SamEdits:
         state.generation += 1
         state.result = None
         generation = state.generation
-        region = state.plane.take(self.labels.data)
+        region = state.plane.take(self.labels.data).copy()
         source = self._image_source(state.plane)
         xy = np.array(state.xy).reshape(-1, 2)
         kinds = np.array(state.kinds, dtype=np.int64)
@@ -118,7 +117,7 @@ class SamEdits:
         def done(result: np.ndarray) -> None:
             if self.editing is not state or state.generation != generation:
                 return  # a newer click, or the edit was cancelled
-            state.result = result
+            state.result, state.source = result, region
             self._show_preview(state)
             self.set_status(
                 f"Object {state.label} ({clicks}): Ctrl+Enter accepts; click to refine "
@@ -135,6 +134,7 @@ class SamEdits:
         if state.result is None:
             raise PlaneError("SAM is still working on the edit: accept once it is shown.")
         result, label = state.result, state.label
+        self._check_unchanged(state.plane, state.source)
         self.forget_edit()
         self.apply(lambda _: result, [label], f"Replaced object {label}.", plane=state.plane)
 
@@ -155,6 +155,13 @@ class SamEdits:
         data = np.zeros(labels.data.shape, np.uint8)
         data[state.plane.data_indices(state.result == state.label)] = 1
         self.preview.data = data
+
+    def _check_unchanged(self, plane: Plane, before: np.ndarray) -> None:
+        """Refuse to write SAM's result over labels edited since it was computed."""
+        if not np.array_equal(plane.take(self._require_labels().data), before):
+            raise PlaneError(
+                "The labels changed while SAM worked, so nothing was written: try again."
+            )
 
     # ----------------------------------------------------------------- engine
     def _image_source(self, plane: Plane) -> tuple[Any, tuple | None, bool]:
