@@ -13,7 +13,7 @@ import sys
 from collections.abc import Sequence
 from typing import Any
 
-from napari_mobilesam._cli_arguments import fraction, non_negative, positive
+from napari_mobilesam._cli_arguments import finite_number, fraction, non_negative, positive
 from napari_mobilesam.imaging.tiling import DEFAULT_HALO, DEFAULT_TILE_SHAPE
 from napari_mobilesam.segevery.options import SegEveryOptions
 from napari_mobilesam.stacks.planes import LINK_MODES
@@ -141,6 +141,7 @@ def _add_segment_command(commands: Any) -> None:
         help="label image format (auto: zarr above 2**26 pixels)",
     )
     _add_segevery_options(segment)
+    _add_filter_options(segment)
     _add_image_options(segment)
     _add_model_options(segment)
     scale = segment.add_argument_group("scale out (dask.distributed; default: in this process)")
@@ -184,6 +185,44 @@ def _add_segevery_options(segment: argparse.ArgumentParser) -> None:
     )
 
 
+#: The object filters of ``segment``: (option suffix, feature, argparse type).
+_FILTERS = (
+    ("area", "area", non_negative),
+    ("solidity", "solidity", fraction),
+    ("eccentricity", "eccentricity", fraction),
+    ("intensity", "mean_intensity", finite_number),
+    ("score", "score", fraction),
+)
+
+
+def _add_filter_options(segment: argparse.ArgumentParser) -> None:
+    filters = segment.add_argument_group(
+        "filters on object features (as in the Correct and curate widget): objects outside "
+        "a range are removed from the labels and tables; ends included"
+    )
+    for suffix, feature, kind in _FILTERS:
+        for end in ("min", "max"):
+            if (end, suffix) == ("min", "area"):
+                continue  # --min-area is SegEvery's own option, applied while painting
+            filters.add_argument(
+                f"--{end}-{suffix}",
+                type=kind,
+                default=None,
+                dest=f"{end}_{feature}",
+                help=f"{end}imum {feature.replace('_', ' ')}",
+            )
+
+
+def _object_ranges(args: argparse.Namespace) -> tuple:
+    """The (feature, low, high) filters given on the command line."""
+    ranges = []
+    for _, feature, _ in _FILTERS:
+        low, high = getattr(args, f"min_{feature}", None), getattr(args, f"max_{feature}")
+        if low is not None or high is not None:
+            ranges.append((feature, low, high))
+    return tuple(ranges)
+
+
 def _add_embed_command(commands: Any) -> None:
     embed = commands.add_parser(
         "embed",
@@ -222,6 +261,7 @@ def _segment(args: argparse.Namespace, parser: argparse.ArgumentParser) -> int:
             weights=args.weights,
             device=args.device,
             threads=args.threads,
+            object_ranges=_object_ranges(args),
         )
     except ValueError as error:
         parser.error(str(error))
