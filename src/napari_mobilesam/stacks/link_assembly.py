@@ -98,12 +98,11 @@ def cut_necks(
         if len(members) < 4:
             continue
         values = np.array([profile[s][k] for s, k in members])
-        this_ratio = ratio
-        if spacing is not None:  # a chain far longer than one round object: a looser neck
+        min_slices = 2
+        if spacing is not None:  # each part at least a third of a round object's height
             peak = max(areas[s][k] for s, k in members)
-            if members[-1][0] - members[0][0] + 1 > 1.5 * expected_slices(peak, spacing):
-                this_ratio = max(ratio, 0.8)
-        cuts = neck_cuts(values, this_ratio)
+            min_slices = max(2, round(expected_slices(peak, spacing) / 3))
+        cuts = neck_cuts(values, ratio, min_slices)
         bounds = [*cuts, len(members)]
         for start, stop in itertools.pairwise(bounds):
             for s, k in members[start:stop]:

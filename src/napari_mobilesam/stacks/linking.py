@@ -12,16 +12,18 @@ Rules:
   ``iou_threshold`` (0.5) or the smaller lies ``min_contained`` (0.8) inside the larger
   (the tip of an ellipsoid); the assignment prefers higher IoU. A chain whose area (or
   summed intensity, with ``image``) falls to a neck below ``neck_ratio`` (0.5) of the
-  peaks on both sides and rises again is cut in two: nuclei stacked in Z stay apart. With
-  a voxel ``spacing``, a chain much longer than a round object of its width is cut at a
-  looser neck (0.8). At a split the branch overlapping most keeps the id (the other's
-  ``parent`` names it); at a merge likewise (the other's ``merged_into`` names it).
-- **T (tracks).** The cost is ``(d / R)² + 1 - IoU``: ``d`` the distance between a cell
-  moved on by its velocity and the candidate, ``R`` the ``search_radius`` (default 1.5
-  median diameters), IoU their overlap. Velocities come from a first linking pass, so
-  fast steady motion and crossing cells are followed from the first link. A division
-  ends the mother's track; both daughters get new ids with ``parent`` the mother (as in
-  the Cell Tracking Challenge).
+  peaks on both sides and rises again is cut in two: nuclei stacked in Z stay apart. Each
+  part keeps two sections at least (with a voxel ``spacing``: a third of the height of a
+  round object as wide as the part's largest section). At a split the branch
+  overlapping most keeps the id (the other's ``parent`` names it); at a merge likewise
+  (the other's ``merged_into`` names it).
+- **T (tracks).** The cost is the squared distance between a cell moved on by its
+  velocity and the candidate, over the squared median object radius (plus ``1 - IoU``
+  while no velocity is known); pairs further apart than ``search_radius`` (default 3
+  median radii) cannot link. Velocities come from a first linking pass, so fast steady
+  motion and crossing paths are followed from the first link. A division ends the
+  mother's track; both daughters get new ids with ``parent`` the mother (as in the Cell
+  Tracking Challenge).
 - **Gaps.** An object missed on up to ``max_gap`` (1) consecutive slices keeps its id.
 
 Where it fails: a neck needs at least two sections on each side, so nuclei only one or two
@@ -138,7 +140,7 @@ def link_slices(
     spacing : sequence of 2 or 3 floats, optional
         Pixel size (Y, X) or voxel size (stack, Y, X), e.g. a napari layer's ``scale``.
         Distances are measured in these units; in Z the voxel size tells how many slices
-        a round object spans, and a chain much longer than that is cut at a looser neck.
+        a round object spans, and a neck cut leaves at least a third of that on each side.
     divisions : bool
         ``mode="t"``: find divisions (one track ending in two, whose ``parent`` it is).
         In Z a split is always looked for: the larger branch keeps the id.
@@ -178,7 +180,8 @@ def link_slices(
             f"scores must hold one entry per slice ({stack.shape[0]}), got {len(scores)} entries"
         )
     objects = sliced_objects(stack, progress)
-    radius = options["search_radius"] or _default_radius(objects, options["plane"])
+    size = _median_radius(objects, options["plane"])
+    radius = (options["search_radius"] or 3.0 * size, size)
     segment, split_pairs, merge_pairs, overlaps = laptrack_segments(
         objects, mode=mode, radius=radius, spacing=options["plane"],
         iou_threshold=iou_threshold, min_contained=min_contained, max_gap=max_gap,
@@ -245,14 +248,14 @@ def _validate_tracking_options(
     return {"search_radius": search_radius, "plane": plane, "voxel": voxel, "image": image}
 
 
-def _default_radius(objects: SlicedObjects, plane: tuple[float, float]) -> float:
-    """1.5 median object diameters (in spacing units): steady motion up to about 1.5
-    radii per frame is within reach even before velocities are known."""
+def _median_radius(objects: SlicedObjects, plane: tuple[float, float]) -> float:
+    """The median equivalent radius of the objects, in spacing units. The default search
+    radius is 3 of them: steady motion up to about 1.5 radii per frame is within reach
+    even before velocities are known."""
     areas = np.concatenate([a for a in objects.areas] + [np.zeros(0)])
     if len(areas) == 0:
         return 1.0
-    diameter = 2.0 * np.sqrt(np.median(areas) * plane[0] * plane[1] / np.pi)
-    return 1.5 * max(float(diameter), 1e-6)
+    return max(float(np.sqrt(np.median(areas) * plane[0] * plane[1] / np.pi)), 1e-6)
 
 
 def _finish(

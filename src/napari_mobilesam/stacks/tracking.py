@@ -4,13 +4,14 @@ laptrack (Fukai & Kawaguchi, Bioinformatics 2023) solves the linear assignment p
 of Jaqaman et al. (2008): frame-to-frame links, then gap closing, splitting and merging
 between track segments. This module only gives it the objects and a cost:
 
-- ``mode="t"``: ``(d / R)² + (1 - IoU)``, ``d`` the distance (in ``spacing`` units)
-  between an object's centroid moved on by its velocity and the other object's centroid,
-  ``R`` the search radius (pairs further apart cannot link), IoU the overlap of the two
-  masks where they are. Velocities come from a first pass without them (each object's
-  displacement from its predecessor, or to its successor for a track's first object), so a
-  cell moving steadily by more than its size per frame is followed from its first link
-  and two cells that cross keep their course.
+- ``mode="t"``: ``d² / r²``, ``d`` the distance (in ``spacing`` units) between the two
+  objects after moving each towards the other by its velocity, ``r`` the median object
+  radius; ``+ (1 - IoU)`` when neither velocity is known yet; pairs further apart than
+  the search radius cannot link. Velocities come from a first pass without them: the
+  median displacement over up to 3 links before an object (for the earlier object of a
+  pair) and after it (for the later one), so a link never decides its own velocity. A
+  cell moving steadily by more than its size per frame is followed, and two cells whose
+  paths cross keep their course.
 - ``mode="z"``: ``1 - IoU`` for pairs whose IoU reaches ``iou_threshold`` or whose
   smaller mask lies ``min_contained`` inside the larger (the tip of an ellipsoid); other
   pairs cannot link.
@@ -90,19 +91,36 @@ class Overlaps:
 
 
 def _coords(objects: SlicedObjects, velocities: list[np.ndarray] | None) -> list[np.ndarray]:
-    """laptrack's points: ``(slice, index, row, col, v_row, v_col)`` per object."""
+    """laptrack's points: ``(slice, index, row, col)`` and the velocities towards the
+    object (from its predecessor) and away from it (to its successor), each
+    ``(v_row, v_col, known)``."""
     out = []
     for s, centroid in enumerate(objects.centroids):
         n = len(centroid)
-        v = velocities[s] if velocities is not None else np.zeros((n, 2))
+        v = velocities[s] if velocities is not None else np.zeros((n, 6))
         out.append(np.column_stack([np.full(n, s), np.arange(n), centroid, v]).astype(float))
     return out
+
+
+def _predicted_distance2(c1: np.ndarray, c2: np.ndarray, spacing: np.ndarray) -> float:
+    """Squared distance between two objects, each moved on towards the other by the
+    velocity it has from its other neighbour on its track (the mean of the two when both
+    are known): a link never decides its own velocity."""
+    dt = c2[0] - c1[0]
+    errors = []
+    if c1[6]:  # c1 moved forward by its velocity from its predecessor
+        errors.append((c1[2:4] + c1[4:6] * dt - c2[2:4]) * spacing)
+    if c2[9]:  # c2 moved back by its velocity to its successor
+        errors.append((c2[2:4] - c2[7:9] * dt - c1[2:4]) * spacing)
+    if not errors:
+        errors.append((c1[2:4] - c2[2:4]) * spacing)
+    return float(np.mean([e @ e for e in errors]))
 
 
 def _metric(
     overlaps: Overlaps,
     mode: str,
-    radius: float,
+    radius: tuple[float, float],
     spacing: np.ndarray,
     iou_threshold: float,
     min_contained: float | None,
@@ -118,9 +136,11 @@ def _metric(
                 iou >= iou_threshold or (min_contained is not None and contained >= min_contained)
             )
             return 1.0 - iou if linkable else _NO_LINK
-        shift = (c1[2:4] + c1[4:6] * (s2 - s1) - c2[2:4]) * spacing
-        d2 = float(shift @ shift) / radius**2
-        return d2 + 1.0 - iou if d2 <= 1.0 else _NO_LINK
+        d2 = _predicted_distance2(c1, c2, spacing)
+        if d2 > radius[0] ** 2:
+            return _NO_LINK
+        moving = c1[6] or c2[9]  # with a velocity, the overlap of unmoved masks says little
+        return d2 / radius[1] ** 2 + (0.0 if moving else 1.0 - iou)
 
     return cost
 
@@ -129,7 +149,7 @@ def laptrack_segments(
     objects: SlicedObjects,
     *,
     mode: str,
-    radius: float,
+    radius: tuple[float, float],
     spacing: tuple[float, float],
     iou_threshold: float,
     min_contained: float | None,
@@ -139,8 +159,8 @@ def laptrack_segments(
 ) -> tuple[list[np.ndarray], np.ndarray, np.ndarray, Overlaps]:
     """Link the objects with laptrack.
 
-    Returns ``segment[s]`` (the segment number of each object of slice ``s``, 0-based,
-    numbered by laptrack), ``split_pairs`` (parent segment, child segment) and
+    ``radius`` is (search radius, median object radius). Returns ``segment[s]`` (the
+    segment number of each object of slice ``s``, 0-based, numbered by laptrack), ``split_pairs`` (parent segment, child segment) and
     ``merge_pairs`` (incoming segment, merged segment), both (K, 2) int64, and the
     overlaps computed on the way.
     """
@@ -160,7 +180,7 @@ def _track(objects, velocities, overlaps, mode, radius, spacing, iou_threshold,
     from laptrack import LapTrack
 
     metric = _metric(overlaps, mode, radius, spacing, iou_threshold, min_contained)
-    cutoff = 2.0 + 1e-6 if mode == "t" else 1.0 + 1e-6
+    cutoff = (radius[0] / radius[1]) ** 2 + 1.0 + 1e-6 if mode == "t" else 1.0 + 1e-6
     tracker = LapTrack(
         metric=metric,
         cutoff=cutoff,
@@ -175,19 +195,26 @@ def _track(objects, velocities, overlaps, mode, radius, spacing, iou_threshold,
     return tracker.predict(_coords(objects, velocities))
 
 
-def _velocities(objects: SlicedObjects, tree) -> list[np.ndarray]:
-    """Each object's displacement per slice from its predecessor on the tree (to its
-    successor for a track's first object; 0 when alone)."""
-    out = [np.zeros((len(c), 2)) for c in objects.centroids]
+def _velocities(objects: SlicedObjects, tree, window: int = 3) -> list[np.ndarray]:
+    """Per object, ``(v_row, v_col, known)`` twice: the median displacement per slice over
+    up to ``window`` links of its track before it, and over as many after it. The median
+    ignores one link distorted by an occlusion where two cells cross."""
+    out = [np.zeros((len(c), 6)) for c in objects.centroids]
     for s, centroid in enumerate(objects.centroids):
         for k in range(len(centroid)):
-            node = (s, k)
-            before = list(tree.predecessors(node)) if node in tree else []
-            after = list(tree.successors(node)) if node in tree else []
-            other = before[0] if len(before) == 1 else after[0] if len(after) == 1 else None
-            if other is not None:
-                t, j = other
-                out[s][k] = (centroid[k] - objects.centroids[t][j]) / (s - t)
+            for column, neighbours in ((0, tree.predecessors), (3, tree.successors)):
+                chain = [(s, k)]
+                while len(chain) <= window and chain[-1] in tree:
+                    nxt = list(neighbours(chain[-1]))
+                    if len(nxt) != 1:
+                        break
+                    chain.append(nxt[0])
+                if len(chain) > 1:
+                    points = np.array([objects.centroids[t][j] for t, j in chain])
+                    frames = np.array([t for t, _ in chain], np.float64)
+                    moves = np.diff(points, axis=0) / np.diff(frames)[:, None]
+                    out[s][k, column : column + 2] = np.median(moves, axis=0)
+                    out[s][k, column + 2] = 1.0
     return out
 
 
