@@ -160,11 +160,15 @@ def laptrack_segments(
     """Link the objects with laptrack.
 
     ``radius`` is (search radius, median object radius). Returns ``segment[s]`` (the
-    segment number of each object of slice ``s``, 0-based, numbered by laptrack), ``split_pairs`` (parent segment, child segment) and
+    segment number of each object of slice ``s``, 0-based, numbered by laptrack),
+    ``split_pairs`` (parent segment, child segment) and
     ``merge_pairs`` (incoming segment, merged segment), both (K, 2) int64, and the
     overlaps computed on the way.
     """
     overlaps = Overlaps(objects)
+    if sum(len(c) for c in objects.centroids) == 0:
+        empty = np.zeros((0, 2), np.int64)
+        return [np.zeros(0, np.int64) for _ in objects.centroids], empty, empty, overlaps
     velocities = None
     for _ in range(2 if mode == "t" else 1):
         tree = _track(
