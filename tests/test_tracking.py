@@ -74,7 +74,7 @@ def test_track_files_for_napari_and_the_cell_tracking_challenge(tmp_path):
     assert len(graph) == 2 and all(len(v) == 1 for v in graph.values())
     lines = ctc_lines(result.table)
     assert len(lines) == len(result.table)
-    ident, first, last, parent = map(int, lines[-1].split())
+    _, first, last, parent = map(int, lines[-1].split())
     assert (first, last) == (4, 7) and parent > 0
     csv_path, ctc_path = write_track_files(result.table, tmp_path, "movie")
     assert pd.read_csv(csv_path)["label"].tolist() == result.table["label"].tolist()
