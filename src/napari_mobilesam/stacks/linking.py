@@ -8,9 +8,10 @@ turns the result into ids, a table and napari features.
 
 Rules:
 
-- **Z (3-D objects).** Neighbouring sections can link when their IoU is at least
-  ``iou_threshold`` (0.5) or the smaller lies ``min_contained`` (0.8) inside the larger
-  (the tip of an ellipsoid); the assignment prefers higher IoU. A chain whose area (or
+- **Z (3-D objects).** Neighbouring sections can link when they overlap and their
+  centroids are within the median object radius ``r``, or their IoU is at least
+  ``iou_threshold`` (0.5), or the smaller lies ``min_contained`` (0.8) inside the larger
+  (the tip of an ellipsoid); the assignment minimises ``d² / r² + 1 - IoU``. A chain whose area (or
   summed intensity, with ``image``) falls to a neck below ``neck_ratio`` (0.5) of the
   peaks on both sides and rises again is cut in two: nuclei stacked in Z stay apart. Each
   part keeps two sections at least (with a voxel ``spacing``: a third of the height of a
@@ -120,11 +121,11 @@ def link_slices(
         "z" links the slices of a volume into 3-D objects; "t" links the frames of a
         time-lapse into tracks, following each cell's motion (see the module notes).
     iou_threshold : float
-        ``mode="z"``: neighbouring sections can be linked when their IoU is at least this
-        (0 < iou_threshold <= 1).
+        ``mode="z"``: overlapping sections can be linked when their centroids are within
+        the median object radius, or their IoU is at least this (0 < iou_threshold <= 1)...
     min_contained : float or None
-        ``mode="z"``: ... or when the smaller lies at least this fraction inside the larger
-        (None: IoU only).
+        ``mode="z"``: ... or the smaller lies at least this fraction inside the larger
+        (None: not this way).
     max_gap : int
         Slices an object may be missed on and keep its id (0: no gap closing).
     scores : sequence of S arrays or mappings, optional

@@ -12,9 +12,10 @@ between track segments. This module only gives it the objects and a cost:
   pair) and after it (for the later one), so a link never decides its own velocity. A
   cell moving steadily by more than its size per frame is followed, and two cells whose
   paths cross keep their course.
-- ``mode="z"``: ``1 - IoU`` for pairs whose IoU reaches ``iou_threshold`` or whose
-  smaller mask lies ``min_contained`` inside the larger (the tip of an ellipsoid); other
-  pairs cannot link.
+- ``mode="z"``: ``d² / r² + (1 - IoU)`` (the first term at most 1) for overlapping
+  sections whose centroids are within ``r`` of each other, or whose IoU reaches
+  ``iou_threshold``, or whose smaller mask lies ``min_contained`` inside the larger (the
+  tip of an ellipsoid); other pairs cannot link.
 
 Returns plain arrays: the segment of every object, and laptrack's split and merge pairs.
 """
@@ -132,10 +133,14 @@ def _metric(
         iou_m, contained_m = overlaps.pair(s1, s2)
         iou, contained = iou_m[int(c1[1]), int(c2[1])], contained_m[int(c1[1]), int(c2[1])]
         if mode == "z":
+            shift = (c1[2:4] - c2[2:4]) * spacing
+            d2 = float(shift @ shift) / radius[1] ** 2
             linkable = contained > 0 and (
-                iou >= iou_threshold or (min_contained is not None and contained >= min_contained)
+                d2 <= 1.0
+                or iou >= iou_threshold
+                or (min_contained is not None and contained >= min_contained)
             )
-            return 1.0 - iou if linkable else _NO_LINK
+            return min(d2, 1.0) + 1.0 - iou if linkable else _NO_LINK
         d2 = _predicted_distance2(c1, c2, spacing)
         if d2 > radius[0] ** 2:
             return _NO_LINK
@@ -184,7 +189,7 @@ def _track(objects, velocities, overlaps, mode, radius, spacing, iou_threshold,
     from laptrack import LapTrack
 
     metric = _metric(overlaps, mode, radius, spacing, iou_threshold, min_contained)
-    cutoff = (radius[0] / radius[1]) ** 2 + 1.0 + 1e-6 if mode == "t" else 1.0 + 1e-6
+    cutoff = (radius[0] / radius[1]) ** 2 + 1.0 + 1e-6 if mode == "t" else 2.0 + 1e-6
     tracker = LapTrack(
         metric=metric,
         cutoff=cutoff,
