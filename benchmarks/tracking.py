@@ -46,8 +46,8 @@ def laptrack_defaults(stack: np.ndarray) -> tuple[np.ndarray, dict[int, int]]:
     rows = []
     for s, labels in enumerate(stack):
         props = regionprops_table(labels, properties=("label", "centroid"))
-        rows.append(pd.DataFrame({"frame": s, "label": props["label"],
-                                  "y": props["centroid-0"], "x": props["centroid-1"]}))  # fmt: skip
+        y, x = props["centroid-0"], props["centroid-1"]
+        rows.append(pd.DataFrame({"frame": s, "label": props["label"], "y": y, "x": x}))
     df = pd.concat(rows, ignore_index=True)
     track_df, split_df, _ = LapTrack().predict_dataframe(
         df, ["y", "x"], only_coordinate_cols=False
