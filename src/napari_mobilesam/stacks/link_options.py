@@ -12,7 +12,8 @@ __all__ = ["LinkOptions"]
 
 @dataclass(frozen=True)
 class LinkOptions:
-    """Settings of :func:`napari_mobilesam.stacks.linking.link_slices` for the widget and CLI.
+    """Settings of :func:`napari_mobilesam.stacks.linking.link_slices` exposed in the widget
+    and the CLI, checked when made (``link_slices`` checks its arguments with this class).
 
     Parameters
     ----------
@@ -38,13 +39,13 @@ class LinkOptions:
     def __post_init__(self) -> None:
         if self.search_radius is not None and not float(self.search_radius) > 0:
             raise InvalidValueError(
-                f"search radius must be > 0 (or None: 3 object radii), got {self.search_radius!r}"
+                f"search_radius must be > 0 (or None: 3 object radii), got {self.search_radius!r}"
             )
         if isinstance(self.max_gap, bool) or int(self.max_gap) != self.max_gap or self.max_gap < 0:
-            raise InvalidValueError(f"max gap must be an integer >= 0, got {self.max_gap!r}")
+            raise InvalidValueError(f"max_gap must be an integer >= 0, got {self.max_gap!r}")
         if self.neck_ratio is not None and not 0.0 < float(self.neck_ratio) < 1.0:
             raise InvalidValueError(
-                f"neck ratio must be in (0, 1) (or None: never cut), got {self.neck_ratio!r}"
+                f"neck_ratio must be in (0, 1) (or None: never cut), got {self.neck_ratio!r}"
             )
 
     def rules(self) -> dict[str, Any]:

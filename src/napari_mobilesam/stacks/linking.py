@@ -50,6 +50,7 @@ from napari_mobilesam.stacks.link_assembly import (
     resolve_branches,
     slice_profiles,
 )
+from napari_mobilesam.stacks.link_options import LinkOptions
 from napari_mobilesam.stacks.tracking import SlicedObjects, laptrack_segments, sliced_objects
 
 MODES = ("z", "t")
@@ -209,8 +210,7 @@ def _validate_link_options(
         raise InvalidValueError(f"iou_threshold must be in (0, 1], got {iou_threshold!r}")
     if min_contained is not None and not 0.0 < float(min_contained) <= 1.0:
         raise InvalidValueError(f"min_contained must be in (0, 1] or None, got {min_contained!r}")
-    if isinstance(max_gap, bool) or int(max_gap) != max_gap or max_gap < 0:
-        raise InvalidValueError(f"max_gap must be an integer >= 0, got {max_gap!r}")
+    LinkOptions(max_gap=max_gap)
 
 
 def _validate_tracking_options(
@@ -221,10 +221,7 @@ def _validate_tracking_options(
     image: Any,
     axis: int,
 ) -> dict[str, Any]:
-    if search_radius is not None and not float(search_radius) > 0:
-        raise InvalidValueError(f"search_radius must be > 0 or None, got {search_radius!r}")
-    if neck_ratio is not None and not 0.0 < float(neck_ratio) < 1.0:
-        raise InvalidValueError(f"neck_ratio must be in (0, 1) or None, got {neck_ratio!r}")
+    LinkOptions(search_radius=search_radius, neck_ratio=neck_ratio)
     voxel = None
     plane = (1.0, 1.0)
     if spacing is not None:

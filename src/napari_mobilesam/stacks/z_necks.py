@@ -56,4 +56,4 @@ def expected_slices(max_area: float, spacing: tuple[float, float, float]) -> flo
     """
     dz, dy, dx = spacing
     diameter = 2.0 * np.sqrt(max_area * dy * dx / np.pi)
-    return diameter / dz
+    return float(diameter / dz)
