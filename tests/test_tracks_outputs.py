@@ -68,7 +68,12 @@ def test_segevery_tracks_appear_as_a_tracks_layer(make_napari_viewer, qtbot, mov
 def test_cli_writes_tracks_next_to_the_labels(tmp_path, movie, yolo_file):
     folder = tmp_path / "in"
     folder.mkdir()
-    tifffile.imwrite(folder / "cells.tif", movie.astype(np.uint16), metadata={"axes": "TYX"})
+    tifffile.imwrite(
+        folder / "cells.tif",
+        movie.astype(np.uint16),
+        photometric="minisblack",
+        metadata={"axes": "TYX"},
+    )
     out = tmp_path / "out"
     common = ["segment", str(folder), "-o", str(out), "--detector", str(yolo_file)]
     common += ["--weights", str(RANDOM_WEIGHTS), "--conf", "0.01", "--max-objects", "4", "-q"]
