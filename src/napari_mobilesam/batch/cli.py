@@ -127,7 +127,12 @@ def _add_segment_command(commands: Any) -> None:
     segment.add_argument(
         "--sample", choices=("cell", "coins"), help="also segment a scikit-image sample"
     )
-    segment.add_argument("--coco", metavar="FILE", help="write one COCO JSON for the run")
+    segment.add_argument(
+        "--coco",
+        metavar="FILE",
+        help="write one COCO JSON for the run (each input's part is kept as NAME_coco.json "
+        "in the output folder, so that a resumed run can merge it without segmenting again)",
+    )
     segment.add_argument("--overwrite", action="store_true", help="redo existing outputs")
     segment.add_argument(
         "--format",
@@ -256,8 +261,9 @@ def _segment(args: argparse.Namespace, parser: argparse.ArgumentParser) -> int:
     )
     done, skipped = report.count("done"), report.count("skipped")
     objects = sum(result.n_objects for result in report.results)
+    busy = f"{report.count('busy')} left to another run, " if report.count("busy") else ""
     print(
-        f"{done} segmented ({objects} objects), {skipped} skipped (outputs exist), "
+        f"{done} segmented ({objects} objects), {skipped} skipped (outputs exist), {busy}"
         f"{len(report.failures)} failed, in {report.seconds:.1f} s -> {report.outdir}"
     )
     notes = {note for result in report.results for note in result.notes}
@@ -297,6 +303,7 @@ def _embed(args: argparse.Namespace) -> int:
     failures = [FileResult(entry, "", "failed", reason) for entry, reason in not_found]
     predictor = SegAnyPredictor(build_mobile_sam(args.weights), args.device, cache_size=4)
     store = EmbeddingStore(args.output)
+    store.remove_stale_temporaries()  # of an interrupted embed
     limits = tuple(args.contrast_limits) if args.contrast_limits else None
     computed = 0
     for item in tqdm(items, unit="image", disable=args.quiet, desc="embed"):

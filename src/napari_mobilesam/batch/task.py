@@ -138,8 +138,6 @@ def segment_and_write(
     paths = outputs.output_paths(outdir, item.key)
     fmt = outputs.label_format_for(layout.shape, label_format)
     outdir.mkdir(parents=True, exist_ok=True)
-    for path in paths.values():
-        outputs.remove_stale_temporaries(outdir, path.name)
     link = _link_mode(settings.link, layout, fmt)
     with outputs.atomic_path(paths[fmt]) as tmp:
         labels = (
@@ -162,6 +160,7 @@ def segment_and_write(
             writer.notes.append("not linked: linking needs one stack axis (choose it with --axis)")
         if fmt == "tiff":
             outputs.write_labels(tmp, labels)
+    outputs.check_labels(paths[fmt], layout.shape)  # before the CSV marks the input done
     _write_tables(writer, paths, coco)
     return len(writer.scores), writer.notes
 
