@@ -139,6 +139,7 @@ class SegEveryJob:
         self.planes = planes_to_segment(viewer, image, settings.all_planes, settings.level)
         self.outcome: SegEveryOutcome | None = None
         self.result_layer: napari.layers.Labels | None = None
+        self.tracks_layer: napari.layers.Tracks | None = None
         self.tiles_encoded = 0
         self._skipped: list[str] = []
         self._data = level_data(image, settings.level)  # PlaneError for a missing level
@@ -245,6 +246,8 @@ class SegEveryJob:
                     self._link_axis,
                     settings.link,
                     self._raise_if_cancelled,
+                    settings.link_options.rules(),
+                    tuple(self.image.scale),
                 )
             except Cancelled:
                 return cancelled
@@ -326,11 +329,29 @@ class SegEveryJob:
             )
             layer.features = outcome.features
             self.result_layer = self.viewer.add_layer(layer)
+            self._add_tracks(outcome, layer)
         self._finish(outcome)
         if outcome.state == "failed":
             show_error(outcome.message)
         else:
             show_info(outcome.message)
+
+    def _add_tracks(self, outcome: SegEveryOutcome, layer: Any) -> None:
+        """Tracks (T along the first axis of a T, Y, X stack) also go to a Tracks layer,
+        divisions in its graph."""
+        if self.settings.link != "t" or self._link_axis != 0 or outcome.labels.ndim != 3:
+            return
+        from napari_mobilesam.stacks.track_files import tracks_layer_data
+
+        data, graph = tracks_layer_data(outcome.labels, outcome.features)
+        if len(data):
+            self.tracks_layer = self.viewer.add_tracks(
+                data,
+                graph=graph,
+                name=f"{self.image.name} tracks",
+                scale=layer.scale,
+                translate=layer.translate,
+            )
 
     def _on_errored(self, exc: Exception) -> None:
         self._finish(SegEveryOutcome("failed", report_bug("SegEvery", exc)))

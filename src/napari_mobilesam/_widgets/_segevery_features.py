@@ -46,9 +46,12 @@ def link_features(
     axis: int,
     mode: str,
     check_cancelled: Callable[[], None],
+    rules: dict | None = None,
+    scale: tuple[float, ...] | None = None,
 ) -> tuple[np.ndarray, pd.DataFrame]:
     """Link the objects of neighbouring slices along ``axis``, separately at each position
-    of the other stack axes of ``plane``; return the labels and per-object features."""
+    of the other stack axes of ``plane``, with ``rules`` (``link_slices``' keywords) and the
+    layer's ``scale`` as voxel size; return the labels and per-object features."""
     others = [a for a, index in enumerate(plane.fixed) if index is not None and a != axis]
     score_of = dict(zip(features["label"].tolist(), features["score"].tolist(), strict=True))
     out = np.zeros_like(labels)
@@ -60,7 +63,17 @@ def link_features(
             index[a] = i
         kept = [a for a in range(labels.ndim) if a not in others]
         view = np.moveaxis(labels[tuple(index)], kept.index(axis), 0)
-        result = link_planes(view, mode, score_of, progress=lambda done, total: check_cancelled())
+        spacing = None
+        if scale is not None:
+            spacing = [scale[axis]] + [scale[a] for a in kept if a != axis]
+        result = link_planes(
+            view,
+            mode,
+            score_of,
+            progress=lambda done, total: check_cancelled(),
+            spacing=spacing,
+            **(rules or {}),
+        )
         linked = result.labels
         np.add(linked, offset, out=linked, where=linked > 0)
         np.moveaxis(out[tuple(index)], kept.index(axis), 0)[...] = linked

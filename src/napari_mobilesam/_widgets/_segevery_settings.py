@@ -2,10 +2,11 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 from napari_mobilesam.imaging.tiling import DEFAULT_HALO, DEFAULT_TILE_SHAPE
 from napari_mobilesam.segevery.options import SegEveryOptions
+from napari_mobilesam.stacks.link_options import LinkOptions
 from napari_mobilesam.stacks.planes import check_link_mode
 
 #: Widget defaults of the tile settings (the core's, as single integers).
@@ -54,12 +55,15 @@ class SegEverySettings(SegEveryOptions):
         stack, and the features are per object (first and last slice, volume, mean score).
     link_axis : int, optional
         The data axis to link along; None is the innermost axis that is not displayed.
+    link_options : LinkOptions
+        Search radius (tracks), gap and neck ratio (3-D objects) of the linking.
     """
 
     level: int = 0
     all_planes: bool = False
     link: str = "off"
     link_axis: int | None = None
+    link_options: LinkOptions = field(default_factory=LinkOptions)
 
     def __post_init__(self) -> None:
         super().__post_init__()

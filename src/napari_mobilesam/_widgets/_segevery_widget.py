@@ -37,6 +37,7 @@ from napari_mobilesam._widgets._segevery_settings import (
 )
 from napari_mobilesam._widgets._stack_axes import axis_label, is_time_axis
 from napari_mobilesam.segevery.options import SegEveryOptions
+from napari_mobilesam.stacks.link_options import LinkOptions
 
 if TYPE_CHECKING:
     import napari
@@ -97,6 +98,9 @@ class SegEveryWidget(Container):
                 self._scope,
                 self._link,
                 self._link_axis,
+                self._search_radius,
+                self._max_gap,
+                self._neck_ratio,
                 Container(widgets=[self._run, self._cancel], layout="horizontal", labels=False),
                 self._status,
             ]
@@ -187,6 +191,20 @@ class SegEveryWidget(Container):
             "t or time, else 3-D objects.",
         )
         self._link_axis = ComboBox(label="Link along", choices=self._link_axis_choices)
+        self._search_radius = FloatSpinBox(
+            label="Search radius", value=0.0, min=0.0, max=1e5, step=1.0,
+            tooltip="Tracks: how far (layer units) a cell may be from where its velocity puts "
+            "it on the next frame. 0: 3 median object radii.",
+        )  # fmt: skip
+        self._max_gap = SpinBox(
+            label="Max gap", value=1, min=0, max=20,
+            tooltip="Slices an object may be missed on and keep its id.",
+        )  # fmt: skip
+        self._neck_ratio = FloatSpinBox(
+            label="Neck ratio", value=0.5, min=0.0, max=0.95, step=0.05,
+            tooltip="3-D objects: cut a chain of sections whose area falls below this "
+            "fraction of the peaks on both sides (nuclei stacked in Z). 0: never.",
+        )  # fmt: skip
 
     def _on_image(self, image: Image | None) -> None:
         self._sync_link()
@@ -220,6 +238,8 @@ class SegEveryWidget(Container):
         stack = self._scope.value == ALL_PLANES and bool(choices)
         self._link.visible = stack
         self._link_axis.visible = stack and len(choices) > 1
+        for widget in (self._search_radius, self._max_gap, self._neck_ratio):
+            widget.visible = stack
         if choices:
             self._on_link_axis(self._link_axis.value)
 
@@ -274,6 +294,11 @@ class SegEveryWidget(Container):
             level=int(self._level.value or 0),
             link=self._link.value if linking else "off",
             link_axis=self._link_axis.value if linking else None,
+            link_options=LinkOptions(
+                search_radius=float(self._search_radius.value) or None,
+                max_gap=int(self._max_gap.value),
+                neck_ratio=float(self._neck_ratio.value) or None,
+            ),
         )
 
     def run(self) -> SegEveryJob | None:

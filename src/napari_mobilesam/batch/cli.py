@@ -183,6 +183,25 @@ def _add_segevery_options(segment: argparse.ArgumentParser) -> None:
         "the SegEvery widget does; auto: tracks along a T axis, else 3-D objects "
         "(default: auto)",
     )
+    segevery.add_argument(
+        "--search-radius",
+        type=float,
+        default=None,
+        metavar="PX",
+        help="tracks: how far a cell may be from where its velocity puts it (default: 3 "
+        "median object radii)",
+    )
+    segevery.add_argument(
+        "--max-gap", type=int, default=1, metavar="N", help="slices an object may be missed on"
+    )
+    segevery.add_argument(
+        "--neck-ratio",
+        type=float,
+        default=0.5,
+        metavar="R",
+        help="3-D objects: cut a chain whose area falls below R of the peaks on both sides, "
+        "nuclei stacked in Z (default: 0.5)",
+    )
 
 
 #: The object filters of ``segment``: (option suffix, feature, argparse type).
@@ -257,6 +276,9 @@ def _segment(args: argparse.Namespace, parser: argparse.ArgumentParser) -> int:
             halo=args.halo,
             points_per_side=args.points_per_side,
             link=args.link,
+            search_radius=args.search_radius,
+            max_gap=args.max_gap,
+            neck_ratio=args.neck_ratio,
             contrast_limits=tuple(args.contrast_limits) if args.contrast_limits else None,
             weights=args.weights,
             device=args.device,

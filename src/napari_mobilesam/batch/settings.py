@@ -7,6 +7,7 @@ from dataclasses import dataclass
 from napari_mobilesam.curation.features import check_ranges
 from napari_mobilesam.errors import InvalidValueError
 from napari_mobilesam.segevery.options import SegEveryOptions
+from napari_mobilesam.stacks.link_options import LinkOptions
 from napari_mobilesam.stacks.planes import LINK_MODES, check_link_mode
 
 __all__ = ["BatchSettings"]
@@ -27,6 +28,8 @@ class BatchSettings(SegEveryOptions):
         Link the objects of a stack's planes into 3-D objects ("z") or tracks ("t") as the
         SegEvery widget does (:func:`napari_mobilesam.stacks.linking.link_slices`); "auto"
         picks tracks when the stack axis is a file's T axis.
+    search_radius, max_gap, neck_ratio
+        How objects are linked, see :class:`~napari_mobilesam.stacks.link_options.LinkOptions`.
     contrast_limits : (lo, hi), optional
         Display range of every image (None: each plane's own).
     weights : str, optional
@@ -45,6 +48,9 @@ class BatchSettings(SegEveryOptions):
     """
 
     link: str = "auto"
+    search_radius: float | None = None
+    max_gap: int = 1
+    neck_ratio: float | None = 0.5
     contrast_limits: tuple[float, float] | None = None
     weights: str | None = None
     device: str | None = None
@@ -55,6 +61,11 @@ class BatchSettings(SegEveryOptions):
         super().__post_init__()
         check_ranges(self.ranges)
         check_link_mode(self.link, ("auto", *LINK_MODES))
+        self.link_options()  # checked when made
+
+    def link_options(self) -> LinkOptions:
+        """The linking settings."""
+        return LinkOptions(self.search_radius, self.max_gap, self.neck_ratio)
         if self.threads is not None and self.threads < 1:
             raise InvalidValueError(f"threads must be at least 1, got {self.threads}")
 

@@ -177,7 +177,7 @@ def segment_and_write(
         )
         _segment(image, writer, settings, models)
         if link != "off":
-            _link_and_table(image, writer, link)
+            _link_and_table(image, writer, link, settings, paths["csv"])
         elif settings.link != "off" and layout.n_stack > 1:
             writer.notes.append("not linked: linking needs one stack axis (choose it with --axis)")
         if fmt == "tiff":
@@ -229,9 +229,16 @@ def _segment(image: Any, writer: _PlaneWriter, settings: BatchSettings, models: 
         torch.set_num_threads(threads)
 
 
-def _link_and_table(image: Any, writer: _PlaneWriter, link: str) -> None:
-    """Link the planes of a TIFF stack in place, then table each plane's linked objects."""
-    linked = link_planes(writer.labels, link, writer.scores)
+def _link_and_table(
+    image: Any, writer: _PlaneWriter, link: str, settings: BatchSettings, csv: Path
+) -> None:
+    """Link the planes of a TIFF stack in place, then table each plane's linked objects;
+    tracks also go to ``<key>_tracks.csv`` and ``<key>_man_track.txt`` (CTC)."""
+    from napari_mobilesam.stacks.track_files import write_track_files
+
+    linked = link_planes(writer.labels, link, writer.scores, **settings.link_options().rules())
+    if link == "t":
+        write_track_files(linked.table, csv.parent, csv.name.removesuffix("_objects.csv"))
     writer.labels[...] = linked.labels
     table = linked.table
     writer.scores = dict(
