@@ -1,7 +1,7 @@
 """SegAny's prompt layers: the points and boxes layers of an image, and their prompts.
 
 Points layer ``"<image> prompts"``: foreground points are lime, background magenta (the
-``prompt`` feature). Shapes layer ``"<image> boxes"``: each rectangle is a box prompt.
+``prompt`` feature), a fixed size on screen. Shapes layer ``"<image> boxes"``: each rectangle is a box prompt.
 :func:`collect_prompts` reads the prompts lying on one plane of the image as
 :class:`PlanePrompts`, which remember the layer rows they came from, so that
 :func:`remove_prompts` can take exactly those away once they are used.
@@ -25,6 +25,8 @@ PROMPT_FEATURE = "prompt"
 FOREGROUND = "foreground"
 BACKGROUND = "background"
 PROMPT_COLORS = {FOREGROUND: "lime", BACKGROUND: "magenta"}
+#: Width of a prompt point on screen, in canvas pixels, at every zoom and image size.
+POINT_SCREEN_PX = 10
 
 _NO_ROWS = np.zeros(0, dtype=int)
 
@@ -46,8 +48,12 @@ class PlanePrompts(PromptSet):
 
 
 def new_points_layer(viewer: napari.Viewer, image: Image) -> Points:
-    """Add the empty ``"<image> prompts"`` points layer, aligned with ``image``."""
-    size = max(3.0, min(spatial_shape(image)[-2:]) / 60)
+    """Add the empty ``"<image> prompts"`` points layer, aligned with ``image``.
+
+    Points are drawn :data:`POINT_SCREEN_PX` canvas pixels wide whatever the zoom, so that
+    they mark a small object on a large image without hiding it.
+    """
+    size = max(3.0, min(spatial_shape(image)[-2:]) / 60)  # data units: for picking
     return viewer.add_points(
         np.zeros((0, image.ndim)),
         ndim=image.ndim,
@@ -58,6 +64,7 @@ def new_points_layer(viewer: napari.Viewer, image: Image) -> Points:
         face_color_cycle=PROMPT_COLORS,
         border_color="white",
         size=size,
+        canvas_size_limits=(POINT_SCREEN_PX, POINT_SCREEN_PX),
         scale=image.scale,
         translate=image.translate,
         rotate=image.rotate,

@@ -172,7 +172,7 @@ class Propagator:
             self.controller.set_status("Cancelling the propagation...")
 
     def _on_finished(self, job: PropagationJob) -> None:
-        self.controller.set_status(job.message)
+        self.controller.set_status(job.message, job.details)
         self.controller.events.propagation(value=False)
 
 

@@ -21,7 +21,7 @@ from superqt.utils import ensure_main_thread
 
 from napari_mobilesam._progress import Cancelled
 from napari_mobilesam._torch_guard import prepare_torch_import
-from napari_mobilesam._widgets._errors import expected_errors, report_bug
+from napari_mobilesam._widgets._errors import error_line, expected_errors, report_bug
 from napari_mobilesam._widgets._label_ids import NextLabelId
 from napari_mobilesam._widgets._plane import (
     Plane,
@@ -68,7 +68,7 @@ class PropagationHost(Protocol):
 
     def clear_preview(self) -> None: ...
 
-    def set_status(self, text: str) -> None: ...
+    def set_status(self, text: str, details: str = "") -> None: ...
 
 
 @dataclass(frozen=True)
@@ -108,6 +108,8 @@ class PropagationJob:
         self.request = request
         self.state = "running"  # then "done", "empty", "cancelled" or "failed"
         self.message = ""
+        #: The full text behind a short failure ``message``, or "".
+        self.details = ""
         self.label: int | None = None
         self.result: PropagationResult | None = None
         self._predictor = predictor
@@ -138,7 +140,7 @@ class PropagationJob:
         self._cancel.set()
 
     # ------------------------------------------------------------ worker thread
-    def _run(self) -> PropagationResult | str | None:
+    def _run(self) -> PropagationResult | Exception | None:
         prepare_torch_import()
         from napari_mobilesam.stacks.propagation import propagate_mask
 
@@ -157,7 +159,7 @@ class PropagationJob:
         except Cancelled:
             return None
         except expected_errors() as exc:
-            return str(exc)
+            return exc
         return result
 
     def _check_cancel(self, done: int, total: int) -> None:
@@ -172,13 +174,16 @@ class PropagationJob:
             if bar.total != total:
                 bar.total = total
             bar.update(done - bar.n)
+            name = axis_label(self.controller.viewer, self.request.image, self.request.axis)
+            line = f"Propagating along {name}: slice {done} of {total}"
+            self.controller.events.progress(value=(line, done, total))
 
     # --------------------------------------------------------------- GUI thread
-    def _on_returned(self, outcome: PropagationResult | str | None) -> None:
+    def _on_returned(self, outcome: PropagationResult | Exception | None) -> None:
         if outcome is None or self._cancel.is_set():
             self._finish("cancelled", "Propagation was cancelled; the labels were not changed.")
-        elif isinstance(outcome, str):
-            self._finish("failed", f"Propagation failed: {outcome}")
+        elif isinstance(outcome, Exception):
+            self._finish("failed", error_line("Propagation", outcome), str(outcome))
         elif not layer_in_viewer(self.controller.viewer, self.request.image):
             self._finish("cancelled", "The image was removed; nothing was written.")
         else:
@@ -186,7 +191,7 @@ class PropagationJob:
             self._write(outcome)
 
     def _on_errored(self, exc: Exception) -> None:
-        self._finish("failed", report_bug("Propagation", exc))
+        self._finish("failed", report_bug("Propagation", exc), str(exc))
 
     def _write(self, result: PropagationResult) -> None:
         controller, request = self.controller, self.request
@@ -215,13 +220,15 @@ class PropagationJob:
         label = self._write_label(output, indices, existing)
         written = np.unique(indices[request.axis])
         self._remove_prompts()
+        # Ctrl+Z undoes the propagation at once: it is the labels layer's shortcut.
+        controller.viewer.layers.selection.active = output
         name = axis_label(controller.viewer, request.image, request.axis)
         stops = "; ".join(f"{end}: {why}" for end, why in result.stops.items())
         self._finish(
             "done",
             f"Propagated id {label} into {output.name!r} on {len(written)} slice(s) of axis "
             f"{name} ({int(written.min())}-{int(written.max())}). Stopped {stops or 'nowhere'}."
-            " Undo: Ctrl+Z on the labels layer.",
+            f" Undo: Ctrl+Z ({output.name!r} is selected).",
         )
 
     def _write_label(self, output: Labels, indices: tuple, existing: np.ndarray) -> int:
@@ -249,13 +256,13 @@ class PropagationJob:
         )
         controller.clear_preview()
 
-    def _finish(self, state: str, message: str) -> None:
-        self.state, self.message = state, message
+    def _finish(self, state: str, message: str, details: str = "") -> None:
+        self.state, self.message, self.details = state, message, details
         if self._bar is not None:
             self._bar.close()
             self._bar = None
         self._on_finished(self)
         if state == "failed":
-            show_error(f"SegAny: {message}")
+            show_error("\n\n".join(part for part in (f"SegAny: {message}", details) if part))
         else:
             show_info(f"SegAny: {message}")

@@ -40,7 +40,7 @@ from superqt.utils import ensure_main_thread
 
 from napari_mobilesam._progress import Cancelled
 from napari_mobilesam._torch_guard import prepare_torch_import
-from napari_mobilesam._widgets._errors import expected_errors, report_bug
+from napari_mobilesam._widgets._errors import error_line, expected_errors, report_bug
 from napari_mobilesam._widgets._model import (
     new_predictor,
 )
@@ -59,7 +59,7 @@ from napari_mobilesam._widgets._segevery_features import (
     outcome_message,
     plane_features,
 )
-from napari_mobilesam._widgets._segevery_settings import SegEverySettings
+from napari_mobilesam._widgets._segevery_settings import DECODERS, DETECTORS, SegEverySettings
 from napari_mobilesam.imaging.convert import has_contrast
 from napari_mobilesam.imaging.tiling import TileGrid, needs_tiling
 from napari_mobilesam.stacks.planes import PlaneSkipped
@@ -68,6 +68,15 @@ if TYPE_CHECKING:
     import napari
 
 __all__ = ["SegEveryJob", "SegEveryOutcome", "planes_to_segment"]
+
+#: What the widget offers when the object detector's file is missing (its own words).
+NO_DETECTOR_CHOICES = (
+    f'choose the Detector "{next(k for k, v in DETECTORS.items() if v == "grid")}" or '
+    f'"{next(k for k, v in DETECTORS.items() if v == "file")}", or see Details for where '
+    "to put the file"
+)
+#: The decoders' names as the widget shows them, by the core's names.
+DECODER_LABELS = {value: name for name, value in DECODERS.items() if value != "auto"}
 
 # Jobs started without a widget (the menu command) are kept alive here until they finish.
 _running_jobs: set[SegEveryJob] = set()
@@ -81,6 +90,8 @@ class SegEveryOutcome:
     message: str
     labels: np.ndarray | None = None
     features: pd.DataFrame | None = None
+    #: The full text behind a short ``message`` (an error's explanation), or "".
+    details: str = ""
 
 
 def planes_to_segment(
@@ -117,6 +128,10 @@ class SegEveryJob:
         Detector, thresholds, tiling and level.
     on_finished : callable, optional
         Called on the GUI thread with the job once it has ended in any way.
+    on_progress : callable, optional
+        Called on the GUI thread as ``on_progress(text, done, total)`` with what the
+        activity dock's bars show (plane k of n, finding objects or decoding, tile k of
+        n), for the widget's own progress row.
 
     Examples
     --------
@@ -132,6 +147,7 @@ class SegEveryJob:
         image: Image,
         settings: SegEverySettings,
         on_finished: Callable[[SegEveryJob], None] | None = None,
+        on_progress: Callable[[str, int, int], None] | None = None,
     ) -> None:
         self.viewer = viewer = unproxied(viewer)
         self.image = image = unproxied(image)
@@ -147,6 +163,7 @@ class SegEveryJob:
         self._contrast_limits = model_contrast_limits(image)
         self._link_axis = self._check_link(settings)
         self._on_finished = on_finished
+        self._on_progress = on_progress
         self._cancel = threading.Event()
         self._bar: cancelable_progress | None = None
         self._plane_bar: progress | None = None
@@ -165,7 +182,8 @@ class SegEveryJob:
             desc=f"SegEvery: {self.image.name}",
             cancel_callback=self.cancel,
         )
-        self._plane_bar = progress(total=0, desc=self._plane_description(0))
+        name, _, _, total = self._phase(0, 0, self._tiles[0])
+        self._plane_bar = progress(total=total, desc=f"SegEvery: {name}")
         self._worker = create_worker(self._segment_planes, _ignore_errors=True)
         self._worker.yielded.connect(self._on_plane_done)
         self._worker.returned.connect(self._on_returned)
@@ -232,7 +250,8 @@ class SegEveryJob:
         except Cancelled:
             return cancelled
         except expected_errors() as exc:
-            return SegEveryOutcome("failed", f"SegEvery failed: {exc}")
+            message = error_line("SegEvery", exc, NO_DETECTOR_CHOICES)
+            return SegEveryOutcome("failed", message, details=str(exc))
         features = pd.concat(tables, ignore_index=True) if tables else None
         found = 0 if features is None else len(features)
         linked = ""
@@ -251,6 +270,8 @@ class SegEveryJob:
             kind = "3-D objects" if settings.link == "z" else "tracks"
             linked = f" linked into {len(features)} {kind} along axis {self._link_axis}"
         decoder_note = box_decoder.message if box_decoder is not None else ""
+        if box_decoder is not None and settings.decoder == "auto" and not decoder_note:
+            decoder_note = f"Decoder: {DECODER_LABELS.get(box_decoder.name, box_decoder.name)}."
         message = outcome_message(
             self.image.name, found, notes, decoder_note, self._skipped, linked
         )
@@ -282,37 +303,60 @@ class SegEveryJob:
         self._show_plane_progress(number, done, total)
 
     # ------------------------------------------------------------ GUI thread
-    def _plane_description(self, number: int, done: int = 0, total: int = 0) -> str:
-        of_plane = f" (plane {number + 1} of {len(self.planes)})" if len(self.planes) > 1 else ""
+    def _phase(self, number: int, done: int = 0, total: int = 0) -> tuple[str, str, int, int]:
+        """Plane ``number``'s step from the core's ``(done, total)``: the phase's name, a
+        line with its count, and the count within the phase (its total never changes).
+
+        A tiled plane first finds objects (one step per tile), then decodes (one step per
+        tile used; the core says how many as decoding starts); the grid detector only
+        decodes. An untiled plane decodes its prompts.
+        """
         tiles = self._tiles[number] if number < len(self._tiles) else 0
-        if not tiles:
-            return f"SegEvery: prompts of plane {number + 1} of {len(self.planes)}"
-        finding = total > tiles or (total == 0 and self.settings.detector != "grid")
-        if finding and done <= tiles:
-            # Discovery first (one step per tile), then decoding (one per tile used).
-            return f"SegEvery: finding objects, tile {max(done, 1)} of {tiles}{of_plane}"
-        decoded, to_decode = (done - tiles, total - tiles) if total > tiles else (done, total)
-        return f"SegEvery: decoding, tile {max(decoded, 1)} of {max(to_decode, 1)}{of_plane}"
+        if not tiles and not total:
+            name, count, line = "finding objects", (0, 1), "finding objects"
+        elif not tiles:
+            name, count = "decoding", (done, total)
+            line = f"decoding, {done} of {total} objects"
+        elif not self.settings.grid and done <= tiles:
+            name, count = "finding objects", (done, tiles)
+            line = f"finding objects, tile {done} of {tiles}"
+        else:
+            start = 0 if self.settings.grid else tiles
+            count = (done - start, max(total - start, done - start, 1))
+            name, line = "decoding", f"decoding, tile {count[0]} of {count[1]}"
+        if len(self.planes) > 1:
+            where = f"plane {number + 1} of {len(self.planes)}"
+            name, line = f"{name} ({where})", f"{where}: {line}"
+        return name, line, *count
+
+    def _show_progress(self, line: str, done: int, total: int) -> None:
+        if self._on_progress is not None:
+            self._on_progress(line, done, total)
 
     @ensure_main_thread
     def _show_plane_progress(self, number: int, done: int, total: int) -> None:
         bar = self._plane_bar
         if bar is None:
             return
-        if bar.total != total:
+        name, line, done, total = self._phase(number, done, total)
+        description = f"SegEvery: {name}"
+        if bar.total != total:  # a new phase
             bar.total = total
         bar.update(done - bar.n)
-        if self._tiles[number] and self._plane_bar is bar:
-            description = self._plane_description(number, done + 1, total)
-            if done < total and bar.desc != description:
-                bar.set_description(description)
+        # set_description processes Qt events: only at a new phase, not at every step.
+        if self._plane_bar is bar and bar.desc.rstrip(": ") != description:
+            bar.set_description(description)
+        self._show_progress(line, done, total)
 
     def _on_plane_done(self, planes_done: int) -> None:
         # set_description processes Qt events, so the run may end inside these calls.
         if (bar := self._bar) is not None:
             bar.update(planes_done - bar.n)
-        if (plane_bar := self._plane_bar) is not None and planes_done < len(self.planes):
-            plane_bar.set_description(self._plane_description(planes_done))
+        count = len(self.planes)
+        if self._plane_bar is not None and planes_done < count:
+            self._show_plane_progress(planes_done, 0, self._tiles[planes_done])
+        if count > 1 and planes_done < count:
+            self._show_progress(f"{planes_done} of {count} planes done", planes_done, count)
 
     def _on_returned(self, outcome: SegEveryOutcome) -> None:
         if outcome.state == "done" and not layer_in_viewer(self.viewer, self.image):
@@ -328,12 +372,12 @@ class SegEveryJob:
             self.result_layer = self.viewer.add_layer(layer)
         self._finish(outcome)
         if outcome.state == "failed":
-            show_error(outcome.message)
+            show_error("\n\n".join(part for part in (outcome.message, outcome.details) if part))
         else:
             show_info(outcome.message)
 
     def _on_errored(self, exc: Exception) -> None:
-        self._finish(SegEveryOutcome("failed", report_bug("SegEvery", exc)))
+        self._finish(SegEveryOutcome("failed", report_bug("SegEvery", exc), details=str(exc)))
 
     def _finish(self, outcome: SegEveryOutcome) -> None:
         self.outcome = outcome
