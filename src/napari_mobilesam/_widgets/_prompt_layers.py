@@ -1,7 +1,8 @@
 """SegAny's prompt layers: the points and boxes layers of an image, and their prompts.
 
 Points layer ``"<image> prompts"``: foreground points are lime, background magenta (the
-``prompt`` feature), a fixed size on screen. Shapes layer ``"<image> boxes"``: each rectangle is a box prompt.
+``prompt`` feature), a fixed size on screen. Shapes layer ``"<image> boxes"``: each
+rectangle is a box prompt.
 :func:`collect_prompts` reads the prompts lying on one plane of the image as
 :class:`PlanePrompts`, which remember the layer rows they came from, so that
 :func:`remove_prompts` can take exactly those away once they are used.
