@@ -270,7 +270,10 @@ class SegAnyController(SegAnyLayers):
 
     def _draw_preview(self) -> None:
         self._canvas.draw(self.image, self.preview)
-        self.set_status(describe_preview(self.preview))
+        text, warning = describe_preview(self.preview), self.preview.decoded.warning
+        if warning:
+            text = f"Some pixels are NaN or infinite (see Details). {text}"
+        self.set_status(text, warning)
 
     def clear_preview(self) -> None:
         """Remove the preview (the prompts stay)."""

@@ -35,7 +35,7 @@ import pandas as pd
 from napari.layers import Image
 from napari.qt.threading import create_worker
 from napari.utils import cancelable_progress, progress
-from napari.utils.notifications import show_error, show_info
+from napari.utils.notifications import show_error, show_info, show_warning
 from superqt.utils import ensure_main_thread
 
 from napari_mobilesam._progress import Cancelled
@@ -60,7 +60,7 @@ from napari_mobilesam._widgets._segevery_features import (
     plane_features,
 )
 from napari_mobilesam._widgets._segevery_settings import DECODERS, DETECTORS, SegEverySettings
-from napari_mobilesam.imaging.convert import has_contrast
+from napari_mobilesam.imaging.convert import has_contrast, non_finite_note
 from napari_mobilesam.imaging.tiling import TileGrid, needs_tiling
 from napari_mobilesam.stacks.planes import PlaneSkipped
 
@@ -157,6 +157,8 @@ class SegEveryJob:
         self.result_layer: napari.layers.Labels | None = None
         self.tiles_encoded = 0
         self._skipped: list[str] = []
+        #: What the planes' NaN pixels became (said once, with the outcome).
+        self._non_finite = ""
         self._data = level_data(image, settings.level)  # PlaneError for a missing level
         self._shape = self.planes[0].shape if image.multiscale else spatial_shape(image)
         self._tiles = [self._tile_count(plane) for plane in self.planes]
@@ -275,11 +277,13 @@ class SegEveryJob:
         message = outcome_message(
             self.image.name, found, notes, decoder_note, self._skipped, linked
         )
-        if not found:
-            return SegEveryOutcome("empty", message)
-        if any(self._tiles):
+        if any(self._tiles) and found:
             message += f" {self.tiles_encoded} tile embeddings were computed."
-        return SegEveryOutcome("done", message, labels, features)
+        if self._non_finite:
+            message = f"Some pixels are NaN or infinite (see Details). {message}"
+        if not found:
+            return SegEveryOutcome("empty", message, details=self._non_finite)
+        return SegEveryOutcome("done", message, labels, features, self._non_finite)
 
     def _read_plane(self, number: int) -> tuple[Any, Any]:
         """Plane ``number`` for the core, with the layer's contrast limits: lazy when it is
@@ -290,6 +294,8 @@ class SegEveryJob:
         if self._tiles[number]:
             return plane.lazy(self._data), self._contrast_limits
         image = plane.take(self._data)
+        if not self._non_finite:
+            self._non_finite = non_finite_note(image)
         if len(self.planes) > 1 and not has_contrast(image):
             raise PlaneSkipped(f"{plane.describe()}: no contrast, nothing to segment")
         return image, self._contrast_limits
@@ -371,10 +377,13 @@ class SegEveryJob:
             layer.features = outcome.features
             self.result_layer = self.viewer.add_layer(layer)
         self._finish(outcome)
+        text = "\n\n".join(part for part in (outcome.message, outcome.details) if part)
         if outcome.state == "failed":
-            show_error("\n\n".join(part for part in (outcome.message, outcome.details) if part))
+            show_error(text)
+        elif outcome.details:
+            show_warning(text)
         else:
-            show_info(outcome.message)
+            show_info(text)
 
     def _on_errored(self, exc: Exception) -> None:
         self._finish(SegEveryOutcome("failed", report_bug("SegEvery", exc), details=str(exc)))
