@@ -165,6 +165,11 @@ class Propagator:
         job.start()
         return job
 
+    def close(self) -> None:
+        """napari (or the widget) is closing: cancel the running propagation quietly."""
+        if self.job is not None:
+            self.job.close()
+
     def cancel(self) -> None:
         """Cancel the running propagation, if any (nothing is written)."""
         if self.running:

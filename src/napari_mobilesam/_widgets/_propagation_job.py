@@ -115,6 +115,7 @@ class PropagationJob:
         self._predictor = predictor
         self._on_finished = on_finished
         self._cancel = threading.Event()
+        self._closed = False
         self._bar: cancelable_progress | None = None
         self._worker: Any = None
 
@@ -138,6 +139,12 @@ class PropagationJob:
     def cancel(self) -> None:
         """Stop the run at the next slice; the labels layer is left as it was."""
         self._cancel.set()
+
+    def close(self) -> None:
+        """napari (or the widget) is closing: cancel, and say nothing when the run ends."""
+        self._closed = True
+        self._on_finished = _nothing
+        self.cancel()
 
     # ------------------------------------------------------------ worker thread
     def _run(self) -> PropagationResult | Exception | None:
@@ -170,7 +177,7 @@ class PropagationJob:
     @ensure_main_thread
     def _show_progress(self, done: int, total: int) -> None:
         bar = self._bar
-        if bar is not None and total:
+        if bar is not None and total and not self._closed:
             if bar.total != total:
                 bar.total = total
             bar.update(done - bar.n)
@@ -262,7 +269,13 @@ class PropagationJob:
             self._bar.close()
             self._bar = None
         self._on_finished(self)
+        if self._closed:
+            return
         if state == "failed":
             show_error("\n\n".join(part for part in (f"SegAny: {message}", details) if part))
         else:
             show_info(f"SegAny: {message}")
+
+
+def _nothing(_job: PropagationJob) -> None:
+    """What a closed job calls when it ends."""

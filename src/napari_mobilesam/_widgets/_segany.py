@@ -107,6 +107,8 @@ class SegAnyController(SegAnyLayers):
         #: Hands out the ids of accepted and propagated objects.
         self.label_ids = NextLabelId()
         self._workers: set = set()
+        #: Whether napari (or the widget) was closed: runs are cancelled, nothing is shown.
+        self.closed = False
         self.propagator = Propagator(self)
         controller = weakref.ref(self)
 
@@ -146,7 +148,10 @@ class SegAnyController(SegAnyLayers):
             self._engine.run,
             request,
             lambda: self._generation == request.generation,
-            _progress={"total": 0, "desc": "MobileSAM: image embedding"} if to_encode else None,
+            # A total, so that napari's bar label "desc: " is followed by a count.
+            _progress={"total": len(to_encode), "desc": "MobileSAM: encoding"}
+            if to_encode
+            else None,
             _ignore_errors=True,
         )
         worker.returned.connect(lambda decoded: self._on_decoded(request, decoded))
@@ -253,7 +258,16 @@ class SegAnyController(SegAnyLayers):
         self.events.preview()
 
     def _on_worker_error(self, exc: Exception) -> None:
-        self.set_status(report_bug("Segmentation", exc))
+        if not self.closed:
+            self.set_status(report_bug("Segmentation", exc))
+
+    def close(self) -> None:
+        """napari (or the widget) is closing: drop the preview being computed, cancel a
+        propagation, and emit nothing more (the widgets are gone)."""
+        self.closed = True
+        self._generation += 1
+        self.events.disconnect()
+        self.propagator.close()
 
     def select_candidate(self, candidate: int) -> None:
         """Show the ``candidate``-th best mask of a multimask preview (0 = best)."""

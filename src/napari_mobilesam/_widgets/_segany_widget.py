@@ -62,6 +62,8 @@ class SegAnyWidget(Container):
         self.native.layout().addWidget(self._status)
         self._connect_widgets()
         self._connect_events()
+        controller = self.controller
+        self.native.destroyed.connect(lambda *_: controller.close())
         self.reset_choices()
         active = viewer.layers.selection.active
         images = [layer for layer in viewer.layers if isinstance(layer, Image)]

@@ -167,6 +167,7 @@ class SegEveryJob:
         self._on_finished = on_finished
         self._on_progress = on_progress
         self._cancel = threading.Event()
+        self._closed = False
         self._bar: cancelable_progress | None = None
         self._plane_bar: progress | None = None
         self._worker: Any = None
@@ -196,6 +197,12 @@ class SegEveryJob:
     def cancel(self) -> None:
         """Stop the run as soon as possible; nothing is added to the viewer."""
         self._cancel.set()
+
+    def close(self) -> None:
+        """napari (or the widget) is closing: cancel, and say nothing when the run ends."""
+        self._closed = True
+        self._on_finished = self._on_progress = None
+        self.cancel()
 
     def _check_link(self, settings: SegEverySettings) -> int | None:
         """The axis to link along, or None when the objects are not linked."""
@@ -342,7 +349,7 @@ class SegEveryJob:
     @ensure_main_thread
     def _show_plane_progress(self, number: int, done: int, total: int) -> None:
         bar = self._plane_bar
-        if bar is None:
+        if bar is None or self._closed:
             return
         name, line, done, total = self._phase(number, done, total)
         description = f"SegEvery: {name}"
@@ -356,6 +363,8 @@ class SegEveryJob:
 
     def _on_plane_done(self, planes_done: int) -> None:
         # set_description processes Qt events, so the run may end inside these calls.
+        if self._closed:
+            return
         if (bar := self._bar) is not None:
             bar.update(planes_done - bar.n)
         count = len(self.planes)
@@ -365,6 +374,9 @@ class SegEveryJob:
             self._show_progress(f"{planes_done} of {count} planes done", planes_done, count)
 
     def _on_returned(self, outcome: SegEveryOutcome) -> None:
+        if self._closed:
+            self._finish(SegEveryOutcome("cancelled", "napari was closed; nothing was added."))
+            return
         if outcome.state == "done" and not layer_in_viewer(self.viewer, self.image):
             outcome = SegEveryOutcome(
                 "cancelled", f"{self.image.name!r} was removed during SegEvery; nothing was added."

@@ -112,6 +112,7 @@ class SegEveryWidget(Container):
         viewer.dims.events.order.connect(self._sync_link)
         viewer.dims.events.order.connect(self._sync_tiling)
         self._run.changed.connect(self.run)
+        self.native.destroyed.connect(lambda *_: self._close_job())
         self._cancel.changed.connect(self.cancel)
         for emitter in (viewer.layers.events.inserted, viewer.layers.events.removed):
             emitter.connect(self.reset_choices)
@@ -319,6 +320,11 @@ class SegEveryWidget(Container):
         self._status.show_progress("starting", 0, 0)
         job.start()
         return job
+
+    def _close_job(self) -> None:
+        """napari (or the widget) is closing: cancel the run quietly."""
+        if self.job is not None:
+            self.job.close()
 
     def cancel(self) -> None:
         """Cancel the running job, if any."""

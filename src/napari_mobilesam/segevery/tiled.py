@@ -223,10 +223,13 @@ class TiledSegEvery:
             self._step()
 
     def _encode(self, prepared: ModelInput) -> None:
+        """Make ``prepared`` the predictor's image; counted when the encoder runs (a tile
+        in the predictor's cache, e.g. one SegAny encoded, is not encoded again)."""
         start = time.perf_counter()
+        encoded_now = not self.predictor.has_embedding(prepared.key)
         self.predictor.set_image(prepared)
         self.timings["embedding"] += time.perf_counter() - start
-        self.tiles_encoded += 1
+        self.tiles_encoded += int(encoded_now)
 
     def _decode_in(
         self,
