@@ -55,6 +55,7 @@ from napari_mobilesam._widgets._plane import (
     unproxied,
 )
 from napari_mobilesam._widgets._segevery_features import (
+    layer_features,
     link_features,
     outcome_message,
     plane_features,
@@ -386,7 +387,7 @@ class SegEveryJob:
             layer = labels_for(
                 self.image, outcome.labels, f"{self.image.name} objects", self.settings.level
             )
-            layer.features = outcome.features
+            layer.features = layer_features(outcome.features)
             self.result_layer = self.viewer.add_layer(layer)
         self._finish(outcome)
         text = "\n\n".join(part for part in (outcome.message, outcome.details) if part)

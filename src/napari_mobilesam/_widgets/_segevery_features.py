@@ -14,6 +14,14 @@ from napari_mobilesam.stacks.planes import SegmentedPlane, link_planes
 
 FEATURE_COLUMNS = ("label", "score", "area", "box_x0", "box_y0", "box_x1", "box_y1")
 LINKED_COLUMNS = ("label", "first_slice", "last_slice", "volume", "mean_score")
+#: The id column of a layer's features: napari maps label values to rows through it.
+ID_COLUMN = "index"
+
+
+def layer_features(table: pd.DataFrame) -> pd.DataFrame:
+    """The features of the result layer: one id column (``"index"``, the label value
+    napari maps rows by; its features table adds the row number), then the others."""
+    return table.drop(columns="label") if "label" in table else table
 
 
 def plane_features(segmented: SegmentedPlane, plane: Plane) -> pd.DataFrame:
