@@ -137,8 +137,9 @@ def test_propagate_shows_slices_in_the_widget_and_ctrl_z_undoes_it_at_once(
 
     job = controller.propagator.job
     assert job.state == "done", job.message
-    assert seen and all(total == 6 for _, _, total in seen)
-    assert any("slice 6 of 6" in line for line, _, _ in seen)
+    assert seen, "the widget showed the propagation's progress"
+    assert all(f"slice {done} of {total}" in line for line, done, total in seen), seen
+    assert len({total for _, _, total in seen}) == 1, "one total"
     assert widget._status.progress_text == "", "the progress row is hidden at the end"
     labels = viewer.layers["image labels"]
     assert viewer.layers.selection.active is labels
@@ -179,6 +180,7 @@ def test_closing_napari_during_a_run_cancels_it_without_tracebacks(
     with caplog.at_level(logging.WARNING):
         job = controller.propagate()
         viewer.close()
+        qtbot.waitUntil(lambda: not job.running, timeout=TIMEOUT_MS)
         qtbot.waitUntil(
             lambda: QThreadPool.globalInstance().activeThreadCount() == 0, timeout=TIMEOUT_MS
         )
@@ -203,7 +205,7 @@ def test_segevery_reuses_segany_tiles_and_counts_each_phase_with_one_total(
 
     widget = SegEveryWidget(viewer)
     viewer.window.add_dock_widget(widget, name="SegEvery")
-    assert widget._tiling.visible and widget._tile_size.visible, "a 2048² plane is tiled"
+    assert shown(widget._tiling) and shown(widget._tile_size), "a 2048² plane is tiled"
     widget._detector.value = "grid"
     widget._points_per_side.value = 2
     seen, bars = [], []
@@ -224,21 +226,32 @@ def test_segevery_reuses_segany_tiles_and_counts_each_phase_with_one_total(
     assert "Decoder" not in job.outcome.message, "the grid has no box decoder"
 
 
+def shown(widget) -> bool:
+    """Whether a magicgui widget is shown where its container is."""
+    return not widget.native.isHidden()
+
+
 def test_settings_show_only_where_they_apply(make_napari_viewer, qtbot, cell, volume):
     viewer, widget = open_widget(make_napari_viewer, qtbot, SegEveryWidget, cell)
-    assert not widget._scope.visible, "a 2-D image has one plane"
-    assert not widget._tiling.visible and not widget._tile_size.visible, "256² is not tiled"
+    assert shown(widget._detector) and shown(widget._conf)
+    assert not shown(widget._scope), "a 2-D image has one plane"
+    assert not shown(widget._tiling) and not shown(widget._tile_size), "256² is not tiled"
     viewer.add_image(volume, name="volume")
     widget._image.value = viewer.layers["volume"]
-    assert widget._scope.visible
+    assert shown(widget._scope)
     segany = SegAnyWidget(viewer)
-    assert not segany._tile_size.visible and not segany._halo.visible
+    assert not shown(segany._tile_size) and not shown(segany._halo)
+    viewer.add_image(np.zeros((2048, 2048), np.uint8), name="large")
+    segany._image.value = viewer.layers["large"]
+    assert shown(segany._tile_size) and shown(segany._halo)
 
 
-def test_features_table_has_one_id_column(make_napari_viewer, qtbot, cell):
+def test_features_table_has_one_id_column(make_napari_viewer, qtbot, cell, yolo_checkpoint):
     _viewer, widget = open_widget(make_napari_viewer, qtbot, SegEveryWidget, cell)
-    widget._detector.value = "grid"
-    widget._points_per_side.value = 4
+    widget._detector.value = "file"
+    widget._detector_file.value = yolo_checkpoint
+    widget._conf.value = 0.0  # an untrained detector scores everything low
+    widget._max_objects.value = 4
     job = widget.run()
     qtbot.waitUntil(lambda: job.outcome is not None, timeout=TIMEOUT_MS)
     assert job.outcome.state == "done", job.outcome.message
