@@ -59,6 +59,7 @@ from napari_mobilesam._widgets._segevery_features import (
     link_features,
     outcome_message,
     plane_features,
+    plane_phase,
 )
 from napari_mobilesam._widgets._segevery_settings import DECODERS, DETECTORS, SegEverySettings
 from napari_mobilesam.imaging.convert import has_contrast, non_finite_note
@@ -318,26 +319,9 @@ class SegEveryJob:
 
     # ------------------------------------------------------------ GUI thread
     def _phase(self, number: int, done: int = 0, total: int = 0) -> tuple[str, str, int, int]:
-        """Plane ``number``'s step from the core's ``(done, total)``: the phase's name, a
-        line with its count, and the count within the phase (its total never changes).
-
-        A tiled plane first finds objects (one step per tile), then decodes (one step per
-        tile used; the core says how many as decoding starts); the grid detector only
-        decodes. An untiled plane decodes its prompts.
-        """
+        """Plane ``number``'s step (see :func:`plane_phase`), with the plane if several."""
         tiles = self._tiles[number] if number < len(self._tiles) else 0
-        if not tiles and not total:
-            name, count, line = "finding objects", (0, 1), "finding objects"
-        elif not tiles:
-            name, count = "decoding", (done, total)
-            line = f"decoding, {done} of {total} objects"
-        elif not self.settings.grid and done <= tiles:
-            name, count = "finding objects", (done, tiles)
-            line = f"finding objects, tile {done} of {tiles}"
-        else:
-            start = 0 if self.settings.grid else tiles
-            count = (done - start, max(total - start, done - start, 1))
-            name, line = "decoding", f"decoding, tile {count[0]} of {count[1]}"
+        name, line, *count = plane_phase(tiles, self.settings.grid, done, total)
         if len(self.planes) > 1:
             where = f"plane {number + 1} of {len(self.planes)}"
             name, line = f"{name} ({where})", f"{where}: {line}"

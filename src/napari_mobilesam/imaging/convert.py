@@ -45,7 +45,7 @@ def non_finite_note(image: ArrayLike) -> str:
 
     Examples
     --------
-    >>> non_finite_note(np.array([[np.nan, 1.0], [2.0, 3.0]]))[:38]
+    >>> non_finite_note(np.array([[np.nan, 1.0], [2.0, 3.0]]))[:39]
     '1 of 4 pixels (25%) are NaN or infinite'
     """
     values = np.asarray(image)
