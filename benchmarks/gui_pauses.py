@@ -1,7 +1,8 @@
 """How long napari's GUI thread is kept from running while the widgets work (issue 19).
 
 A 5 ms ``QTimer`` on the GUI thread records the time between its ticks while SegAny's
-Propagate runs through a Z stack (``--slices`` x ``--side``², one ellipsoid) and while
+Propagate runs through a Z stack (``--slices`` x ``--side``², one ellipsoid;
+``iou_threshold=0``: every slice is visited whatever the weights) and while
 SegEvery runs on all its slices (grid prompts). The longest gap (minus the 5 ms) is the
 longest pause a user feels; the median gap is the same clock with nothing in the way,
 the peer the pauses are read against. ``--profile`` adds the GUI thread's functions with
@@ -111,7 +112,6 @@ def propagate(viewer, app, image, truth, clock) -> dict:
         state=job.state,
         ap50=ap50(truth, labels) if labels is not None else 0.0,
     )
-    viewer.window.remove_dock_widget(widget)
     return figures
 
 
@@ -147,7 +147,14 @@ def main() -> None:
     args = parser.parse_args()
     os.environ["NAPARI_MOBILESAM_WEIGHTS"] = args.weights
 
+    import functools
+
     import napari
+
+    from napari_mobilesam.stacks import propagation
+
+    # Every slice is visited whatever the weights (random weights stop a walk at once).
+    propagation.propagate_mask = functools.partial(propagation.propagate_mask, iou_threshold=0)
     from qtpy.QtWidgets import QApplication
 
     image, truth = ellipsoid(args.slices, args.side)

@@ -265,6 +265,8 @@ def test_object_aware_model_with_the_prompt_guided_decoder(
     wait_until_finished(qtbot, job)
     assert job.outcome.state in {"done", "empty"}, job.outcome.message
     assert "mobile_sam.pt's mask decoder" not in job.outcome.message
+    if job.outcome.state == "done":  # "auto" says which decoder ran
+        assert "Decoder: MobileSAMv2 prompt-guided" in job.outcome.message
 
 
 def test_decoder_fallback_is_said_in_a_notification(

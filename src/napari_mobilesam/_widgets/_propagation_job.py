@@ -14,7 +14,6 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, Protocol
 
 import numpy as np
-from napari.qt.threading import create_worker
 from napari.utils import cancelable_progress
 from napari.utils.notifications import show_error, show_info
 from superqt.utils import ensure_main_thread
@@ -33,6 +32,7 @@ from napari_mobilesam._widgets._stack_axes import (
     axis_label,
     slice_plane,
 )
+from napari_mobilesam._widgets._workers import stoppable_worker
 
 if TYPE_CHECKING:
     import napari
@@ -131,9 +131,10 @@ class PropagationJob:
             desc=f"SegAny: propagating through {request.image.name}",
             cancel_callback=self.cancel,
         )
-        self._worker = create_worker(self._run, _ignore_errors=True)
+        self._worker = stoppable_worker(self._run, on_quit=self.close, _ignore_errors=True)
         self._worker.returned.connect(self._on_returned)
         self._worker.errored.connect(self._on_errored)
+        self._worker.finished.connect(self._on_worker_finished)
         self._worker.start()
 
     def cancel(self) -> None:
@@ -196,6 +197,11 @@ class PropagationJob:
         else:
             self.result = outcome
             self._write(outcome)
+
+    def _on_worker_finished(self) -> None:
+        """A worker napari stopped (its window closed) ends without a result."""
+        if self.running:
+            self._finish("cancelled", "napari was closed; nothing was written.")
 
     def _on_errored(self, exc: Exception) -> None:
         self._finish("failed", report_bug("Propagation", exc), str(exc))

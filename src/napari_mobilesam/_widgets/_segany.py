@@ -27,7 +27,6 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 from napari.layers import Labels
-from napari.qt.threading import create_worker
 from napari.utils.notifications import show_error
 
 from napari_mobilesam._widgets._errors import report_bug
@@ -49,6 +48,7 @@ from napari_mobilesam._widgets._segany_decoding import (
     PreviewEngine,
 )
 from napari_mobilesam._widgets._segany_layers import SegAnyLayers
+from napari_mobilesam._widgets._workers import stoppable_worker
 from napari_mobilesam.errors import UserInputError
 from napari_mobilesam.imaging.tiling import (
     DEFAULT_HALO,
@@ -144,14 +144,12 @@ class SegAnyController(SegAnyLayers):
             to_encode = [] if self._engine.is_embedded(request.image_key) else [None]
         else:
             to_encode = self._engine.needs_encoding(request)
-        worker = create_worker(
+        worker = stoppable_worker(
             self._engine.run,
             request,
             lambda: self._generation == request.generation,
-            # A total, so that napari's bar label "desc: " is followed by a count.
-            _progress={"total": len(to_encode), "desc": "MobileSAM: encoding"}
-            if to_encode
-            else None,
+            on_quit=self.close,
+            _progress={"total": 0, "desc": "MobileSAM: image embedding"} if to_encode else None,
             _ignore_errors=True,
         )
         worker.returned.connect(lambda decoded: self._on_decoded(request, decoded))

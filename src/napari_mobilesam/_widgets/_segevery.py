@@ -33,7 +33,6 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 import pandas as pd
 from napari.layers import Image
-from napari.qt.threading import create_worker
 from napari.utils import cancelable_progress, progress
 from napari.utils.notifications import show_error, show_info, show_warning
 from superqt.utils import ensure_main_thread
@@ -62,6 +61,7 @@ from napari_mobilesam._widgets._segevery_features import (
     plane_phase,
 )
 from napari_mobilesam._widgets._segevery_settings import DECODERS, DETECTORS, SegEverySettings
+from napari_mobilesam._widgets._workers import stoppable_worker
 from napari_mobilesam.imaging.convert import has_contrast, non_finite_note
 from napari_mobilesam.imaging.tiling import TileGrid, needs_tiling
 from napari_mobilesam.stacks.planes import PlaneSkipped
@@ -189,7 +189,10 @@ class SegEveryJob:
         )
         name, _, _, total = self._phase(0, 0, self._tiles[0])
         self._plane_bar = progress(total=total, desc=f"SegEvery: {name}")
-        self._worker = create_worker(self._segment_planes, _ignore_errors=True)
+        self._worker = stoppable_worker(
+            self._segment_planes, on_quit=self.close, _ignore_errors=True
+        )
+        self._worker.finished.connect(self._on_worker_finished)
         self._worker.yielded.connect(self._on_plane_done)
         self._worker.returned.connect(self._on_returned)
         self._worker.errored.connect(self._on_errored)
@@ -381,6 +384,11 @@ class SegEveryJob:
             show_warning(text)
         else:
             show_info(text)
+
+    def _on_worker_finished(self) -> None:
+        """A worker napari stopped (its window closed) ends without a result."""
+        if self.outcome is None:
+            self._finish(SegEveryOutcome("cancelled", "napari was closed; nothing was added."))
 
     def _on_errored(self, exc: Exception) -> None:
         self._finish(SegEveryOutcome("failed", report_bug("SegEvery", exc), details=str(exc)))
