@@ -59,7 +59,7 @@ def canvas(viewer):
 
 def click(qtbot, viewer, world_yx) -> None:
     """A left click on the canvas at a (y, x) world position of the displayed plane."""
-    camera = viewer.camera
+    camera = viewer.scene.camera if hasattr(viewer, "scene") else viewer.camera
     widget = canvas(viewer)
     offset = (np.asarray(world_yx, dtype=float) - np.asarray(camera.center[-2:])) * camera.zoom
     point = QPoint(round(widget.width() / 2 + offset[1]), round(widget.height() / 2 + offset[0]))
@@ -164,9 +164,10 @@ def test_prompt_points_keep_their_size_on_screen_on_a_4096_image(make_napari_vie
     controller.set_image(None)  # no preview: only the point is drawn
     points = controller.points
     points.add([2048, 2048])
+    camera = viewer.scene.camera if hasattr(viewer, "scene") else viewer.camera
     for zoom in (1.0, 4.0):
-        viewer.camera.center = (2048, 2048)
-        viewer.camera.zoom = zoom
+        camera.center = (2048, 2048)
+        camera.zoom = zoom
         assert 0 < lime_width(viewer) <= POINT_SCREEN_PX + 2, zoom
 
 

@@ -116,6 +116,7 @@ class PropagationJob:
         self._on_finished = on_finished
         self._cancel = threading.Event()
         self._closed = False
+        self._indices: tuple[np.ndarray, ...] | None = None
         self._bar: cancelable_progress | None = None
         self._worker: Any = None
 
@@ -168,7 +169,20 @@ class PropagationJob:
             return None
         except expected_errors() as exc:
             return exc
+        # The object's pixel indices in the layer, computed here, off the GUI thread.
+        self._indices = self._object_indices(result)
         return result
+
+    def _object_indices(self, result: PropagationResult) -> tuple[np.ndarray, ...] | None:
+        """The layer indices of the object's pixels on every slice it spans (None: none)."""
+        request = self.request
+        parts = [
+            slice_plane(request.plane, request.axis, z).data_indices(result.mask[z])
+            for z in result.slices
+        ]
+        if not parts:
+            return None
+        return tuple(np.concatenate(axis_indices) for axis_indices in zip(*parts, strict=True))
 
     def _check_cancel(self, done: int, total: int) -> None:
         if self._cancel.is_set() or (self._bar is not None and self._bar.is_canceled):
@@ -212,14 +226,10 @@ class PropagationJob:
         if output is None:
             self._finish("failed", controller.status)
             return
-        parts = [
-            slice_plane(request.plane, request.axis, z).data_indices(result.mask[z])
-            for z in result.slices
-        ]
-        if not parts:
+        indices = self._indices
+        if indices is None:
             self._finish("empty", "Propagation found no object: nothing was written.")
             return
-        indices = tuple(np.concatenate(axis_indices) for axis_indices in zip(*parts, strict=True))
         existing = np.asarray(output.data[indices])
         if not controller.overwrite:
             indices = tuple(axis_indices[existing == 0] for axis_indices in indices)
