@@ -207,6 +207,7 @@ class SegEveryWidget(Container):
         if not hasattr(self, "_level"):
             return
         tiled = plane_is_tiled(self.viewer, self._image.value, int(self._level.value or 0))
+        self._tiled = tiled
         self._tiling.visible = tiled
         self._on_tiling(self._tiling.value)
 
@@ -246,7 +247,8 @@ class SegEveryWidget(Container):
         self._link.value = "t" if is_time_axis(self.viewer, image, axis) else "z"
 
     def _on_tiling(self, tiling: str) -> None:
-        self._tile_size.visible = self._halo.visible = self._tiling.visible and tiling != "off"
+        tiled = getattr(self, "_tiled", True)
+        self._tile_size.visible = self._halo.visible = tiled and tiling != "off"
 
     def _level_choices(self, _widget: Any) -> list[tuple[str, int]]:
         image = self._image.value if hasattr(self, "_image") else None

@@ -9,26 +9,35 @@ finish the run quietly on the worker's ``finished`` signal.
 
 from __future__ import annotations
 
+import inspect
 from collections.abc import Callable
 from typing import Any
 
-from napari.qt.threading import FunctionWorker, create_worker
+from napari.qt.threading import FunctionWorker, GeneratorWorker, create_worker
 
 
-class StoppableWorker(FunctionWorker):
-    """A FunctionWorker whose ``quit()`` also calls :attr:`on_quit` (on the GUI thread)."""
+class _Stoppable:
+    """``quit()`` also calls :attr:`on_quit` (napari calls it on the GUI thread)."""
 
     on_quit: Callable[[], Any] | None = None
 
     def quit(self) -> None:
-        super().quit()
+        super().quit()  # type: ignore[misc]
         if self.on_quit is not None:
             self.on_quit()
 
 
+class StoppableWorker(_Stoppable, FunctionWorker):
+    """A FunctionWorker that calls ``on_quit`` when napari quits it."""
+
+
+class StoppableGeneratorWorker(_Stoppable, GeneratorWorker):
+    """A GeneratorWorker that calls ``on_quit`` when napari quits it."""
+
+
 def stoppable_worker(
     func: Callable, *args: Any, on_quit: Callable[[], Any], **kwargs: Any
-) -> StoppableWorker:
+) -> StoppableWorker | StoppableGeneratorWorker:
     """``create_worker(func, *args, **kwargs)`` as a :class:`StoppableWorker` that calls
     ``on_quit`` when napari quits it.
 
@@ -36,6 +45,7 @@ def stoppable_worker(
     --------
     >>> worker = stoppable_worker(run, on_quit=job.cancel, _ignore_errors=True)  # doctest: +SKIP
     """
-    worker = create_worker(func, *args, _worker_class=StoppableWorker, **kwargs)
+    kind = StoppableGeneratorWorker if inspect.isgeneratorfunction(func) else StoppableWorker
+    worker = create_worker(func, *args, _worker_class=kind, **kwargs)
     worker.on_quit = on_quit
     return worker
