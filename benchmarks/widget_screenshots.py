@@ -94,6 +94,7 @@ def segevery_progress(out: Path, app) -> None:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("out", type=Path)
+    parser.add_argument("--only", choices=["segany", "segevery"])
     parser.add_argument("--weights", default=str(SHARED / "parity" / "mobile_sam_seed0.pt"))
     args = parser.parse_args()
     os.environ["NAPARI_MOBILESAM_WEIGHTS"] = args.weights
@@ -103,8 +104,10 @@ def main() -> None:
     app = get_qapp()
     assert app is QApplication.instance()
     args.out.mkdir(parents=True, exist_ok=True)
-    segany(args.out, app)
-    segevery_progress(args.out, app)
+    if args.only in (None, "segany"):
+        segany(args.out, app)
+    if args.only in (None, "segevery"):
+        segevery_progress(args.out, app)
 
 
 if __name__ == "__main__":

@@ -64,6 +64,7 @@ def new_points_layer(viewer: napari.Viewer, image: Image) -> Points:
         face_color=PROMPT_FEATURE,
         face_color_cycle=PROMPT_COLORS,
         border_color="white",
+        border_width=0,  # a clamped marker keeps its unclamped border: a ring, no colour
         size=size,
         canvas_size_limits=(POINT_SCREEN_PX, POINT_SCREEN_PX),
         scale=image.scale,
