@@ -193,12 +193,13 @@ class PropagationJob:
     def _show_progress(self, done: int, total: int) -> None:
         bar = self._bar
         if bar is not None and total and not self._closed:
-            if bar.total != total:
-                bar.total = total
-            bar.update(done - bar.n)
+            # First: napari's bar processes Qt events, so the run may end inside its calls.
             name = axis_label(self.controller.viewer, self.request.image, self.request.axis)
             line = f"Propagating along {name}: slice {done} of {total}"
             self.controller.events.progress(value=(line, done, total))
+            if bar.total != total:
+                bar.total = total
+            bar.update(done - bar.n)
 
     # --------------------------------------------------------------- GUI thread
     def _on_returned(self, outcome: PropagationResult | Exception | None) -> None:

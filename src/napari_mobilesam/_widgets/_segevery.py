@@ -340,6 +340,8 @@ class SegEveryJob:
         if bar is None or self._closed:
             return
         name, line, done, total = self._phase(number, done, total)
+        # First: napari's bar processes Qt events, so the run may end inside its calls.
+        self._show_progress(line, done, total)
         description = f"SegEvery: {name}"
         if bar.total != total:  # a new phase
             bar.total = total
@@ -347,7 +349,6 @@ class SegEveryJob:
         # set_description processes Qt events: only at a new phase, not at every step.
         if self._plane_bar is bar and bar.desc.rstrip(": ") != description:
             bar.set_description(description)
-        self._show_progress(line, done, total)
 
     def _on_plane_done(self, planes_done: int) -> None:
         # set_description processes Qt events, so the run may end inside these calls.
