@@ -83,7 +83,7 @@ def segevery_progress(out: Path, app) -> None:
     widget._conf.value = 0.0
     widget._max_objects.value = 40
     job = widget.run()
-    wait(app, lambda: "decoding, 1" in widget._status.progress_text or job.outcome is not None)
+    wait(app, lambda: "decoding" in widget._status.progress_text or job.outcome is not None)
     shoot(viewer, out / "segevery_progress.png")
     wait(app, lambda: job.outcome is not None)
     if job.result_layer is not None:

@@ -81,7 +81,7 @@ def test_yolo_file_gives_a_labels_layer_with_features(
     ids = np.unique(layer.data[layer.data > 0])
     np.testing.assert_array_equal(sorted(features["index"]), ids)
     for row in features.itertuples():
-        assert row.area == np.count_nonzero(layer.data == row.label)
+        assert row.area == np.count_nonzero(layer.data == row.index)
         assert 0 <= row.box_x0 <= row.box_x1 <= cell.shape[1]
         assert 0 <= row.box_y0 <= row.box_y1 <= cell.shape[0]
     assert len(features) <= 4
