@@ -10,6 +10,7 @@ rectangle is a box prompt.
 
 from __future__ import annotations
 
+import weakref
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING
 
@@ -54,8 +55,7 @@ def new_points_layer(viewer: napari.Viewer, image: Image) -> Points:
     Points are drawn :data:`POINT_SCREEN_PX` canvas pixels wide whatever the zoom, so that
     they mark a small object on a large image without hiding it.
     """
-    size = max(3.0, min(spatial_shape(image)[-2:]) / 60)  # data units: for picking
-    return viewer.add_points(
+    points = viewer.add_points(
         np.zeros((0, image.ndim)),
         ndim=image.ndim,
         name=f"{image.name} prompts",
@@ -64,15 +64,37 @@ def new_points_layer(viewer: napari.Viewer, image: Image) -> Points:
         face_color=PROMPT_FEATURE,
         face_color_cycle=PROMPT_COLORS,
         border_color="white",
-        border_width=0,  # a clamped marker keeps its unclamped border: a ring, no colour
-        size=size,
-        canvas_size_limits=(POINT_SCREEN_PX, POINT_SCREEN_PX),
         scale=image.scale,
         translate=image.translate,
         rotate=image.rotate,
         shear=image.shear,
         affine=image.affine,
     )
+    keep_screen_size(viewer, points)
+    return points
+
+
+def keep_screen_size(viewer: napari.Viewer, points: Points) -> None:
+    """Keep the points of ``points`` :data:`POINT_SCREEN_PX` canvas pixels wide: their
+    size (in data units) follows the camera's zoom.
+
+    (napari's ``canvas_size_limits`` would clamp the drawn size, but a clamped marker
+    keeps its unclamped border: a white ring around a dot of colour.)
+    """
+    camera = viewer.scene.camera if hasattr(viewer, "scene") else viewer.camera
+    layer = weakref.ref(points)
+
+    def follow_zoom(_event: object = None) -> None:
+        if (alive := layer()) is None:
+            camera.events.zoom.disconnect(follow_zoom)
+            return
+        size = POINT_SCREEN_PX / (camera.zoom * max(abs(float(alive.scale[-1])), 1e-12))
+        alive.current_size = size
+        if len(alive.data):
+            alive.size = size
+
+    camera.events.zoom.connect(follow_zoom)
+    follow_zoom()
 
 
 def new_boxes_layer(viewer: napari.Viewer, image: Image) -> Shapes:
