@@ -1,5 +1,5 @@
-"""The README's SegAny and SegEvery screenshots (``docs/images/segany.png`` and
-``segevery_progress.png``), taken from a real session under a display.
+"""The README's SegAny and SegEvery screenshots (``docs/images/segany.png``,
+``segevery_progress.png`` and ``segevery.png``), taken from a real session under a display.
 
 SegAny: two prompt points (foreground and background) on the ``cell`` sample and the live
 preview. SegEvery: a run with a YOLO detector, shot while the widget's own progress row
@@ -19,6 +19,8 @@ import sys
 import tempfile
 import time
 from pathlib import Path
+
+import numpy as np
 
 SHARED = Path(__file__).resolve().parents[2] / "shared" / "fixtures"
 
@@ -91,10 +93,42 @@ def segevery_progress(out: Path, app) -> None:
     viewer.close()
 
 
+def segevery_result(out: Path, app) -> None:
+    """SegEvery finished on the ``cell`` sample; the status bar shows the features of the
+    object under the cursor."""
+    import napari
+    import skimage.data
+
+    from napari_mobilesam._widgets import SegEveryWidget
+
+    sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "tests"))
+    from conftest import build_yolo_checkpoint
+
+    yolo = build_yolo_checkpoint(Path(tempfile.mkdtemp()), "yolov8n.yaml")
+    viewer = napari.Viewer(show=True)
+    viewer.window._qt_window.resize(1500, 950)
+    viewer.add_image(skimage.data.cell(), name="cell")
+    widget = SegEveryWidget(viewer)
+    viewer.window.add_dock_widget(widget, name="SegEvery (MobileSAMv2)")
+    widget._detector.value = "file"
+    widget._detector_file.value = yolo
+    widget._conf.value = 0.0
+    widget._max_objects.value = 40
+    job = widget.run()
+    wait(app, lambda: job.outcome is not None)
+    layer = job.result_layer
+    if layer is not None:
+        ys, xs = np.nonzero(np.asarray(layer.data) > 0)
+        viewer.cursor.position = (float(ys[len(ys) // 2]), float(xs[len(xs) // 2]))
+        viewer.update_status_from_cursor()
+    shoot(viewer, out / "segevery.png")
+    viewer.close()
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("out", type=Path)
-    parser.add_argument("--only", choices=["segany", "segevery"])
+    parser.add_argument("--only", choices=["segany", "segevery", "segevery_result"])
     parser.add_argument("--weights", default=str(SHARED / "parity" / "mobile_sam_seed0.pt"))
     args = parser.parse_args()
     os.environ["NAPARI_MOBILESAM_WEIGHTS"] = args.weights
@@ -108,6 +142,8 @@ def main() -> None:
         segany(args.out, app)
     if args.only in (None, "segevery"):
         segevery_progress(args.out, app)
+    if args.only in (None, "segevery_result"):
+        segevery_result(args.out, app)
 
 
 if __name__ == "__main__":
