@@ -108,6 +108,7 @@ STAGES = (
     "segany",
     "segevery",
     "stacks",
+    "curation",
     "evaluation",
     "training",
     "batch",

@@ -9,7 +9,7 @@ import pytest
 from napari.utils.notifications import notification_manager
 from npe2 import PluginManifest
 
-from napari_mobilesam._widgets import SegAnyWidget, SegEveryWidget, TrainWidget
+from napari_mobilesam._widgets import CurateWidget, SegAnyWidget, SegEveryWidget, TrainWidget
 
 PLUGIN = "napari-mobilesam"
 
@@ -21,6 +21,7 @@ def test_manifest_is_valid_and_every_python_name_imports():
         "SegAny (MobileSAM)",
         "SegEvery (MobileSAMv2)",
         "Compare labels (evaluation)",
+        "Correct and curate (labels)",
         "Train (detector / decoder)",
     }
     assert {sample.key for sample in manifest.contributions.sample_data} == {"cell", "coins"}
@@ -38,6 +39,7 @@ def test_widgets_are_in_the_plugins_menu_and_work_docked(
         f"SegAny (MobileSAM) ({PLUGIN})",
         f"SegEvery (MobileSAMv2) ({PLUGIN})",
         f"Compare labels (evaluation) ({PLUGIN})",
+        f"Correct and curate (labels) ({PLUGIN})",
         f"Train (detector / decoder) ({PLUGIN})",
     ]
 
@@ -49,6 +51,8 @@ def test_widgets_are_in_the_plugins_menu_and_work_docked(
     assert isinstance(segevery, SegEveryWidget) and segevery.viewer is viewer
     _, train = viewer.window.add_plugin_dock_widget(PLUGIN, "Train (detector / decoder)")
     assert isinstance(train, TrainWidget) and train.viewer is viewer
+    _, curate = viewer.window.add_plugin_dock_widget(PLUGIN, "Correct and curate (labels)")
+    assert isinstance(curate, CurateWidget) and curate.viewer is viewer
     assert segany.controller.image is image
 
     segany.controller.points.add([32, 32])

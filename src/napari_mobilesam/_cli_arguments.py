@@ -3,8 +3,9 @@
 from __future__ import annotations
 
 import argparse
+import math
 
-__all__ = ["fraction", "non_negative", "number", "positive"]
+__all__ = ["finite_number", "fraction", "non_negative", "number", "positive"]
 
 
 def number(text: str, kind: type) -> float | int:
@@ -14,6 +15,14 @@ def number(text: str, kind: type) -> float | int:
     except ValueError:
         name = "a whole number" if kind is int else "a number"
         raise argparse.ArgumentTypeError(f"must be {name}, got {text!r}") from None
+
+
+def finite_number(text: str) -> float:
+    """Any finite number."""
+    value = number(text, float)
+    if not math.isfinite(value):
+        raise argparse.ArgumentTypeError(f"must be a finite number, got {text}")
+    return value
 
 
 def fraction(text: str) -> float:

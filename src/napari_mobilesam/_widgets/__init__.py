@@ -1,7 +1,8 @@
-"""The napari dock widgets: SegAny (MobileSAM), SegEvery (MobileSAMv2), Compare labels and
-Train."""
+"""The napari dock widgets: SegAny (MobileSAM), SegEvery (MobileSAMv2), Compare labels,
+Correct and curate, and Train."""
 
 from napari_mobilesam._widgets._compare import CompareLabelsWidget
+from napari_mobilesam._widgets._curate_widget import CurateWidget
 from napari_mobilesam._widgets._segany import SegAnyController
 from napari_mobilesam._widgets._segany_widget import SegAnyWidget
 from napari_mobilesam._widgets._segevery import SegEveryJob
@@ -11,6 +12,7 @@ from napari_mobilesam._widgets._train_widget import TrainWidget
 
 __all__ = [
     "CompareLabelsWidget",
+    "CurateWidget",
     "SegAnyController",
     "SegAnyWidget",
     "SegEveryJob",

@@ -13,7 +13,7 @@ import sys
 from collections.abc import Sequence
 from typing import Any
 
-from napari_mobilesam._cli_arguments import fraction, non_negative, positive
+from napari_mobilesam._cli_arguments import finite_number, fraction, non_negative, positive
 from napari_mobilesam.imaging.tiling import DEFAULT_HALO, DEFAULT_TILE_SHAPE
 from napari_mobilesam.segevery.options import SegEveryOptions
 from napari_mobilesam.stacks.planes import LINK_MODES
@@ -127,7 +127,12 @@ def _add_segment_command(commands: Any) -> None:
     segment.add_argument(
         "--sample", choices=("cell", "coins"), help="also segment a scikit-image sample"
     )
-    segment.add_argument("--coco", metavar="FILE", help="write one COCO JSON for the run")
+    segment.add_argument(
+        "--coco",
+        metavar="FILE",
+        help="write one COCO JSON for the run (each input's part is kept as NAME_coco.json "
+        "in the output folder, so that a resumed run can merge it without segmenting again)",
+    )
     segment.add_argument("--overwrite", action="store_true", help="redo existing outputs")
     segment.add_argument(
         "--format",
@@ -136,6 +141,7 @@ def _add_segment_command(commands: Any) -> None:
         help="label image format (auto: zarr above 2**26 pixels)",
     )
     _add_segevery_options(segment)
+    _add_filter_options(segment)
     _add_image_options(segment)
     _add_model_options(segment)
     scale = segment.add_argument_group("scale out (dask.distributed; default: in this process)")
@@ -179,6 +185,44 @@ def _add_segevery_options(segment: argparse.ArgumentParser) -> None:
     )
 
 
+#: The object filters of ``segment``: (option suffix, feature, argparse type).
+_FILTERS = (
+    ("area", "area", non_negative),
+    ("solidity", "solidity", fraction),
+    ("eccentricity", "eccentricity", fraction),
+    ("intensity", "mean_intensity", finite_number),
+    ("score", "score", fraction),
+)
+
+
+def _add_filter_options(segment: argparse.ArgumentParser) -> None:
+    filters = segment.add_argument_group(
+        "filters on object features (as in the Correct and curate widget): objects outside "
+        "a range are removed from the labels and tables; ends included"
+    )
+    for suffix, feature, kind in _FILTERS:
+        for end in ("min", "max"):
+            if (end, suffix) == ("min", "area"):
+                continue  # --min-area is SegEvery's own option, applied while painting
+            filters.add_argument(
+                f"--{end}-{suffix}",
+                type=kind,
+                default=None,
+                dest=f"{end}_{feature}",
+                help=f"{end}imum {feature.replace('_', ' ')}",
+            )
+
+
+def _object_ranges(args: argparse.Namespace) -> tuple:
+    """The (feature, low, high) filters given on the command line."""
+    ranges = []
+    for _, feature, _ in _FILTERS:
+        low, high = getattr(args, f"min_{feature}", None), getattr(args, f"max_{feature}")
+        if low is not None or high is not None:
+            ranges.append((feature, low, high))
+    return tuple(ranges)
+
+
 def _add_embed_command(commands: Any) -> None:
     embed = commands.add_parser(
         "embed",
@@ -217,6 +261,7 @@ def _segment(args: argparse.Namespace, parser: argparse.ArgumentParser) -> int:
             weights=args.weights,
             device=args.device,
             threads=args.threads,
+            object_ranges=_object_ranges(args),
         )
     except ValueError as error:
         parser.error(str(error))
@@ -234,8 +279,9 @@ def _segment(args: argparse.Namespace, parser: argparse.ArgumentParser) -> int:
     )
     done, skipped = report.count("done"), report.count("skipped")
     objects = sum(result.n_objects for result in report.results)
+    busy = f"{report.count('busy')} left to another run, " if report.count("busy") else ""
     print(
-        f"{done} segmented ({objects} objects), {skipped} skipped (outputs exist), "
+        f"{done} segmented ({objects} objects), {skipped} skipped (outputs exist), {busy}"
         f"{len(report.failures)} failed, in {report.seconds:.1f} s -> {report.outdir}"
     )
     notes = {note for result in report.results for note in result.notes}
@@ -275,6 +321,7 @@ def _embed(args: argparse.Namespace) -> int:
     failures = [FileResult(entry, "", "failed", reason) for entry, reason in not_found]
     predictor = SegAnyPredictor(build_mobile_sam(args.weights), args.device, cache_size=4)
     store = EmbeddingStore(args.output)
+    store.remove_stale_temporaries()  # of an interrupted embed
     limits = tuple(args.contrast_limits) if args.contrast_limits else None
     computed = 0
     for item in tqdm(items, unit="image", disable=args.quiet, desc="embed"):

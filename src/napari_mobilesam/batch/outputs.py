@@ -10,14 +10,15 @@ from __future__ import annotations
 
 import json
 import os
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 import pandas as pd
 
-from napari_mobilesam._atomic_files import TEMPORARY_MARK, atomic_path, remove_path
+from napari_mobilesam._atomic_files import atomic_path, remove_stale_temporaries
 from napari_mobilesam.imaging.label_files import (
     LABEL_FORMATS,
     ZARR_PIXELS,
@@ -32,6 +33,9 @@ __all__ = [
     "LABEL_FORMATS",
     "ZARR_PIXELS",
     "atomic_path",
+    "check_labels",
+    "check_writable",
+    "claim",
     "coco_part",
     "coco_plane",
     "is_done",
@@ -42,6 +46,7 @@ __all__ = [
     "open_zarr_labels",
     "output_paths",
     "read_labels",
+    "remove_stale_temporaries",
     "write_labels",
 ]
 
@@ -62,10 +67,61 @@ def is_done(outdir: Path, key: str) -> bool:
     return paths["csv"].is_file() and (paths["tiff"].is_file() or paths["zarr"].is_dir())
 
 
-def remove_stale_temporaries(folder: Path, name: str) -> None:
-    """Delete the temporary files of a killed run that would have become ``folder / name``."""
-    for stale in folder.glob(f".{name}{TEMPORARY_MARK}*"):
-        remove_path(stale)
+@contextmanager
+def claim(outdir: Path, key: str) -> Iterator[bool]:
+    """Claim input ``key`` for this process while the block runs: yields False if another
+    live process holds it.
+
+    The claim is a lock on ``outdir/.KEY.lock`` (``filelock``), released (and the file
+    removed) when the block ends; the operating system releases it when the process dies,
+    so a killed run's claim is taken over by the next run.
+    """
+    from filelock import FileLock, Timeout
+
+    path = outdir / f".{key}.lock"
+    lock = FileLock(path, timeout=0)
+    try:
+        lock.acquire()
+    except Timeout:
+        yield False
+        return
+    try:
+        yield True
+    finally:
+        # Unlinked while held: a run that opened it meanwhile gets Timeout or, after the
+        # release, finds the outputs done (filelock also re-checks an unlinked inode).
+        path.unlink(missing_ok=True)
+        lock.release()
+
+
+def check_writable(outdir: Path) -> None:
+    """Create ``outdir`` if needed; raise ``OSError`` naming it if no file can be written."""
+    import tempfile
+
+    try:
+        outdir.mkdir(parents=True, exist_ok=True)
+        with tempfile.NamedTemporaryFile(dir=outdir, prefix=".write-check-"):
+            pass
+    except OSError as error:
+        reason = error.strerror or str(error)
+        message = f"cannot write into the output folder {outdir}: {reason}"
+        raise type(error)(error.errno, message) from error
+
+
+def check_labels(path: Path, shape: tuple[int, ...]) -> None:
+    """Raise ``OSError`` unless the label image at ``path`` opens with ``shape``."""
+    try:
+        if path.suffix == ".zarr":
+            found = tuple(open_labels(path).shape)
+        else:
+            import tifffile
+
+            with tifffile.TiffFile(path) as tif:
+                found = tuple(tif.series[0].shape)
+    except Exception as error:
+        raise OSError(f"{path} was written but cannot be read back ({error})") from error
+    if found != tuple(shape):
+        raise OSError(f"{path} was written with shape {found}, expected {tuple(shape)}")
 
 
 def object_table(

@@ -13,7 +13,6 @@ from __future__ import annotations
 
 import json
 import os
-import threading
 import time
 from collections.abc import Sequence
 from dataclasses import dataclass, field
@@ -23,6 +22,7 @@ from typing import Any
 import numpy as np
 
 from napari_mobilesam.batch import outputs as outputs
+from napari_mobilesam.batch.models import load_models, model_loads
 from napari_mobilesam.batch.outputs import is_done, output_paths
 from napari_mobilesam.batch.settings import BatchSettings
 from napari_mobilesam.batch.task import segment_and_write
@@ -41,7 +41,8 @@ __all__ = [
 
 @dataclass
 class FileResult:
-    """What became of one input. ``status`` is "done", "skipped" or "failed"."""
+    """What became of one input. ``status`` is "done", "skipped", "busy" (another run is
+    segmenting it) or "failed"."""
 
     source: str
     key: str
@@ -75,47 +76,6 @@ class BatchReport:
         return sum(result.status == status for result in self.results)
 
 
-_MODELS: dict[tuple, tuple[Any, Any, Any]] = {}
-_LOADS = [0]
-_LOCK = threading.Lock()
-
-
-def load_models(settings: BatchSettings) -> tuple[Any, Any, Any]:
-    """``(predictor, detector, box_decoder)`` for ``settings``, loaded once per process.
-
-    Every task that a (worker) process runs reuses them; :func:`model_loads` counts loads.
-    """
-    key = (
-        settings.weights,
-        settings.device,
-        settings.detector,
-        settings.conf,
-        settings.iou,
-        settings.max_objects,
-        settings.decoder,
-        os.environ.get("NAPARI_MOBILESAM_WEIGHTS"),
-    )
-    with _LOCK:
-        if key not in _MODELS:
-            from napari_mobilesam.segany.predictor import SegAnyPredictor
-            from napari_mobilesam.segevery.box_decoders import load_box_decoder
-            from napari_mobilesam.segevery.options import LazyDetector
-            from napari_mobilesam.weights.build import build_mobile_sam
-
-            predictor = SegAnyPredictor(build_mobile_sam(settings.weights), settings.device)
-            detector: Any = settings.detector
-            if not settings.grid:
-                detector = LazyDetector(settings, settings.device).load()
-            _MODELS[key] = (predictor, detector, load_box_decoder(settings.decoder))
-            _LOADS[0] += 1
-        return _MODELS[key]
-
-
-def model_loads() -> int:
-    """How many times this process has loaded models (for any settings)."""
-    return _LOADS[0]
-
-
 def segment_file(
     item: InputItem,
     settings: BatchSettings,
@@ -128,31 +88,53 @@ def segment_file(
 ) -> FileResult:
     """Segment one input and write its outputs. Never raises: a failure is returned.
 
-    Skipped (status "skipped") when its outputs exist, unless ``overwrite``.
+    Skipped (status "skipped") when its outputs exist, unless ``overwrite``; left to
+    another run (status "busy") that has claimed it (:func:`outputs.claim`). Temporaries
+    of this input left by runs that ended are removed.
     """
+    options = dict(coco=coco, axis=axis, label_format=label_format)
     start = time.perf_counter()
     outdir = Path(outdir)
     result = FileResult(item.source, item.key, "skipped", pid=os.getpid())
     try:
-        if not overwrite and is_done(outdir, item.key):
-            if coco and not output_paths(outdir, item.key)["coco"].is_file():
-                _coco_from_outputs(outdir, item)
-        else:
-            result.n_objects, result.notes = segment_and_write(
-                item,
-                settings,
-                outdir,
-                load_models(settings),
-                coco=coco,
-                axis=axis,
-                label_format=label_format,
-            )
-            result.status = "done"
+        with outputs.claim(outdir, item.key) as mine:
+            if not mine:
+                result.status = "busy"
+                result.notes = [BUSY_NOTE]
+            else:
+                for path in output_paths(outdir, item.key).values():
+                    outputs.remove_stale_temporaries(outdir, path.name)
+                _segment_claimed(item, settings, outdir, result, overwrite, options)
     except Exception as error:  # one bad file must not stop the run
         result.status, result.error = "failed", f"{type(error).__name__}: {error}"
     result.seconds = time.perf_counter() - start
     result.model_loads = model_loads()
     return result
+
+
+BUSY_NOTE = (
+    "inputs being segmented by another run on the same output folder were left to it, "
+    "and are not in this run's COCO file (run again once it has finished)"
+)
+
+
+def _segment_claimed(
+    item: InputItem,
+    settings: BatchSettings,
+    outdir: Path,
+    result: FileResult,
+    overwrite: bool,
+    options: dict[str, Any],
+) -> None:
+    """Segment an input this process has claimed, unless it is done; ``result`` is updated."""
+    if not overwrite and is_done(outdir, item.key):
+        if options["coco"] and not output_paths(outdir, item.key)["coco"].is_file():
+            _coco_from_outputs(outdir, item)
+        return
+    result.n_objects, result.notes = segment_and_write(
+        item, settings, outdir, load_models(settings), **options
+    )
+    result.status = "done"
 
 
 def _coco_from_outputs(outdir: Path, item: InputItem) -> dict:
@@ -232,8 +214,6 @@ def segment_files(
     after another; otherwise each image is a task, and each worker process loads the
     models once and reuses them.
     """
-    from tqdm.auto import tqdm
-
     settings = settings if settings is not None else BatchSettings()
     outputs.label_format_for((1, 1), label_format)
     if coco is not None:
@@ -242,35 +222,66 @@ def segment_files(
         raise InvalidValueError(f"workers must be at least 1, got {workers}")
     start = time.perf_counter()
     outdir = Path(outdir)
-    outdir.mkdir(parents=True, exist_ok=True)
-    items, not_found = find_inputs(inputs, exclude=outdir)
-    missing = [FileResult(entry, "", "failed", reason) for entry, reason in not_found]
-    options = dict(
-        overwrite=overwrite, coco=coco is not None, axis=axis, label_format=label_format
-    )
+    created = not outdir.exists()
+    coco_path = None
+    try:
+        outputs.check_writable(outdir)  # before the first image, not after each
+        items, not_found = find_inputs(inputs, exclude=outdir)
+        results = [FileResult(entry, "", "failed", reason) for entry, reason in not_found]
+        options = dict(
+            overwrite=overwrite, coco=coco is not None, axis=axis, label_format=label_format
+        )
+        where = (workers, scheduler, client)
+        results += _run(items, settings, outdir, options, progress, where)
+        if coco is not None:
+            coco_path, failure = _merge_coco(results, outdir, Path(coco))
+            results.extend([failure] if failure else [])
+    finally:
+        if created and outdir.is_dir() and not any(outdir.iterdir()):
+            outdir.rmdir()  # a run that wrote nothing leaves no empty folder
+    return BatchReport(results, outdir, coco_path, time.perf_counter() - start)
+
+
+def _run(
+    items: list[InputItem],
+    settings: BatchSettings,
+    outdir: Path,
+    options: dict[str, Any],
+    progress: bool,
+    where: tuple[int | None, str | None, Any],
+) -> list[FileResult]:
+    """Segment ``items`` here, one after another, or on dask (``where``: workers,
+    scheduler, client), with a progress bar."""
+    from tqdm.auto import tqdm
+
     bar = tqdm(total=len(items), unit="image", disable=not progress, desc="segment")
     try:
-        if workers is None and scheduler is None and client is None:
+        if where == (None, None, None):
             results = []
             for item in items:
                 results.append(segment_file(item, settings, outdir, **options))
                 _advance(bar, results[-1])
-        else:
-            results = _run_on_dask(
-                items, settings, outdir, options, bar, workers, scheduler, client
-            )
+            return results
+        return _run_on_dask(items, settings, outdir, options, bar, *where)
     finally:
         bar.close()
-    coco_path = None
-    if coco is not None:
-        parts = []
-        for item, result in zip(items, results, strict=True):
-            if result.status != "failed":
-                part_path = output_paths(outdir, item.key)["coco"]
-                parts.append(json.loads(part_path.read_text()))
-        coco_path = Path(coco)
-        outputs.merge_coco(parts, coco_path)
-    return BatchReport(missing + results, outdir, coco_path, time.perf_counter() - start)
+
+
+def _merge_coco(
+    results: list[FileResult], outdir: Path, coco: Path
+) -> tuple[Path | None, FileResult | None]:
+    """Write the run's COCO file from the inputs' parts; a failure is returned, not raised."""
+    try:
+        outputs.remove_stale_temporaries(coco.parent, coco.name)
+        parts = [
+            json.loads(output_paths(outdir, result.key)["coco"].read_text())
+            for result in results
+            if result.key and result.status in ("done", "skipped")
+        ]
+        outputs.merge_coco(parts, coco)
+    except Exception as error:
+        return None, FileResult(str(coco), "", "failed", f"COCO file not written: {error}")
+    return coco, None
 
 
 def _advance(bar: Any, result: FileResult) -> None:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+from napari_mobilesam.curation.features import check_ranges
 from napari_mobilesam.errors import InvalidValueError
 from napari_mobilesam.segevery.options import SegEveryOptions
 from napari_mobilesam.stacks.planes import LINK_MODES, check_link_mode
@@ -35,6 +36,12 @@ class BatchSettings(SegEveryOptions):
         Torch device of the models (None: the best available).
     threads : int, optional
         Torch's thread count in the process that runs a task (None leaves it).
+    object_ranges : tuple of (feature, low, high)
+        Keep only the objects whose features lie in these ranges (ends included, None
+        open), as the curate widget's filters do
+        (:func:`napari_mobilesam.curation.filter_objects`): features ``area``,
+        ``solidity``, ``eccentricity``, ``mean_intensity``, ``score``. Applied to each
+        plane before it is written and tabled.
     """
 
     link: str = "auto"
@@ -42,9 +49,21 @@ class BatchSettings(SegEveryOptions):
     weights: str | None = None
     device: str | None = None
     threads: int | None = None
+    object_ranges: tuple[tuple[str, float | None, float | None], ...] = ()
 
     def __post_init__(self) -> None:
         super().__post_init__()
+        check_ranges(self.ranges)
         check_link_mode(self.link, ("auto", *LINK_MODES))
         if self.threads is not None and self.threads < 1:
             raise InvalidValueError(f"threads must be at least 1, got {self.threads}")
+
+    @property
+    def ranges(self) -> dict[str, tuple[float | None, float | None]]:
+        """``object_ranges`` as {feature: (low, high)}; a malformed entry raises."""
+        try:
+            return {name: (low, high) for name, low, high in self.object_ranges}
+        except (TypeError, ValueError):
+            raise InvalidValueError(
+                f"object_ranges must hold (feature, low, high) triples, got {self.object_ranges!r}"
+            ) from None

@@ -73,6 +73,7 @@ class _PlaneWriter:
     direct: bool  # planes are segmented straight into ``labels``
     tabled: bool  # tables and COCO are made per plane (not after linking)
     coco: bool
+    ranges: dict = field(default_factory=dict)  # filters on object features
     images: dict[int, Any] = field(default_factory=dict)
     scores: dict[int, float] = field(default_factory=dict)
     tables: list[pd.DataFrame] = field(default_factory=list)
@@ -102,11 +103,31 @@ class _PlaneWriter:
                 labels = np.asarray(labels[...])
             if plane.message and plane.message not in self.notes:
                 self.notes.append(plane.message)
-        self.scores.update(zip(plane.ids.tolist(), plane.scores.tolist(), strict=True))
+        scores = dict(zip(plane.ids.tolist(), plane.scores.tolist(), strict=True))
+        if self.ranges and not plane.skipped:
+            labels, scores = self.filtered(labels, image, scores, index)
+        self.scores.update(scores)
         if not plane.skipped and not self.direct and not isinstance(self.labels, np.ndarray):
             self.labels[index] = labels
         if self.tabled:
             self.table(plane.number, labels, image)
+
+    def filtered(
+        self, labels: np.ndarray, image: Any, scores: dict[int, float], index: tuple
+    ) -> tuple[np.ndarray, dict[int, float]]:
+        """The plane's labels and scores without the objects outside :attr:`ranges`,
+        written back where the plane was segmented into."""
+        from napari_mobilesam.curation.features import filter_objects, object_features
+
+        needs_image = "mean_intensity" in self.ranges and image is not None
+        features = object_features(labels, np.asarray(image) if needs_image else None, scores)
+        labels = filter_objects(labels, features, self.ranges)
+        if isinstance(self.labels, np.ndarray):
+            self.labels[index] = labels
+        elif self.direct:
+            self.labels[...] = labels
+        kept = set(np.unique(labels).tolist())
+        return labels, {i: s for i, s in scores.items() if i in kept}
 
     def table(self, number: int, labels: np.ndarray, image: Any) -> None:
         """The objects table rows and COCO annotations of one plane."""
@@ -138,8 +159,6 @@ def segment_and_write(
     paths = outputs.output_paths(outdir, item.key)
     fmt = outputs.label_format_for(layout.shape, label_format)
     outdir.mkdir(parents=True, exist_ok=True)
-    for path in paths.values():
-        outputs.remove_stale_temporaries(outdir, path.name)
     link = _link_mode(settings.link, layout, fmt)
     with outputs.atomic_path(paths[fmt]) as tmp:
         labels = (
@@ -154,6 +173,7 @@ def segment_and_write(
             direct=fmt == "zarr" and not layout.n_stack,
             tabled=link == "off",
             coco=coco,
+            ranges=settings.ranges,
         )
         _segment(image, writer, settings, models)
         if link != "off":
@@ -162,6 +182,7 @@ def segment_and_write(
             writer.notes.append("not linked: linking needs one stack axis (choose it with --axis)")
         if fmt == "tiff":
             outputs.write_labels(tmp, labels)
+    outputs.check_labels(paths[fmt], layout.shape)  # before the CSV marks the input done
     _write_tables(writer, paths, coco)
     return len(writer.scores), writer.notes
 

@@ -169,15 +169,36 @@ def read_image(source: str) -> tuple[Any, str | None]:
     if suffix in (".tif", ".tiff"):
         return _read_tiff(path)
     if suffix in (".png", ".jpg", ".jpeg"):
-        from PIL import Image
-
-        with Image.open(path) as image:
-            if image.mode in ("P", "PA", "CMYK", "YCbCr", "LAB", "HSV"):
-                image = image.convert("RGBA" if "A" in image.mode else "RGB")
-            return np.asarray(image), None
+        return _read_png_or_jpeg(path), None
     if suffix == ".zarr":
         return _read_zarr(path)
     raise InvalidValueError(f"unsupported file type {suffix!r}; expected one of {IMAGE_SUFFIXES}")
+
+
+def _read_png_or_jpeg(path: Path) -> np.ndarray:
+    """A PNG or JPEG file, read with Pillow's PNG and JPEG readers themselves.
+
+    Not through ``PIL.Image.open``, which ultralytics replaces when it is imported (trying
+    to install a HEIF reader for files Pillow cannot identify): the reason a file cannot be
+    read is the same before and after the detector is loaded.
+    """
+    from PIL import Image
+
+    Image.init()
+    with path.open("rb") as file:
+        prefix = file.read(16)
+        for name in ("PNG", "JPEG"):
+            factory, accept = Image.OPEN[name]
+            if accept is None or accept(prefix):
+                file.seek(0)
+                try:
+                    image = factory(file, str(path))
+                    if image.mode in ("P", "PA", "CMYK", "YCbCr", "LAB", "HSV"):
+                        image = image.convert("RGBA" if "A" in image.mode else "RGB")
+                    return np.asarray(image)
+                except (OSError, SyntaxError, ValueError) as error:
+                    raise OSError(f"{path} is a damaged {name} file ({error})") from error
+    raise OSError(f"{path} is not a PNG or JPEG file (its first bytes are {prefix[:8]!r})")
 
 
 def _read_tiff(path: Path) -> tuple[Any, str]:

@@ -23,7 +23,7 @@ from typing import Any
 
 import numpy as np
 
-from napari_mobilesam._atomic_files import atomic_path
+from napari_mobilesam._atomic_files import atomic_path, remove_stale_temporaries
 from napari_mobilesam.errors import InvalidValueError
 from napari_mobilesam.imaging.convert import display_range
 from napari_mobilesam.imaging.prepared_input import ModelInput, model_input
@@ -146,6 +146,10 @@ class EmbeddingStore:
         import zarr
 
         return zarr.open_group(str(self.path), mode="r").attrs.get("encoder_fingerprint")
+
+    def remove_stale_temporaries(self) -> int:
+        """Delete the half-written entries of runs that have ended; returns how many."""
+        return len(remove_stale_temporaries(self.path)) if self.path.is_dir() else 0
 
     def get(self, key: str) -> tuple[np.ndarray, tuple[int, int]] | None:
         """``(embedding, (H, W))`` stored under ``key``, or None."""

@@ -23,5 +23,6 @@ __getattr__, __dir__, __all__ = lazy.attach(
         ],
         "checkpoints": ["load_state_dict", "load_weights_into"],
         "build": ["build_mobile_sam"],
+        "needed": ["missing_checkpoints", "missing_files_message"],
     },
 )

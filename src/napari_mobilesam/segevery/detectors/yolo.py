@@ -292,20 +292,29 @@ def _model_lock(model: YOLO) -> threading.Lock:
 
 @contextlib.contextmanager
 def quiet_ultralytics() -> Iterator[None]:
-    """Silence ultralytics' logger, which writes to stdout, and undo its torch thread change.
+    """Silence ultralytics' logger, which writes to stdout, and keep torch's thread count.
 
-    Setting up a predictor on the CPU calls ``torch.set_num_threads`` with ultralytics' own
-    count; the caller's count is restored so that SAM is not slowed down afterwards.
+    Setting up a predictor on the CPU (in the first ``predict`` of a model) calls
+    ``torch.set_num_threads`` with ultralytics' own count (``NUM_THREADS``, at most 8). That
+    count is made the caller's for the block, so the first detection of a process runs with
+    the same threads as every later one (other threads can change the last bits of the
+    boxes, and so of the scores); the caller's count is restored afterwards as well.
     """
     import torch
+
+    yolo_class()  # ultralytics imported with this package's environment defaults
+    from ultralytics.utils import torch_utils
 
     logger = logging.getLogger("ultralytics")
     level = logger.level
     threads = torch.get_num_threads()
+    theirs = torch_utils.NUM_THREADS
     logger.setLevel(logging.CRITICAL + 1)
+    torch_utils.NUM_THREADS = threads
     try:
         yield
     finally:
+        torch_utils.NUM_THREADS = theirs
         logger.setLevel(level)
         torch.set_num_threads(threads)
 
