@@ -62,6 +62,9 @@ class RecordingPredictor:
     def set_image(self, rgb: np.ndarray) -> None:
         self.images.append(rgb)
 
+    def has_embedding(self, key: str) -> bool:
+        return False
+
 
 @pytest.fixture
 def perfect_decoder(monkeypatch):

@@ -76,11 +76,12 @@ def test_yolo_file_gives_a_labels_layer_with_features(
     np.testing.assert_array_equal(layer.scale, [0.5, 0.5])
     np.testing.assert_array_equal(layer.translate, [3, 4])
     features = layer.features
-    assert set(FEATURE_COLUMNS) <= set(features.columns)
+    assert set(FEATURE_COLUMNS) - {"label"} <= set(features.columns)
+    assert "label" not in features, "one id column: napari's 'index'"
     ids = np.unique(layer.data[layer.data > 0])
-    np.testing.assert_array_equal(sorted(features["label"]), ids)
+    np.testing.assert_array_equal(sorted(features["index"]), ids)
     for row in features.itertuples():
-        assert row.area == np.count_nonzero(layer.data == row.label)
+        assert row.area == np.count_nonzero(layer.data == row.index)
         assert 0 <= row.box_x0 <= row.box_x1 <= cell.shape[1]
         assert 0 <= row.box_y0 <= row.box_y1 <= cell.shape[0]
     assert len(features) <= 4
@@ -88,7 +89,7 @@ def test_yolo_file_gives_a_labels_layer_with_features(
     assert widget._run.enabled and not widget._cancel.enabled
 
     # napari's status bar shows the features of the label under the cursor
-    label = int(features["label"].iloc[0])
+    label = int(features["index"].iloc[0])
     y, x = np.argwhere(layer.data == label)[0]
     properties = layer._get_properties((y * 0.5 + 3, x * 0.5 + 4), world=True)
     assert any(line.startswith("score:") for line in properties)
@@ -264,6 +265,8 @@ def test_object_aware_model_with_the_prompt_guided_decoder(
     wait_until_finished(qtbot, job)
     assert job.outcome.state in {"done", "empty"}, job.outcome.message
     assert "mobile_sam.pt's mask decoder" not in job.outcome.message
+    if job.outcome.state == "done":  # "auto" says which decoder ran
+        assert "Decoder: MobileSAMv2 prompt-guided" in job.outcome.message
 
 
 def test_decoder_fallback_is_said_in_a_notification(

@@ -122,7 +122,8 @@ def images_segmented(monkeypatch: pytest.MonkeyPatch) -> list[object]:
 
 
 def test_tile_settings_are_shown_with_defaults(make_napari_viewer, qtbot):
-    _viewer, widget = open_widget(make_napari_viewer, qtbot, np.zeros((64, 64), np.uint8))
+    # Shown for planes that are tiled (larger than 1024 px), hidden for smaller ones.
+    _viewer, widget = open_widget(make_napari_viewer, qtbot, np.zeros((2048, 2048), np.uint8))
     assert widget._tiling.value == "auto"
     assert (widget._tile_size.value, widget._halo.value) == (TILE_SIZE, HALO) == (768, 128)
     assert widget._tile_size.visible and widget._halo.visible
@@ -168,7 +169,7 @@ def test_large_dask_layer_is_segmented_tile_by_tile(
     assert f"{job.tiles_encoded} tile embeddings" in job.outcome.message
     features = layer.features
     assert 0 < len(features) <= 8 * 4, "at most max_objects per tile"
-    np.testing.assert_array_equal(sorted(features["label"]), np.unique(layer.data[layer.data > 0]))
+    np.testing.assert_array_equal(sorted(features["index"]), np.unique(layer.data[layer.data > 0]))
     # One progress step per tile: 4 for discovery, then one per tile (or view) decoded.
     steps = [done for _, done, _ in reports]
     assert steps == list(range(1, len(steps) + 1))

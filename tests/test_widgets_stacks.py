@@ -228,13 +228,13 @@ def test_segevery_all_slices_links_objects_across_slices(
     features = layer.features
     assert {"first_slice", "last_slice", "volume", "mean_score"} <= set(features.columns)
     ids = np.unique(layer.data[layer.data > 0])
-    np.testing.assert_array_equal(sorted(features["label"]), ids)
+    np.testing.assert_array_equal(sorted(features["index"]), ids)
     spanning = features[features["last_slice"] > features["first_slice"]]
     assert len(spanning), "identical slices give objects that span slices"
     for row in features.itertuples():
-        on = [z for z in range(3) if (layer.data[z] == row.label).any()]
+        on = [z for z in range(3) if (layer.data[z] == row.index).any()]
         assert on[0] == row.first_slice and on[-1] == row.last_slice
-        assert row.volume == np.count_nonzero(layer.data == row.label)
+        assert row.volume == np.count_nonzero(layer.data == row.index)
     assert "linked" in job.outcome.message
 
 

@@ -63,10 +63,10 @@ class FilterPanel(Container):
         image = self._image(labels.shape)
         table = layer.features
         scores = None
-        if "score" in table.columns and "label" in table.columns:
-            scores = dict(
-                zip(table["label"].astype(int), table["score"].astype(float), strict=True)
-            )
+        # SegEvery layers name their ids "index" (napari's column), others "label".
+        ids = next((c for c in ("label", "index") if c in table.columns), None)
+        if "score" in table.columns and ids is not None:
+            scores = dict(zip(table[ids].astype(int), table["score"].astype(float), strict=True))
         self.features = object_features(labels, image, scores)
         self.measured = []
         for name, slider in self.sliders.items():

@@ -1,7 +1,8 @@
 """How the widgets tell the user that something went wrong.
 
 An error whose message says what to change (bad input, missing weights or files) is shown
-in the widget as a short status. Anything else is a bug: it is logged with its traceback
+in the widget as one short line in the widget's own words (:func:`error_line`), its full
+text one click away ("Details…"). Anything else is a bug: it is logged with its traceback
 and shown as napari's error notification, whose traceback is one click away.
 """
 
@@ -34,6 +35,30 @@ def expected_errors() -> tuple[type[Exception], ...]:
         InvalidDetectorError,
         FileNotFoundError,
     )
+
+
+def error_line(what: str, error: BaseException, choices: str = "") -> str:
+    """The short line a widget shows for an expected ``error`` of the work ``what``.
+
+    Missing weights and detectors get a line of their own that names ``choices`` (what the
+    widget offers instead, in its own words); other errors their message's first line.
+    The full message belongs in the details (``str(error)``).
+
+    Examples
+    --------
+    >>> error_line("SegEvery", FileNotFoundError("No such file: a.pt"))
+    'SegEvery failed: No such file: a.pt'
+    """
+    from napari_mobilesam.segevery.discovery import DetectorUnavailableError
+    from napari_mobilesam.weights.fetch import WeightsError
+
+    instead = f": {choices}" if choices else ""
+    if isinstance(error, DetectorUnavailableError):
+        return f"{what} failed: the object detector file is not available{instead}."
+    if isinstance(error, WeightsError):
+        return f"{what} failed: the model weights could not be found or loaded (see Details)."
+    lines = str(error).strip().splitlines()
+    return f"{what} failed: {lines[0] if lines else type(error).__name__}"
 
 
 def report_bug(what: str, error: BaseException) -> str:

@@ -16,6 +16,7 @@ from napari_mobilesam._torch_guard import prepare_torch_import
 
 if TYPE_CHECKING:
     from napari_mobilesam.model import MobileSAM
+    from napari_mobilesam.segany.embedding_cache import EmbeddingCache
     from napari_mobilesam.segany.predictor import SegAnyPredictor
 
 #: A store of precomputed embeddings (``napari-mobilesam embed``) for the widgets.
@@ -23,6 +24,10 @@ EMBEDDINGS_ENV = "NAPARI_MOBILESAM_EMBEDDINGS"
 
 _models: dict[Path, MobileSAM] = {}
 _models_lock = threading.Lock()
+#: Embeddings shared by every widget's predictor, per model: a tile SegAny encoded is not
+#: encoded again by SegEvery (1024² embeddings of 4 MiB: 256 MiB at most).
+SHARED_CACHE_SIZE = 64
+_caches: dict[int, EmbeddingCache] = {}
 
 
 def leave_a_core_for_the_gui() -> int:
@@ -71,15 +76,19 @@ def shared_model() -> MobileSAM:
 
 
 def new_predictor() -> SegAnyPredictor:
-    """Return a new predictor on the shared model (see :func:`shared_model`).
+    """Return a new predictor on the shared model (see :func:`shared_model`) and its
+    shared embedding cache: what one widget encoded, another does not encode again.
 
     With ``NAPARI_MOBILESAM_EMBEDDINGS`` set to a store made by ``napari-mobilesam embed``,
     images (and tiles) found there are not encoded: the first click on them is instant.
     """
     model = shared_model()
+    from napari_mobilesam.segany.embedding_cache import EmbeddingCache
     from napari_mobilesam.segany.embedding_store import EmbeddingStore
     from napari_mobilesam.segany.predictor import SegAnyPredictor
 
     store_path = os.environ.get(EMBEDDINGS_ENV, "").strip()
     store = EmbeddingStore(Path(store_path).expanduser()) if store_path else None
-    return SegAnyPredictor(model, embedding_store=store)
+    with _models_lock:
+        cache = _caches.setdefault(id(model), EmbeddingCache(SHARED_CACHE_SIZE))
+    return SegAnyPredictor(model, embedding_store=store, embedding_cache=cache)

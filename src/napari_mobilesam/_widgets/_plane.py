@@ -315,3 +315,18 @@ def model_contrast_limits(layer: Image) -> tuple[float, float] | None:
     if layer.rgb and np.dtype(layer.dtype) == np.uint8 and (low, high) == (0.0, 255.0):
         return None
     return low, high
+
+
+def plane_is_tiled(viewer: napari.Viewer, layer: Image | None, level: int = 0) -> bool:
+    """Whether the plane of ``layer`` on screen (at ``level``) is larger than the model's
+    input, so that SegAny and SegEvery segment it tile by tile (their tile settings apply).
+    """
+    if layer is None:
+        return False
+    from napari_mobilesam.imaging.tiling import needs_tiling
+
+    try:
+        size = displayed_plane(viewer, layer, level if layer.multiscale else None).size
+    except PlaneError:  # 3-D display: the last two axes
+        size = spatial_shape(layer, level)[-2:]
+    return needs_tiling(tuple(size))

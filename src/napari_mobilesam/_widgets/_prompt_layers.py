@@ -1,7 +1,8 @@
 """SegAny's prompt layers: the points and boxes layers of an image, and their prompts.
 
 Points layer ``"<image> prompts"``: foreground points are lime, background magenta (the
-``prompt`` feature). Shapes layer ``"<image> boxes"``: each rectangle is a box prompt.
+``prompt`` feature), a fixed size on screen. Shapes layer ``"<image> boxes"``: each
+rectangle is a box prompt.
 :func:`collect_prompts` reads the prompts lying on one plane of the image as
 :class:`PlanePrompts`, which remember the layer rows they came from, so that
 :func:`remove_prompts` can take exactly those away once they are used.
@@ -9,6 +10,7 @@ Points layer ``"<image> prompts"``: foreground points are lime, background magen
 
 from __future__ import annotations
 
+import weakref
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING
 
@@ -25,6 +27,8 @@ PROMPT_FEATURE = "prompt"
 FOREGROUND = "foreground"
 BACKGROUND = "background"
 PROMPT_COLORS = {FOREGROUND: "lime", BACKGROUND: "magenta"}
+#: Width of a prompt point on screen, in canvas pixels, at every zoom and image size.
+POINT_SCREEN_PX = 10
 
 _NO_ROWS = np.zeros(0, dtype=int)
 
@@ -46,9 +50,12 @@ class PlanePrompts(PromptSet):
 
 
 def new_points_layer(viewer: napari.Viewer, image: Image) -> Points:
-    """Add the empty ``"<image> prompts"`` points layer, aligned with ``image``."""
-    size = max(3.0, min(spatial_shape(image)[-2:]) / 60)
-    return viewer.add_points(
+    """Add the empty ``"<image> prompts"`` points layer, aligned with ``image``.
+
+    Points are drawn :data:`POINT_SCREEN_PX` canvas pixels wide whatever the zoom, so that
+    they mark a small object on a large image without hiding it.
+    """
+    points = viewer.add_points(
         np.zeros((0, image.ndim)),
         ndim=image.ndim,
         name=f"{image.name} prompts",
@@ -57,13 +64,37 @@ def new_points_layer(viewer: napari.Viewer, image: Image) -> Points:
         face_color=PROMPT_FEATURE,
         face_color_cycle=PROMPT_COLORS,
         border_color="white",
-        size=size,
         scale=image.scale,
         translate=image.translate,
         rotate=image.rotate,
         shear=image.shear,
         affine=image.affine,
     )
+    keep_screen_size(viewer, points)
+    return points
+
+
+def keep_screen_size(viewer: napari.Viewer, points: Points) -> None:
+    """Keep the points of ``points`` :data:`POINT_SCREEN_PX` canvas pixels wide: their
+    size (in data units) follows the camera's zoom.
+
+    (napari's ``canvas_size_limits`` would clamp the drawn size, but a clamped marker
+    keeps its unclamped border: a white ring around a dot of colour.)
+    """
+    camera = viewer.scene.camera if hasattr(viewer, "scene") else viewer.camera
+    layer = weakref.ref(points)
+
+    def follow_zoom(_event: object = None) -> None:
+        if (alive := layer()) is None:
+            camera.events.zoom.disconnect(follow_zoom)
+            return
+        size = POINT_SCREEN_PX / (camera.zoom * max(abs(float(alive.scale[-1])), 1e-12))
+        alive.current_size = size
+        if len(alive.data):
+            alive.size = size
+
+    camera.events.zoom.connect(follow_zoom)
+    follow_zoom()
 
 
 def new_boxes_layer(viewer: napari.Viewer, image: Image) -> Shapes:

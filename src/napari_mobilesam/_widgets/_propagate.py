@@ -165,6 +165,11 @@ class Propagator:
         job.start()
         return job
 
+    def close(self) -> None:
+        """napari (or the widget) is closing: cancel the running propagation quietly."""
+        if self.job is not None:
+            self.job.close()
+
     def cancel(self) -> None:
         """Cancel the running propagation, if any (nothing is written)."""
         if self.running:
@@ -172,7 +177,7 @@ class Propagator:
             self.controller.set_status("Cancelling the propagation...")
 
     def _on_finished(self, job: PropagationJob) -> None:
-        self.controller.set_status(job.message)
+        self.controller.set_status(job.message, job.details)
         self.controller.events.propagation(value=False)
 
 

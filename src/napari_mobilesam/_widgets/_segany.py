@@ -27,7 +27,6 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 from napari.layers import Labels
-from napari.qt.threading import create_worker
 from napari.utils.notifications import show_error
 
 from napari_mobilesam._widgets._errors import report_bug
@@ -49,6 +48,7 @@ from napari_mobilesam._widgets._segany_decoding import (
     PreviewEngine,
 )
 from napari_mobilesam._widgets._segany_layers import SegAnyLayers
+from napari_mobilesam._widgets._workers import stoppable_worker
 from napari_mobilesam.errors import UserInputError
 from napari_mobilesam.imaging.tiling import (
     DEFAULT_HALO,
@@ -107,6 +107,8 @@ class SegAnyController(SegAnyLayers):
         #: Hands out the ids of accepted and propagated objects.
         self.label_ids = NextLabelId()
         self._workers: set = set()
+        #: Whether napari (or the widget) was closed: runs are cancelled, nothing is shown.
+        self.closed = False
         self.propagator = Propagator(self)
         controller = weakref.ref(self)
 
@@ -142,10 +144,11 @@ class SegAnyController(SegAnyLayers):
             to_encode = [] if self._engine.is_embedded(request.image_key) else [None]
         else:
             to_encode = self._engine.needs_encoding(request)
-        worker = create_worker(
+        worker = stoppable_worker(
             self._engine.run,
             request,
             lambda: self._generation == request.generation,
+            on_quit=self.close,
             _progress={"total": 0, "desc": "MobileSAM: image embedding"} if to_encode else None,
             _ignore_errors=True,
         )
@@ -253,7 +256,16 @@ class SegAnyController(SegAnyLayers):
         self.events.preview()
 
     def _on_worker_error(self, exc: Exception) -> None:
-        self.set_status(report_bug("Segmentation", exc))
+        if not self.closed:
+            self.set_status(report_bug("Segmentation", exc))
+
+    def close(self) -> None:
+        """napari (or the widget) is closing: drop the preview being computed, cancel a
+        propagation, and emit nothing more (the widgets are gone)."""
+        self.closed = True
+        self._generation += 1
+        self.events.disconnect()
+        self.propagator.close()
 
     def select_candidate(self, candidate: int) -> None:
         """Show the ``candidate``-th best mask of a multimask preview (0 = best)."""
@@ -270,7 +282,10 @@ class SegAnyController(SegAnyLayers):
 
     def _draw_preview(self) -> None:
         self._canvas.draw(self.image, self.preview)
-        self.set_status(describe_preview(self.preview))
+        text, warning = describe_preview(self.preview), self.preview.decoded.warning
+        if warning:
+            text = f"Some pixels are NaN or infinite (see Details). {text}"
+        self.set_status(text, warning)
 
     def clear_preview(self) -> None:
         """Remove the preview (the prompts stay)."""

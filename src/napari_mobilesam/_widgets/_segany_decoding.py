@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import threading
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
@@ -23,6 +23,7 @@ from napari_mobilesam._widgets._model import (
 )
 from napari_mobilesam._widgets._plane import Plane
 from napari_mobilesam._widgets._prompt_layers import PlanePrompts
+from napari_mobilesam.imaging.convert import non_finite_note
 from napari_mobilesam.imaging.prepared_input import model_input
 from napari_mobilesam.imaging.tiling import Tile
 from napari_mobilesam.segany.prompts import PromptSet, decode_prompts, decode_prompts_tiled
@@ -47,6 +48,8 @@ class Decoded:
     separate_objects: bool
     window: tuple[int, int, int, int] | None = None
     note: str = ""
+    #: What the plane's NaN or infinite pixels became, when it has some.
+    warning: str = ""
 
     @property
     def region(self) -> tuple[int, int, int, int]:
@@ -139,6 +142,7 @@ class PreviewEngine:
         self._lock = threading.Lock()
         self._predictor: SegAnyPredictor | None = None
         self._image_key: tuple | None = None
+        self._image_note = ""  # NaN pixels of the plane, said in the status line
         self._tiled: TiledSegAnyPredictor | None = None
         self._tiled_key: tuple | None = None
         # Tiles encoded by runs whose preview was superseded (not yet reported).
@@ -172,13 +176,13 @@ class PreviewEngine:
                     return self._run_tiled(request, is_current)
                 if self._image_key != request.image_key:
                     self._image_key = None
-                    self._predictor.set_image(
-                        model_input(request.plane.take(request.data), request.contrast_limits)
-                    )
-                    self._image_key = request.image_key
+                    plane = request.plane.take(request.data)
+                    self._predictor.set_image(model_input(plane, request.contrast_limits))
+                    self._image_key, self._image_note = request.image_key, non_finite_note(plane)
                 if not is_current():
                     return None
-                return decode_plane(self._predictor, request.prompts)
+                decoded = decode_plane(self._predictor, request.prompts)
+                return replace(decoded, warning=self._image_note) if self._image_note else decoded
             except expected_errors() as exc:
                 return str(exc)
 

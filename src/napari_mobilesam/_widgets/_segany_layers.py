@@ -60,7 +60,8 @@ class SegAnyLayers:
     ------
     ``events.status`` (``value``: a line for people), ``events.layers`` (the image, prompt
     or output layer changed), ``events.click_kind`` (what a plain click adds changed),
-    ``events.preview`` and ``events.propagation`` (emitted by subclasses).
+    ``events.preview``, ``events.propagation`` and ``events.progress`` (``value``: a
+    running propagation's ``(line, done, total)``), emitted by subclasses.
     """
 
     def __init__(self, viewer: napari.Viewer) -> None:
@@ -72,6 +73,7 @@ class SegAnyLayers:
             preview=Event,
             click_kind=Event,
             propagation=Event,
+            progress=Event,
         )
         self.image: Image | None = None
         self.points: Points | None = None
@@ -295,7 +297,8 @@ class SegAnyLayers:
         self.set_output_layer(output)
         return output
 
-    def set_status(self, text: str) -> None:
-        """Show ``text`` in the status line (``events.status``)."""
+    def set_status(self, text: str, details: str = "") -> None:
+        """Show ``text`` in the status line (``events.status``), ``details`` (an error's
+        full explanation) one click away."""
         self.status = text
-        self.events.status(value=text)
+        self.events.status(value=text, details=details)

@@ -9,7 +9,6 @@ from magicgui.widgets import (
     CheckBox,
     ComboBox,
     Container,
-    Label,
     PushButton,
     RadioButtons,
     SpinBox,
@@ -18,6 +17,7 @@ from napari.layers import Image, Labels, Points, Shapes
 
 from napari_mobilesam._widgets._plane import (
     level_count,
+    plane_is_tiled,
     spatial_shape,
     unproxied,
 )
@@ -26,6 +26,7 @@ from napari_mobilesam._widgets._prompt_layers import BACKGROUND, FOREGROUND
 from napari_mobilesam._widgets._segany import SegAnyController
 from napari_mobilesam._widgets._segany_layers import NEW_LAYER
 from napari_mobilesam._widgets._stack_axes import axis_label, stack_axes
+from napari_mobilesam._widgets._status import StatusLine
 from napari_mobilesam.imaging.tiling import DEFAULT_HALO, DEFAULT_TILE_SHAPE
 
 if TYPE_CHECKING:
@@ -58,9 +59,11 @@ class SegAnyWidget(Container):
         self._make_tiling_widgets()
         self._make_action_widgets()
         super().__init__(widgets=self._widget_list())
-        self._status.native.setWordWrap(True)
+        self.native.layout().addWidget(self._status)
         self._connect_widgets()
         self._connect_events()
+        controller = self.controller
+        self.native.destroyed.connect(lambda *_: controller.close())
         self.reset_choices()
         active = viewer.layers.selection.active
         images = [layer for layer in viewer.layers if isinstance(layer, Image)]
@@ -135,7 +138,7 @@ class SegAnyWidget(Container):
             "through the stack and write it under one new id",
         )
         self._cancel_propagation = PushButton(text="Cancel", enabled=False)
-        self._status = Label(value="")
+        self._status = StatusLine()
 
     def _widget_list(self) -> list:
         """The widgets, top to bottom."""
@@ -157,7 +160,6 @@ class SegAnyWidget(Container):
                 layout="horizontal",
                 labels=False,
             ),
-            self._status,
         ]
 
     def _connect_widgets(self) -> None:
@@ -188,7 +190,9 @@ class SegAnyWidget(Container):
         self.controller.events.propagation.connect(self._on_propagation)
         viewer.dims.events.ndisplay.connect(self._sync_stack_axes)
         viewer.dims.events.order.connect(self._sync_stack_axes)
-        self.controller.events.status.connect(lambda event: self._status.set_value(event.value))
+        self.controller.events.status.connect(self._on_status)
+        self.controller.events.progress.connect(self._on_progress)
+        viewer.dims.events.order.connect(self._sync_tiling)
         self.controller.events.layers.connect(self._sync_layers)
         self.controller.events.preview.connect(self._sync_candidates)
         self.controller.events.click_kind.connect(
@@ -262,6 +266,16 @@ class SegAnyWidget(Container):
         running = bool(event.value)
         self._propagate.enabled = not running
         self._cancel_propagation.enabled = running
+        if not running:
+            self._status.hide_progress()
+
+    def _on_status(self, event: Any) -> None:
+        """A status line of the controller; ``event.details``, if any, one click away."""
+        self._status.show_message(event.value, getattr(event, "details", ""))
+
+    def _on_progress(self, event: Any) -> None:
+        """``event.value``: (line, done, total) of a running propagation."""
+        self._status.show_progress(*event.value)
 
     def _level_choices(self, _widget: Any = None) -> list[tuple[str, int]]:
         image = self.controller.image
@@ -280,6 +294,13 @@ class SegAnyWidget(Container):
                 self._level.value = self.controller.level
         image = self.controller.image
         self._level.visible = image is not None and level_count(image) > 1
+        self._sync_tiling()
+
+    def _sync_tiling(self, _event: Any = None) -> None:
+        """Show the tile settings only for an image whose planes are tiled."""
+        controller = self.controller
+        tiled = plane_is_tiled(self.viewer, controller.image, controller.level)
+        self._tile_size.visible = self._halo.visible = tiled
 
     def _sync_candidates(self, _event: Any = None) -> None:
         preview = self.controller.preview
@@ -303,6 +324,7 @@ class SegAnyWidget(Container):
     def _on_level(self, level: int | None) -> None:
         if level is not None:
             self.controller.set_level(level)
+            self._sync_tiling()
 
     def _on_overwrite(self, value: bool) -> None:
         self.controller.overwrite = bool(value)

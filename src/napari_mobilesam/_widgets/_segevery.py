@@ -33,14 +33,13 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 import pandas as pd
 from napari.layers import Image
-from napari.qt.threading import create_worker
 from napari.utils import cancelable_progress, progress
-from napari.utils.notifications import show_error, show_info
+from napari.utils.notifications import show_error, show_info, show_warning
 from superqt.utils import ensure_main_thread
 
 from napari_mobilesam._progress import Cancelled
 from napari_mobilesam._torch_guard import prepare_torch_import
-from napari_mobilesam._widgets._errors import expected_errors, report_bug
+from napari_mobilesam._widgets._errors import error_line, expected_errors, report_bug
 from napari_mobilesam._widgets._model import (
     new_predictor,
 )
@@ -55,12 +54,15 @@ from napari_mobilesam._widgets._plane import (
     unproxied,
 )
 from napari_mobilesam._widgets._segevery_features import (
+    layer_features,
     link_features,
     outcome_message,
     plane_features,
+    plane_phase,
 )
-from napari_mobilesam._widgets._segevery_settings import SegEverySettings
-from napari_mobilesam.imaging.convert import has_contrast
+from napari_mobilesam._widgets._segevery_settings import DECODERS, DETECTORS, SegEverySettings
+from napari_mobilesam._widgets._workers import stoppable_worker
+from napari_mobilesam.imaging.convert import has_contrast, non_finite_note
 from napari_mobilesam.imaging.tiling import TileGrid, needs_tiling
 from napari_mobilesam.stacks.planes import PlaneSkipped
 
@@ -68,6 +70,15 @@ if TYPE_CHECKING:
     import napari
 
 __all__ = ["SegEveryJob", "SegEveryOutcome", "planes_to_segment"]
+
+#: What the widget offers when the object detector's file is missing (its own words).
+NO_DETECTOR_CHOICES = (
+    f'choose the Detector "{next(k for k, v in DETECTORS.items() if v == "grid")}" or '
+    f'"{next(k for k, v in DETECTORS.items() if v == "file")}", or see Details for where '
+    "to put the file"
+)
+#: The decoders' names as the widget shows them, by the core's names.
+DECODER_LABELS = {value: name for name, value in DECODERS.items() if value != "auto"}
 
 # Jobs started without a widget (the menu command) are kept alive here until they finish.
 _running_jobs: set[SegEveryJob] = set()
@@ -81,6 +92,8 @@ class SegEveryOutcome:
     message: str
     labels: np.ndarray | None = None
     features: pd.DataFrame | None = None
+    #: The full text behind a short ``message`` (an error's explanation), or "".
+    details: str = ""
 
 
 def planes_to_segment(
@@ -117,6 +130,10 @@ class SegEveryJob:
         Detector, thresholds, tiling and level.
     on_finished : callable, optional
         Called on the GUI thread with the job once it has ended in any way.
+    on_progress : callable, optional
+        Called on the GUI thread as ``on_progress(text, done, total)`` with what the
+        activity dock's bars show (plane k of n, finding objects or decoding, tile k of
+        n), for the widget's own progress row.
 
     Examples
     --------
@@ -132,6 +149,7 @@ class SegEveryJob:
         image: Image,
         settings: SegEverySettings,
         on_finished: Callable[[SegEveryJob], None] | None = None,
+        on_progress: Callable[[str, int, int], None] | None = None,
     ) -> None:
         self.viewer = viewer = unproxied(viewer)
         self.image = image = unproxied(image)
@@ -142,13 +160,17 @@ class SegEveryJob:
         self.tracks_layer: napari.layers.Tracks | None = None
         self.tiles_encoded = 0
         self._skipped: list[str] = []
+        #: What the planes' NaN pixels became (said once, with the outcome).
+        self._non_finite = ""
         self._data = level_data(image, settings.level)  # PlaneError for a missing level
         self._shape = self.planes[0].shape if image.multiscale else spatial_shape(image)
         self._tiles = [self._tile_count(plane) for plane in self.planes]
         self._contrast_limits = model_contrast_limits(image)
         self._link_axis = self._check_link(settings)
         self._on_finished = on_finished
+        self._on_progress = on_progress
         self._cancel = threading.Event()
+        self._closed = False
         self._bar: cancelable_progress | None = None
         self._plane_bar: progress | None = None
         self._worker: Any = None
@@ -166,8 +188,12 @@ class SegEveryJob:
             desc=f"SegEvery: {self.image.name}",
             cancel_callback=self.cancel,
         )
-        self._plane_bar = progress(total=0, desc=self._plane_description(0))
-        self._worker = create_worker(self._segment_planes, _ignore_errors=True)
+        name, _, _, total = self._phase(0, 0, self._tiles[0])
+        self._plane_bar = progress(total=total, desc=f"SegEvery: {name}")
+        self._worker = stoppable_worker(
+            self._segment_planes, on_quit=self.close, _ignore_errors=True
+        )
+        self._worker.finished.connect(self._on_worker_finished)
         self._worker.yielded.connect(self._on_plane_done)
         self._worker.returned.connect(self._on_returned)
         self._worker.errored.connect(self._on_errored)
@@ -177,6 +203,12 @@ class SegEveryJob:
     def cancel(self) -> None:
         """Stop the run as soon as possible; nothing is added to the viewer."""
         self._cancel.set()
+
+    def close(self) -> None:
+        """napari (or the widget) is closing: cancel, and say nothing when the run ends."""
+        self._closed = True
+        self._on_finished = self._on_progress = None
+        self.cancel()
 
     def _check_link(self, settings: SegEverySettings) -> int | None:
         """The axis to link along, or None when the objects are not linked."""
@@ -233,7 +265,8 @@ class SegEveryJob:
         except Cancelled:
             return cancelled
         except expected_errors() as exc:
-            return SegEveryOutcome("failed", f"SegEvery failed: {exc}")
+            message = error_line("SegEvery", exc, NO_DETECTOR_CHOICES)
+            return SegEveryOutcome("failed", message, details=str(exc))
         features = pd.concat(tables, ignore_index=True) if tables else None
         found = 0 if features is None else len(features)
         linked = ""
@@ -254,14 +287,18 @@ class SegEveryJob:
             kind = "3-D objects" if settings.link == "z" else "tracks"
             linked = f" linked into {len(features)} {kind} along axis {self._link_axis}"
         decoder_note = box_decoder.message if box_decoder is not None else ""
+        if box_decoder is not None and settings.decoder == "auto" and not decoder_note:
+            decoder_note = f"Decoder: {DECODER_LABELS.get(box_decoder.name, box_decoder.name)}."
         message = outcome_message(
             self.image.name, found, notes, decoder_note, self._skipped, linked
         )
-        if not found:
-            return SegEveryOutcome("empty", message)
-        if any(self._tiles):
+        if any(self._tiles) and found:
             message += f" {self.tiles_encoded} tile embeddings were computed."
-        return SegEveryOutcome("done", message, labels, features)
+        if self._non_finite:
+            message = f"Some pixels are NaN or infinite (see Details). {message}"
+        if not found:
+            return SegEveryOutcome("empty", message, details=self._non_finite)
+        return SegEveryOutcome("done", message, labels, features, self._non_finite)
 
     def _read_plane(self, number: int) -> tuple[Any, Any]:
         """Plane ``number`` for the core, with the layer's contrast limits: lazy when it is
@@ -272,6 +309,8 @@ class SegEveryJob:
         if self._tiles[number]:
             return plane.lazy(self._data), self._contrast_limits
         image = plane.take(self._data)
+        if not self._non_finite:
+            self._non_finite = non_finite_note(image)
         if len(self.planes) > 1 and not has_contrast(image):
             raise PlaneSkipped(f"{plane.describe()}: no contrast, nothing to segment")
         return image, self._contrast_limits
@@ -285,39 +324,51 @@ class SegEveryJob:
         self._show_plane_progress(number, done, total)
 
     # ------------------------------------------------------------ GUI thread
-    def _plane_description(self, number: int, done: int = 0, total: int = 0) -> str:
-        of_plane = f" (plane {number + 1} of {len(self.planes)})" if len(self.planes) > 1 else ""
+    def _phase(self, number: int, done: int = 0, total: int = 0) -> tuple[str, str, int, int]:
+        """Plane ``number``'s step (see :func:`plane_phase`), with the plane if several."""
         tiles = self._tiles[number] if number < len(self._tiles) else 0
-        if not tiles:
-            return f"SegEvery: prompts of plane {number + 1} of {len(self.planes)}"
-        finding = total > tiles or (total == 0 and self.settings.detector != "grid")
-        if finding and done <= tiles:
-            # Discovery first (one step per tile), then decoding (one per tile used).
-            return f"SegEvery: finding objects, tile {max(done, 1)} of {tiles}{of_plane}"
-        decoded, to_decode = (done - tiles, total - tiles) if total > tiles else (done, total)
-        return f"SegEvery: decoding, tile {max(decoded, 1)} of {max(to_decode, 1)}{of_plane}"
+        name, line, *count = plane_phase(tiles, self.settings.grid, done, total)
+        if len(self.planes) > 1:
+            where = f"plane {number + 1} of {len(self.planes)}"
+            name, line = f"{name} ({where})", f"{where}: {line}"
+        return name, line, *count
+
+    def _show_progress(self, line: str, done: int, total: int) -> None:
+        if self._on_progress is not None:
+            self._on_progress(line, done, total)
 
     @ensure_main_thread
     def _show_plane_progress(self, number: int, done: int, total: int) -> None:
         bar = self._plane_bar
-        if bar is None:
+        if bar is None or self._closed:
             return
-        if bar.total != total:
+        name, line, done, total = self._phase(number, done, total)
+        # First: napari's bar processes Qt events, so the run may end inside its calls.
+        self._show_progress(line, done, total)
+        description = f"SegEvery: {name}"
+        if bar.total != total:  # a new phase
             bar.total = total
         bar.update(done - bar.n)
-        if self._tiles[number] and self._plane_bar is bar:
-            description = self._plane_description(number, done + 1, total)
-            if done < total and bar.desc != description:
-                bar.set_description(description)
+        # set_description processes Qt events: only at a new phase, not at every step.
+        if self._plane_bar is bar and bar.desc.rstrip(": ") != description:
+            bar.set_description(description)
 
     def _on_plane_done(self, planes_done: int) -> None:
         # set_description processes Qt events, so the run may end inside these calls.
+        if self._closed:
+            return
         if (bar := self._bar) is not None:
             bar.update(planes_done - bar.n)
-        if (plane_bar := self._plane_bar) is not None and planes_done < len(self.planes):
-            plane_bar.set_description(self._plane_description(planes_done))
+        count = len(self.planes)
+        if self._plane_bar is not None and planes_done < count:
+            self._show_plane_progress(planes_done, 0, self._tiles[planes_done])
+        if count > 1 and planes_done < count:
+            self._show_progress(f"{planes_done} of {count} planes done", planes_done, count)
 
     def _on_returned(self, outcome: SegEveryOutcome) -> None:
+        if self._closed:
+            self._finish(SegEveryOutcome("cancelled", "napari was closed; nothing was added."))
+            return
         if outcome.state == "done" and not layer_in_viewer(self.viewer, self.image):
             outcome = SegEveryOutcome(
                 "cancelled", f"{self.image.name!r} was removed during SegEvery; nothing was added."
@@ -327,14 +378,22 @@ class SegEveryJob:
             layer = labels_for(
                 self.image, outcome.labels, f"{self.image.name} objects", self.settings.level
             )
-            layer.features = outcome.features
+            layer.features = layer_features(outcome.features)
             self.result_layer = self.viewer.add_layer(layer)
             self._add_tracks(outcome, layer)
         self._finish(outcome)
+        text = "\n\n".join(part for part in (outcome.message, outcome.details) if part)
         if outcome.state == "failed":
-            show_error(outcome.message)
+            show_error(text)
+        elif outcome.details:
+            show_warning(text)
         else:
-            show_info(outcome.message)
+            show_info(text)
+
+    def _on_worker_finished(self) -> None:
+        """A worker napari stopped (its window closed) ends without a result."""
+        if self.outcome is None:
+            self._finish(SegEveryOutcome("cancelled", "napari was closed; nothing was added."))
 
     def _add_tracks(self, outcome: SegEveryOutcome, layer: Any) -> None:
         """Tracks (T along the first axis of a T, Y, X stack) also go to a Tracks layer,
@@ -354,7 +413,7 @@ class SegEveryJob:
             )
 
     def _on_errored(self, exc: Exception) -> None:
-        self._finish(SegEveryOutcome("failed", report_bug("SegEvery", exc)))
+        self._finish(SegEveryOutcome("failed", report_bug("SegEvery", exc), details=str(exc)))
 
     def _finish(self, outcome: SegEveryOutcome) -> None:
         self.outcome = outcome

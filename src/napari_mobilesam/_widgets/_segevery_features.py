@@ -1,5 +1,6 @@
 """The features table of a SegEvery layer: one row per object of each plane, or per linked
-3-D object or track; and the message a finished run shows."""
+3-D object or track; the message a finished run shows; and the phase a plane's progress
+is in."""
 
 from __future__ import annotations
 
@@ -14,6 +15,14 @@ from napari_mobilesam.stacks.planes import SegmentedPlane, link_planes
 
 FEATURE_COLUMNS = ("label", "score", "area", "box_x0", "box_y0", "box_x1", "box_y1")
 LINKED_COLUMNS = ("label", "first_slice", "last_slice", "volume", "mean_score")
+#: The id column of a layer's features: napari maps label values to rows through it.
+ID_COLUMN = "index"
+
+
+def layer_features(table: pd.DataFrame) -> pd.DataFrame:
+    """The features of the result layer: one id column (``"index"``, the label value
+    napari maps rows by; its features table adds the row number), then the others."""
+    return table.drop(columns="label") if "label" in table else table
 
 
 def plane_features(segmented: SegmentedPlane, plane: Plane) -> pd.DataFrame:
@@ -109,3 +118,27 @@ def outcome_message(
     # Notes of planes with objects, e.g. which decoder was used.
     others = (note for note in notes if not note.startswith("No objects"))
     return " ".join([message, *others, *([decoder_note] if decoder_note else [])])
+
+
+def plane_phase(tiles: int, grid: bool, done: int, total: int) -> tuple[str, str, int, int]:
+    """A plane's step from the core's ``progress(done, total)``: the phase's name, a line
+    with its count, and ``(done, total)`` within the phase, whose total never changes.
+
+    A tiled plane (``tiles`` > 0) first finds objects (one step per tile), then decodes
+    (one step per tile used; the core gives that total as decoding starts); with the
+    ``grid`` detector it only decodes. An untiled plane finds objects, then decodes them.
+
+    Examples
+    --------
+    >>> plane_phase(36, False, 36, 73)[1], plane_phase(36, False, 40, 73)[1]
+    ('finding objects, tile 36 of 36', 'decoding, tile 4 of 37')
+    """
+    if not tiles and not total:
+        return "finding objects", "finding objects", 0, 1
+    if not tiles:
+        return "decoding", f"decoding, {done} of {total} objects", done, total
+    if not grid and done <= tiles:
+        return "finding objects", f"finding objects, tile {done} of {tiles}", done, tiles
+    start = 0 if grid else tiles
+    done, total = done - start, max(total - start, done - start, 1)
+    return "decoding", f"decoding, tile {done} of {total}", done, total

@@ -10,7 +10,6 @@ from magicgui.widgets import (
     Container,
     FileEdit,
     FloatSpinBox,
-    Label,
     PushButton,
     RadioButtons,
     SpinBox,
@@ -20,6 +19,7 @@ from napari.utils.notifications import show_error, show_info
 
 from napari_mobilesam._widgets._plane import (
     PlaneError,
+    plane_is_tiled,
     spatial_shape,
     unproxied,
 )
@@ -36,6 +36,7 @@ from napari_mobilesam._widgets._segevery_settings import (
     SegEverySettings,
 )
 from napari_mobilesam._widgets._stack_axes import axis_label, is_time_axis
+from napari_mobilesam._widgets._status import StatusLine
 from napari_mobilesam.segevery.options import SegEveryOptions
 from napari_mobilesam.stacks.link_options import LinkOptions
 
@@ -79,7 +80,7 @@ class SegEveryWidget(Container):
         self._make_plane_fields()
         self._run = PushButton(text="Run")
         self._cancel = PushButton(text="Cancel", enabled=False)
-        self._status = Label(value="")
+        self._status = StatusLine()
         super().__init__(
             widgets=[
                 self._image,
@@ -102,18 +103,20 @@ class SegEveryWidget(Container):
                 self._max_gap,
                 self._neck_ratio,
                 Container(widgets=[self._run, self._cancel], layout="horizontal", labels=False),
-                self._status,
             ]
         )
-        self._status.native.setWordWrap(True)
+        self.native.layout().addWidget(self._status)
         self._detector.changed.connect(self._on_detector)
         self._image.changed.connect(self._on_image)
         self._tiling.changed.connect(self._on_tiling)
+        self._level.changed.connect(self._sync_tiling)
         self._scope.changed.connect(self._sync_link)
         self._link_axis.changed.connect(self._on_link_axis)
         viewer.dims.events.ndisplay.connect(self._sync_link)
         viewer.dims.events.order.connect(self._sync_link)
+        viewer.dims.events.order.connect(self._sync_tiling)
         self._run.changed.connect(self.run)
+        self.native.destroyed.connect(lambda *_: self._close_job())
         self._cancel.changed.connect(self.cancel)
         for emitter in (viewer.layers.events.inserted, viewer.layers.events.removed):
             emitter.connect(self.reset_choices)
@@ -207,11 +210,24 @@ class SegEveryWidget(Container):
         )  # fmt: skip
 
     def _on_image(self, image: Image | None) -> None:
+        self._scope.visible = image is not None and len(spatial_shape(image)) > 2
+        if not self._scope.visible:
+            self._scope.value = THIS_PLANE
         self._sync_link()
         self._level.reset_choices()
         self._level.visible = image is not None and image.multiscale
         if self._level.choices:
             self._level.value = 0
+        self._sync_tiling()
+
+    def _sync_tiling(self, _event: Any = None) -> None:
+        """Show the tile settings only for an image whose planes will be tiled."""
+        if not hasattr(self, "_level"):
+            return
+        tiled = plane_is_tiled(self.viewer, self._image.value, int(self._level.value or 0))
+        self._tiled = tiled
+        self._tiling.visible = tiled
+        self._on_tiling(self._tiling.value)
 
     def _link_axis_choices(self, _widget: Any = None) -> list[tuple[str, int]]:
         image = self._image.value if hasattr(self, "_image") else None
@@ -251,7 +267,8 @@ class SegEveryWidget(Container):
         self._link.value = "t" if is_time_axis(self.viewer, image, axis) else "z"
 
     def _on_tiling(self, tiling: str) -> None:
-        self._tile_size.visible = self._halo.visible = tiling != "off"
+        tiled = getattr(self, "_tiled", True)
+        self._tile_size.visible = self._halo.visible = tiled and tiling != "off"
 
     def _level_choices(self, _widget: Any) -> list[tuple[str, int]]:
         image = self._image.value if hasattr(self, "_image") else None
@@ -311,7 +328,13 @@ class SegEveryWidget(Container):
             show_info("Choose an image layer for SegEvery.")
             return None
         try:
-            job = SegEveryJob(self.viewer, image, self.settings(), on_finished=self._on_finished)
+            job = SegEveryJob(
+                self.viewer,
+                image,
+                self.settings(),
+                on_finished=self._on_finished,
+                on_progress=self._status.show_progress,
+            )
         except (PlaneError, ValueError) as exc:
             self._status.value = str(exc)
             show_error(str(exc))
@@ -321,8 +344,14 @@ class SegEveryWidget(Container):
         self._cancel.enabled = True
         planes = len(job.planes)
         self._status.value = f"Running on {planes} plane(s) of {image.name!r}..."
+        self._status.show_progress("starting", 0, 0)
         job.start()
         return job
+
+    def _close_job(self) -> None:
+        """napari (or the widget) is closing: cancel the run quietly."""
+        if self.job is not None:
+            self.job.close()
 
     def cancel(self) -> None:
         """Cancel the running job, if any."""
@@ -333,4 +362,5 @@ class SegEveryWidget(Container):
     def _on_finished(self, job: SegEveryJob) -> None:
         self._run.enabled = True
         self._cancel.enabled = False
-        self._status.value = job.outcome.message
+        self._status.hide_progress()
+        self._status.show_message(job.outcome.message, job.outcome.details)

@@ -12,6 +12,8 @@ __getattr__, __dir__, __all__ = lazy.attach(
             "to_rgb_uint8",
             "display_range",
             "has_contrast",
+            "non_finite_note",
+            "NonFiniteWarning",
             "validate_contrast_limits",
             "select_level",
             "spatial_shape",

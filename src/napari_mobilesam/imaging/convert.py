@@ -5,6 +5,7 @@ numpy only, so that widgets can import it without loading torch.
 
 from __future__ import annotations
 
+import warnings
 from collections.abc import Sequence
 from typing import Any
 
@@ -14,8 +15,10 @@ from numpy.typing import ArrayLike
 from napari_mobilesam.errors import InvalidTypeError, InvalidValueError
 
 __all__ = [
+    "NonFiniteWarning",
     "display_range",
     "has_contrast",
+    "non_finite_note",
     "to_rgb_uint8",
     "uses_own_range",
     "validate_contrast_limits",
@@ -25,6 +28,36 @@ LOW_PERCENTILE = 0.1
 HIGH_PERCENTILE = 99.9
 MIN_SIDE = 2
 STACK_HINT = " For a Z/T stack pass one 2-D slice, e.g. image[z]."
+#: How NaN and infinite pixels are converted (said by the warning and the widgets).
+NON_FINITE_RULE = (
+    "NaN pixels are segmented as the darkest value (0 of 0..255), +inf as the brightest "
+    "and -inf as the darkest, and are left out of the automatic display range; replace "
+    "them first (e.g. np.nan_to_num(image, nan=value)) to segment them otherwise."
+)
+
+
+class NonFiniteWarning(UserWarning):
+    """An image given to MobileSAM holds NaN or infinite values (see ``NON_FINITE_RULE``)."""
+
+
+def non_finite_note(image: ArrayLike) -> str:
+    """A sentence on the NaN and infinite pixels of ``image``; "" when there are none.
+
+    Examples
+    --------
+    >>> non_finite_note(np.array([[np.nan, 1.0], [2.0, 3.0]]))[:39]
+    '1 of 4 pixels (25%) are NaN or infinite'
+    """
+    values = np.asarray(image)
+    if values.dtype.kind not in "fc":
+        return ""
+    count = int(values.size - np.count_nonzero(np.isfinite(values)))
+    if not count:
+        return ""
+    return (
+        f"{count} of {values.size} pixels ({100 * count / values.size:.2g}%) are NaN or "
+        f"infinite: {NON_FINITE_RULE}"
+    )
 
 
 def to_rgb_uint8(image: ArrayLike, contrast_limits: Sequence[float] | None = None) -> np.ndarray:
@@ -80,7 +113,8 @@ def to_rgb_uint8(image: ArrayLike, contrast_limits: Sequence[float] | None = Non
       maximum of the finite values are used instead. One ``(lo, hi)`` is used for all
       channels, so that the colour balance between channels is kept.
     - Scaled values are rounded to the nearest integer with :func:`numpy.rint` (halves
-      to even). NaN becomes 0, +inf becomes 255 and -inf becomes 0.
+      to even). NaN becomes 0, +inf becomes 255 and -inf becomes 0, and a
+      :class:`NonFiniteWarning` says so.
     - Arithmetic is done in float32 for dtypes up to 16 bits and float32 itself, and in
       float64 for wider ones, so a 4096 x 4096 uint16 image needs one float32 copy.
 
@@ -310,6 +344,11 @@ def _finite_values(channels: np.ndarray) -> np.ndarray:
         raise InvalidValueError(
             "Expected an image with finite values; received one made only of NaN and infinity."
         )
+    warnings.warn(
+        f"The image holds NaN or infinite values: {NON_FINITE_RULE}",
+        NonFiniteWarning,
+        stacklevel=2,
+    )
     return values
 
 

@@ -38,7 +38,8 @@ class ImageEncoding:
     """Encodes images with a MobileSAM model and keeps their embeddings; one is current.
 
     Parameters are those of :class:`~napari_mobilesam.segany.predictor.SegAnyPredictor`
-    (``model``, ``device``, ``cache_size``, ``precision``, ``embedding_store``).
+    (``model``, ``device``, ``cache_size``, ``precision``, ``embedding_store``,
+    ``embedding_cache``).
     """
 
     def __init__(
@@ -49,6 +50,7 @@ class ImageEncoding:
         cache_size: int = 32,
         precision: str = "float32",
         embedding_store: EmbeddingStore | None = None,
+        embedding_cache: EmbeddingCache | None = None,
     ) -> None:
         if not isinstance(model, MobileSAM):
             raise InvalidTypeError(
@@ -67,7 +69,7 @@ class ImageEncoding:
             )
         self.model = model.to(self.device).eval()
         self.precision = precision
-        self._cache = EmbeddingCache(cache_size)
+        self._cache = EmbeddingCache(cache_size) if embedding_cache is None else embedding_cache
         self._current_key: str | None = None
         self.embedding_store = embedding_store
         self._state: _ImageState | None = None

@@ -31,6 +31,7 @@ from napari_mobilesam.segany.prompt_checks import (
 )
 
 if TYPE_CHECKING:
+    from napari_mobilesam.segany.embedding_cache import EmbeddingCache
     from napari_mobilesam.segany.embedding_store import EmbeddingStore
 
 
@@ -57,6 +58,10 @@ class SegAnyPredictor(ImageEncoding):
     embedding_store : EmbeddingStore, optional
         Precomputed embeddings (``napari-mobilesam embed``): an image found there is not
         encoded. Settable later as the ``embedding_store`` attribute.
+    embedding_cache : EmbeddingCache, optional
+        The in-memory cache to use instead of a new one of ``cache_size``: predictors
+        of one model, device and precision that share it never encode an image (or tile)
+        that another has encoded (the napari widgets share one).
 
     Examples
     --------
@@ -77,6 +82,7 @@ class SegAnyPredictor(ImageEncoding):
         batch_size: int = 32,
         precision: str = "float32",
         embedding_store: EmbeddingStore | None = None,
+        embedding_cache: EmbeddingCache | None = None,
     ) -> None:
         super().__init__(
             model,
@@ -84,6 +90,7 @@ class SegAnyPredictor(ImageEncoding):
             cache_size=cache_size,
             precision=precision,
             embedding_store=embedding_store,
+            embedding_cache=embedding_cache,
         )
         if batch_size < 1:
             raise InvalidValueError("cache_size and batch_size must be at least 1")

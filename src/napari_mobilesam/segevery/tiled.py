@@ -58,7 +58,9 @@ class TiledSegEvery:
         None: one display range for the whole image (:func:`display_range`).
     progress : callable, optional
         ``progress(done, total)`` in tiles: one step per tile for discovery and one per
-        tile (or coarse view) decoded. An exception it raises stops the run.
+        tile (or coarse view) decoded; ``total`` is first twice the tiles, and is set to
+        the tiles plus the decoding steps (one call, before the first) once the boxes are
+        known. An exception it raises stops the run.
     kept_input_bytes : int
         Most bytes of converted tiles kept from discovery for decoding.
     """
@@ -182,6 +184,8 @@ class TiledSegEvery:
         coarse = np.flatnonzero(~whole)
         used = [i for i in range(len(self.grid)) if np.any((tiles == i) & whole)]
         self._total = self._done + len(used) + len(coarse)
+        if self.progress is not None:  # the decoding total, known from here on
+            self.progress(self._done, self._total)
         try:
             for i in used:
                 rows = np.flatnonzero((tiles == i) & whole)
@@ -219,10 +223,13 @@ class TiledSegEvery:
             self._step()
 
     def _encode(self, prepared: ModelInput) -> None:
+        """Make ``prepared`` the predictor's image; counted when the encoder runs (a tile
+        in the predictor's cache, e.g. one SegAny encoded, is not encoded again)."""
         start = time.perf_counter()
+        encoded_now = not self.predictor.has_embedding(prepared.key)
         self.predictor.set_image(prepared)
         self.timings["embedding"] += time.perf_counter() - start
-        self.tiles_encoded += 1
+        self.tiles_encoded += int(encoded_now)
 
     def _decode_in(
         self,
