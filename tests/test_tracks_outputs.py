@@ -54,11 +54,12 @@ def test_segevery_tracks_appear_as_a_tracks_layer(make_napari_viewer, qtbot, mov
     assert job.outcome.state == "done", job.outcome.message
     labels, features, tracks = job.result_layer, job.result_layer.features, job.tracks_layer
     assert tracks is not None and tracks in viewer.layers
-    assert {"label", "first_slice", "last_slice", "parent"} <= set(features.columns)
-    assert sorted(np.unique(tracks.data[:, 0]).astype(int)) == sorted(features["label"])
+    assert {"index", "first_slice", "last_slice", "parent"} <= set(features.columns)
+    assert "label" not in features  # one id column: napari's "index"
+    assert sorted(np.unique(tracks.data[:, 0]).astype(int)) == sorted(features["index"])
     for track_id, t in tracks.data[:, :2].astype(int):
         assert (labels.data[t] == track_id).any(), "a track point on a frame without its label"
-    parents = features.set_index("label")["parent"]
+    parents = features.set_index("index")["parent"]
     assert {k: v for k, v in tracks.graph.items()} == {
         int(k): [int(v)] for k, v in parents.items() if v > 0
     }
