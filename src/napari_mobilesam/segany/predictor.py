@@ -57,6 +57,17 @@ class SegAnyPredictor(ImageEncoding):
     embedding_store : EmbeddingStore, optional
         Precomputed embeddings (``napari-mobilesam embed``): an image found there is not
         encoded. Settable later as the ``embedding_store`` attribute.
+    engine : {"torch", "auto", "openvino", "openvino-int8"}
+        What runs the image encoder on a CPU. "torch" (default) is the reference.
+        "openvino" (float32, embeddings within 1e-4 of torch) and "openvino-int8" need
+        ``pip install "napari-mobilesam[cpu]"``; they are converted once per weights file
+        (on the first image, or by :meth:`prepare_engine`) and kept in the cache folder.
+        "auto" takes the fastest of them that passed its checks against torch on this
+        machine (measured once, remembered), else torch. See
+        :mod:`napari_mobilesam.engines`.
+    calibration : sequence of images, optional
+        Images to calibrate int8 on (default: a documented set of scikit-image samples,
+        see :mod:`napari_mobilesam.engines.calibration`).
 
     Examples
     --------
@@ -77,6 +88,8 @@ class SegAnyPredictor(ImageEncoding):
         batch_size: int = 32,
         precision: str = "float32",
         embedding_store: EmbeddingStore | None = None,
+        engine: str = "torch",
+        calibration: Sequence[np.ndarray] | None = None,
     ) -> None:
         super().__init__(
             model,
@@ -84,6 +97,8 @@ class SegAnyPredictor(ImageEncoding):
             cache_size=cache_size,
             precision=precision,
             embedding_store=embedding_store,
+            engine=engine,
+            calibration=calibration,
         )
         if batch_size < 1:
             raise InvalidValueError("cache_size and batch_size must be at least 1")
