@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+from napari_mobilesam.engines.names import ENGINES
 from napari_mobilesam.errors import InvalidValueError
 from napari_mobilesam.segevery.options import SegEveryOptions
 from napari_mobilesam.stacks.planes import LINK_MODES, check_link_mode
@@ -35,6 +36,9 @@ class BatchSettings(SegEveryOptions):
         Torch device of the models (None: the best available).
     threads : int, optional
         Torch's thread count in the process that runs a task (None leaves it).
+    engine : {"torch", "auto", "openvino", "openvino-int8"}
+        What runs the image encoder on a CPU (see
+        :class:`~napari_mobilesam.segany.predictor.SegAnyPredictor`).
     """
 
     link: str = "auto"
@@ -42,9 +46,12 @@ class BatchSettings(SegEveryOptions):
     weights: str | None = None
     device: str | None = None
     threads: int | None = None
+    engine: str = "torch"
 
     def __post_init__(self) -> None:
         super().__post_init__()
+        if self.engine not in ENGINES:
+            raise InvalidValueError(f"engine must be one of {ENGINES}, got {self.engine!r}")
         check_link_mode(self.link, ("auto", *LINK_MODES))
         if self.threads is not None and self.threads < 1:
             raise InvalidValueError(f"threads must be at least 1, got {self.threads}")

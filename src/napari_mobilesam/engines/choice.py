@@ -23,7 +23,8 @@ from napari_mobilesam._progress import ProgressCallback
 from napari_mobilesam.engines import gates
 from napari_mobilesam.engines.cache import engine_dir, weights_fingerprint
 from napari_mobilesam.engines.calibration import calibration_images, encoder_input
-from napari_mobilesam.engines.openvino_encoder import (
+from napari_mobilesam.engines.names import ENGINES
+from napari_mobilesam.engines.openvino_engine import (
     CPU_INSTALL,
     EngineUnavailableError,
     openvino_available,
@@ -33,8 +34,6 @@ from napari_mobilesam.errors import InvalidValueError
 
 __all__ = ["ENGINES", "check_engine", "choose_engine", "image_encoder", "measure_engines"]
 
-#: Engine names: "auto" chooses among the others.
-ENGINES = ("auto", "torch", "openvino", "openvino-int8")
 _PRECISIONS = {"openvino": "float32", "openvino-int8": "int8"}
 Encoder = Callable[[torch.Tensor], torch.Tensor]
 
