@@ -16,13 +16,12 @@ import numpy as np
 import pytest
 import torch
 
-from conftest import OBJECT_AWARE_CHECKPOINT, PARITY_IMAGES, V2, require_shared
-from napari_mobilesam import SegAnyPredictor, segment_everything
+from conftest import PARITY_IMAGES, V2, require_shared
+from napari_mobilesam import SegAnyPredictor
 from napari_mobilesam.engines import choice, gates, openvino_engine
 from napari_mobilesam.engines.cache import engine_dir, weights_fingerprint
 from napari_mobilesam.engines.choice import choose_engine
 from napari_mobilesam.errors import InvalidValueError
-from napari_mobilesam.evaluation import match_objects
 from napari_mobilesam.evaluation.synthetic import synthetic_nuclei
 from napari_mobilesam.weights.fetch import CACHE_ENV
 
@@ -115,29 +114,27 @@ def test_int8_masks_stay_close_to_float32_and_the_gate_measures_them(engines, pa
 
 
 @pytest.mark.parametrize("name", ("coffee", "cell"))
-def test_segevery_with_the_int8_encoder_stays_close_to_float32(engines, seed0_prompt_guided, name):
-    from napari_mobilesam.segevery.discovery import load_detector
+def test_segevery_boxes_with_the_int8_encoder_stay_close_to_float32(
+    engines, seed0_prompt_guided, name
+):
+    """Each of the official v2 boxes, decoded by the prompt-guided decoder on the int8 and
+    the float32 embedding. (The label images themselves differ much more on random weights:
+    their masks are large noise-like regions that overlap, and small changes reorder which
+    object owns a pixel; see the README's Speed section.)"""
+    from napari_mobilesam.segevery.box_decoders import load_box_decoder
 
-    require_shared(V2 / "official_seed0.npz", V2 / "confs.json", OBJECT_AWARE_CHECKPOINT)
+    require_shared(V2 / "official_seed0.npz")
     with np.load(V2 / "official_seed0.npz") as data:
-        image = data[f"{name}/image"]
-    conf = json.loads((V2 / "confs.json").read_text())[name]
-    detector = load_detector(OBJECT_AWARE_CHECKPOINT, conf=conf, iou=0.9)
-    labels = {
-        engine: segment_everything(
-            image,
-            predictor=engines[engine],
-            detector=detector,
-            decoder=seed0_prompt_guided,
-            iou=0.9,
-        ).labels
-        for engine in ("openvino", "openvino-int8")
-    }
-    matching = match_objects(labels["openvino-int8"], labels["openvino"], thresholds=0.98)
-    best = matching.true_best_iou  # of each float32 object, with its int8 partner
-    assert labels["openvino"].max() > 5
-    # Random weights: int8 does not hold 0.98 for every object (see the module notes).
-    assert np.median(best) >= 0.95 and (best >= 0.5).mean() >= 0.9, np.sort(best)[:5]
+        image, boxes = data[f"{name}/image"], data[f"{name}/boxes"]
+    decoder = load_box_decoder(seed0_prompt_guided).decoder
+    masks = {}
+    for engine in ("openvino", "openvino-int8"):
+        engines[engine].set_image(image)
+        logits = [low for _, low, _ in engines[engine].decode_boxes(boxes, decoder=decoder)]
+        masks[engine] = torch.cat(logits)[:, 0].numpy() > 0
+    ious = [_iou(a, b) for a, b in zip(masks["openvino"], masks["openvino-int8"], strict=True)]
+    assert len(ious) == len(boxes) > 20
+    assert np.median(ious) >= 0.95 and min(ious) >= 0.85, sorted(ious)[:5]
 
 
 def test_conversion_happens_once_per_weights_file(engines, mobile_sam, monkeypatch):

@@ -143,15 +143,17 @@ def openvino_encoder(
         )
     ov = _openvino()
     fingerprint = weights_fingerprint(model.image_encoder)
-    inputs = None if precision == "float32" else calibration_inputs(model, calibration)
-    key = "" if inputs is None else f"-{_calibration_key(inputs, calibration is None)}"
+    key = "" if precision == "float32" else f"-{_calibration_key(calibration)}"
     path = engine_path(fingerprint, f"image_encoder-{precision}{key}", "openvino", ov.__version__)
     total = 2 if precision == "float32" else 3
     if not path.is_file():
-        fp32 = None if inputs is None else openvino_encoder(model, "float32")
-        if progress is not None:
-            progress(1, total)
-        converted = _convert(model.image_encoder) if fp32 is None else _quantized(fp32, inputs)
+        if precision == "float32":
+            converted = _convert(model.image_encoder)
+        else:
+            fp32 = openvino_encoder(model, "float32")
+            if progress is not None:
+                progress(1, total)
+            converted = _quantized(fp32, calibration_inputs(model, calibration))
         _save(converted, path)
     if progress is not None:
         progress(total - 1, total)
@@ -161,11 +163,14 @@ def openvino_encoder(
     return engine
 
 
-def _calibration_key(inputs: list[np.ndarray], default: bool) -> str:
-    if default:
+def _calibration_key(images: Sequence[np.ndarray] | None) -> str:
+    """ "default", or a hash of the user's calibration images."""
+    if images is None:
         return "default"
     digest = hashlib.blake2b(digest_size=6)
-    for array in inputs:
+    for image in images:
+        array = np.ascontiguousarray(image)
+        digest.update(f"{array.shape}{array.dtype}".encode())
         digest.update(array.tobytes())
     return digest.hexdigest()
 
