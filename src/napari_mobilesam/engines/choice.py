@@ -31,6 +31,7 @@ from napari_mobilesam.engines.openvino_engine import (
     openvino_encoder,
 )
 from napari_mobilesam.errors import InvalidValueError
+from napari_mobilesam.imaging.convert import to_rgb_uint8
 
 __all__ = ["ENGINES", "check_engine", "choose_engine", "image_encoder", "measure_engines"]
 
@@ -144,7 +145,8 @@ def measure_engines(
         encoders[name] = openvino_encoder(model, _PRECISIONS[name], calibration=calibration)
         if progress is not None:
             progress(step, len(_PRECISIONS) + 1)
-    images = calibration_images() if calibration is None else list(calibration)
+    images = calibration_images() if calibration is None else map(to_rgb_uint8, calibration)
+    images = list(images)
     record = _gate_record(model, encoders, gates.gate_images(images))
     inputs = [encoder_input(model, image)[0] for image in gates.gate_images(images)[:1]]
     record["seconds"] = time_encoders(encoders, inputs[0], rounds)
