@@ -15,7 +15,7 @@ import torch
 
 from napari_mobilesam.weights.fetch import cache_dir
 
-__all__ = ["engine_dir", "engine_path", "weights_fingerprint"]
+__all__ = ["engine_dir", "engine_path", "library_tag", "weights_fingerprint"]
 
 _FINGERPRINTS: dict[int, str] = {}
 
@@ -52,8 +52,12 @@ def engine_dir(fingerprint: str) -> Path:
     return cache_dir() / "engines" / fingerprint
 
 
+def library_tag(library: str, version: str) -> str:
+    """``library`` and its ``version`` as a file name part (OpenVINO's versions hold "/")."""
+    return library + "".join(c if c.isalnum() or c in ".-" else "_" for c in version)
+
+
 def engine_path(fingerprint: str, name: str, library: str, version: str) -> Path:
     """The model file of network ``name`` converted for ``library`` ``version``, alone in
     its folder (written whole or not at all)."""
-    safe_version = "".join(c if c.isalnum() or c in ".-" else "_" for c in version)
-    return engine_dir(fingerprint) / f"{name}-{library}{safe_version}" / "model.xml"
+    return engine_dir(fingerprint) / f"{name}-{library_tag(library, version)}" / "model.xml"

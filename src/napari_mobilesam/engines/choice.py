@@ -21,7 +21,7 @@ import torch
 from napari_mobilesam._atomic_files import atomic_path
 from napari_mobilesam._progress import ProgressCallback
 from napari_mobilesam.engines import gates
-from napari_mobilesam.engines.cache import engine_dir, weights_fingerprint
+from napari_mobilesam.engines.cache import engine_dir, library_tag, weights_fingerprint
 from napari_mobilesam.engines.calibration import calibration_images, encoder_input
 from napari_mobilesam.engines.names import ENGINES
 from napari_mobilesam.engines.openvino_engine import (
@@ -113,7 +113,8 @@ def image_encoder(
 def _choice_path(model: torch.nn.Module, calibrated: bool):
     import openvino
 
-    name = f"choice-{'own' if calibrated else 'default'}-openvino{openvino.__version__}.json"
+    tag = library_tag("openvino", openvino.__version__)
+    name = f"choice-{'own' if calibrated else 'default'}-{tag}.json"
     return engine_dir(weights_fingerprint(model.image_encoder)) / name
 
 

@@ -35,7 +35,7 @@ Encoder = Callable[[torch.Tensor], torch.Tensor]
 
 def embedding_gap(reference: torch.Tensor, other: torch.Tensor) -> float:
     """Largest absolute difference between two embeddings."""
-    return float((reference.float() - other.float()).abs().max())
+    return float((reference.detach().float() - other.detach().float()).abs().max())
 
 
 def box_prompts(side: int = 1024, per_row: int = 5) -> np.ndarray:
