@@ -105,6 +105,7 @@ STAGES = (
     "model",
     "weights",
     "imaging",
+    "engines",
     "segany",
     "segevery",
     "stacks",

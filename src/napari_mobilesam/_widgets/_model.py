@@ -21,6 +21,8 @@ if TYPE_CHECKING:
 
 #: A store of precomputed embeddings (``napari-mobilesam embed``) for the widgets.
 EMBEDDINGS_ENV = "NAPARI_MOBILESAM_EMBEDDINGS"
+#: What runs the image encoder in the widgets ("torch", "auto", "openvino", "openvino-int8").
+ENGINE_ENV = "NAPARI_MOBILESAM_ENGINE"
 
 _models: dict[Path, MobileSAM] = {}
 _models_lock = threading.Lock()
@@ -81,6 +83,9 @@ def new_predictor() -> SegAnyPredictor:
 
     With ``NAPARI_MOBILESAM_EMBEDDINGS`` set to a store made by ``napari-mobilesam embed``,
     images (and tiles) found there are not encoded: the first click on them is instant.
+    ``NAPARI_MOBILESAM_ENGINE`` names the engine of the image encoder (default "torch"; see
+    :class:`~napari_mobilesam.segany.predictor.SegAnyPredictor`); an OpenVINO engine is
+    converted on the first image, in the widget's worker thread.
     """
     model = shared_model()
     from napari_mobilesam.segany.embedding_cache import EmbeddingCache
@@ -89,6 +94,7 @@ def new_predictor() -> SegAnyPredictor:
 
     store_path = os.environ.get(EMBEDDINGS_ENV, "").strip()
     store = EmbeddingStore(Path(store_path).expanduser()) if store_path else None
+    engine = os.environ.get(ENGINE_ENV, "").strip() or "torch"
     with _models_lock:
         cache = _caches.setdefault(id(model), EmbeddingCache(SHARED_CACHE_SIZE))
-    return SegAnyPredictor(model, embedding_store=store, embedding_cache=cache)
+    return SegAnyPredictor(model, embedding_store=store, embedding_cache=cache, engine=engine)

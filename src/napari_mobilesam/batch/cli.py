@@ -14,6 +14,7 @@ from collections.abc import Sequence
 from typing import Any
 
 from napari_mobilesam._cli_arguments import finite_number, fraction, non_negative, positive
+from napari_mobilesam.engines.names import ENGINES
 from napari_mobilesam.imaging.tiling import DEFAULT_HALO, DEFAULT_TILE_SHAPE
 from napari_mobilesam.segevery.options import SegEveryOptions
 from napari_mobilesam.stacks.planes import LINK_MODES
@@ -79,6 +80,14 @@ def _add_model_options(parser: argparse.ArgumentParser) -> None:
     )
     group.add_argument("--device", help="torch device, e.g. cpu or cuda:0 (default: best)")
     group.add_argument("--threads", type=positive, help="torch threads per process")
+    group.add_argument(
+        "--engine",
+        choices=ENGINES,
+        default="torch",
+        help="what runs the image encoder on a CPU: torch (default), openvino (float32), "
+        "openvino-int8, or auto (the fastest that passed its checks on this machine); "
+        'the OpenVINO ones need pip install "napari-mobilesam[cpu]"',
+    )
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -284,6 +293,7 @@ def _segment(args: argparse.Namespace, parser: argparse.ArgumentParser) -> int:
             device=args.device,
             threads=args.threads,
             object_ranges=_object_ranges(args),
+            engine=args.engine,
         )
     except ValueError as error:
         parser.error(str(error))
@@ -341,7 +351,9 @@ def _embed(args: argparse.Namespace) -> int:
         torch.set_num_threads(args.threads)
     items, not_found = find_inputs(args.inputs)
     failures = [FileResult(entry, "", "failed", reason) for entry, reason in not_found]
-    predictor = SegAnyPredictor(build_mobile_sam(args.weights), args.device, cache_size=4)
+    predictor = SegAnyPredictor(
+        build_mobile_sam(args.weights), args.device, cache_size=4, engine=args.engine
+    )
     store = EmbeddingStore(args.output)
     store.remove_stale_temporaries()  # of an interrupted embed
     limits = tuple(args.contrast_limits) if args.contrast_limits else None

@@ -29,6 +29,7 @@ def load_models(settings: BatchSettings) -> tuple[Any, Any, Any]:
     key = (
         settings.weights,
         settings.device,
+        settings.engine,
         settings.detector,
         settings.conf,
         settings.iou,
@@ -55,7 +56,9 @@ def _load(settings: BatchSettings) -> tuple[Any, Any, Any]:
     from napari_mobilesam.segevery.options import LazyDetector
     from napari_mobilesam.weights.build import build_mobile_sam
 
-    predictor = SegAnyPredictor(build_mobile_sam(settings.weights), settings.device)
+    predictor = SegAnyPredictor(
+        build_mobile_sam(settings.weights), settings.device, engine=settings.engine
+    )
     detector: Any = settings.detector
     if not settings.grid:
         detector = LazyDetector(settings, settings.device).load()

@@ -5,6 +5,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from napari_mobilesam.curation.features import check_ranges
+from napari_mobilesam.engines.names import ENGINES
 from napari_mobilesam.errors import InvalidValueError
 from napari_mobilesam.segevery.options import SegEveryOptions
 from napari_mobilesam.stacks.link_options import LinkOptions
@@ -45,6 +46,9 @@ class BatchSettings(SegEveryOptions):
         (:func:`napari_mobilesam.curation.filter_objects`): features ``area``,
         ``solidity``, ``eccentricity``, ``mean_intensity``, ``score``. Applied to each
         plane before it is written and tabled.
+    engine : {"torch", "auto", "openvino", "openvino-int8"}
+        What runs the image encoder on a CPU (see
+        :class:`~napari_mobilesam.segany.predictor.SegAnyPredictor`).
     """
 
     link: str = "auto"
@@ -56,10 +60,13 @@ class BatchSettings(SegEveryOptions):
     device: str | None = None
     threads: int | None = None
     object_ranges: tuple[tuple[str, float | None, float | None], ...] = ()
+    engine: str = "torch"
 
     def __post_init__(self) -> None:
         super().__post_init__()
         check_ranges(self.ranges)
+        if self.engine not in ENGINES:
+            raise InvalidValueError(f"engine must be one of {ENGINES}, got {self.engine!r}")
         check_link_mode(self.link, ("auto", *LINK_MODES))
         self.link_options()  # checked when made
 

@@ -15,7 +15,6 @@ encoder's weights: a store is never used with other weights.
 
 from __future__ import annotations
 
-import hashlib
 import os
 from collections.abc import Iterator, Sequence
 from pathlib import Path
@@ -24,6 +23,7 @@ from typing import Any
 import numpy as np
 
 from napari_mobilesam._atomic_files import atomic_path, remove_stale_temporaries
+from napari_mobilesam.engines.cache import weights_fingerprint
 from napari_mobilesam.errors import InvalidValueError
 from napari_mobilesam.imaging.convert import display_range
 from napari_mobilesam.imaging.prepared_input import ModelInput, model_input
@@ -37,19 +37,10 @@ from napari_mobilesam.imaging.tiling import (
 
 __all__ = ["EmbeddingStore", "encoder_fingerprint", "model_inputs", "tiled_model_inputs"]
 
-_FINGERPRINTS: dict[int, str] = {}
-
 
 def encoder_fingerprint(predictor: Any) -> str:
     """A short hash of the predictor's image encoder weights (computed once per model)."""
-    model = predictor.model
-    if id(model) not in _FINGERPRINTS:
-        digest = hashlib.blake2b(digest_size=8)
-        for name, tensor in sorted(model.image_encoder.state_dict().items()):
-            digest.update(name.encode())
-            digest.update(tensor.detach().float().cpu().numpy().tobytes())
-        _FINGERPRINTS[id(model)] = digest.hexdigest()
-    return _FINGERPRINTS[id(model)]
+    return weights_fingerprint(predictor.model.image_encoder)
 
 
 def model_inputs(

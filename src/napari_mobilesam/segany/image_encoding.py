@@ -10,7 +10,7 @@ adds the prompt decoder.
 
 from __future__ import annotations
 
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager, nullcontext
 from typing import TYPE_CHECKING
 
@@ -18,8 +18,11 @@ import numpy as np
 import torch
 
 from napari_mobilesam._allocator import keep_large_allocations_in_heap
+from napari_mobilesam._progress import ProgressCallback
+from napari_mobilesam.engines.calibration import encoder_input
+from napari_mobilesam.engines.choice import check_engine, image_encoder
 from napari_mobilesam.errors import InvalidTypeError, InvalidValueError
-from napari_mobilesam.imaging.model_frame import preprocess_shape, resize_longest_side
+from napari_mobilesam.imaging.model_frame import preprocess_shape
 from napari_mobilesam.imaging.prepared_input import ModelInput, model_input
 from napari_mobilesam.model.device import default_device
 from napari_mobilesam.model.sam import MobileSAM
@@ -39,7 +42,7 @@ class ImageEncoding:
 
     Parameters are those of :class:`~napari_mobilesam.segany.predictor.SegAnyPredictor`
     (``model``, ``device``, ``cache_size``, ``precision``, ``embedding_store``,
-    ``embedding_cache``).
+    ``embedding_cache``, ``engine``, ``calibration``).
     """
 
     def __init__(
@@ -51,6 +54,8 @@ class ImageEncoding:
         precision: str = "float32",
         embedding_store: EmbeddingStore | None = None,
         embedding_cache: EmbeddingCache | None = None,
+        engine: str = "torch",
+        calibration: Sequence[np.ndarray] | None = None,
     ) -> None:
         if not isinstance(model, MobileSAM):
             raise InvalidTypeError(
@@ -69,6 +74,9 @@ class ImageEncoding:
             )
         self.model = model.to(self.device).eval()
         self.precision = precision
+        self.engine = check_engine(engine, self.device, precision)
+        self._calibration = calibration
+        self._encoder: tuple[str, Callable[[torch.Tensor], torch.Tensor]] | None = None
         self._cache = EmbeddingCache(cache_size) if embedding_cache is None else embedding_cache
         self._current_key: str | None = None
         self.embedding_store = embedding_store
@@ -217,13 +225,25 @@ class ImageEncoding:
     def _store(self, key: str, state: _ImageState) -> None:
         self._cache.put(key, state)
 
+    def prepare_engine(self, progress: ProgressCallback | None = None) -> str:
+        """Load (converting once per weights file) the engine that encodes images, and
+        return its name; "auto" is resolved here, measured once per machine (see
+        :mod:`napari_mobilesam.engines.choice`). The first :meth:`set_image` calls it;
+        call it earlier (e.g. in a background thread) to take the conversion out of the
+        first click. ``progress(done, total)`` follows the conversion steps.
+        """
+        if self._encoder is None:
+            self._encoder = image_encoder(
+                self.model, self.engine, calibration=self._calibration, progress=progress
+            )
+        return self._encoder[0]
+
     def _encode(self, rgb: np.ndarray) -> _ImageState:
-        resized = resize_longest_side(rgb, self.model.image_size)
-        x = torch.as_tensor(np.ascontiguousarray(resized), device=self.device)
-        x = x.permute(2, 0, 1).unsqueeze(0).float()
+        self.prepare_engine()
         with self._inference():
-            embedding = self.model.image_encoder(self.model.preprocess(x)).float()
-        return _ImageState(embedding, (rgb.shape[0], rgb.shape[1]), tuple(resized.shape[:2]))
+            x, input_size = encoder_input(self.model, rgb)
+            embedding = self._encoder[1](x).float().to(self.device)
+        return _ImageState(embedding, (rgb.shape[0], rgb.shape[1]), input_size)
 
     def clear_cache(self) -> None:
         """Drop every cached embedding."""

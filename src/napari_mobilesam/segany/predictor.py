@@ -62,6 +62,17 @@ class SegAnyPredictor(ImageEncoding):
         The in-memory cache to use instead of a new one of ``cache_size``: predictors
         of one model, device and precision that share it never encode an image (or tile)
         that another has encoded (the napari widgets share one).
+    engine : {"torch", "auto", "openvino", "openvino-int8"}
+        What runs the image encoder on a CPU. "torch" (default) is the reference.
+        "openvino" (float32, embeddings within 1e-4 of torch) and "openvino-int8" need
+        ``pip install "napari-mobilesam[cpu]"``; they are converted once per weights file
+        (on the first image, or by :meth:`prepare_engine`) and kept in the cache folder.
+        "auto" takes the fastest of them that passed its checks against torch on this
+        machine (measured once, remembered), else torch. See
+        :mod:`napari_mobilesam.engines`.
+    calibration : sequence of images, optional
+        Images to calibrate int8 on (default: a documented set of scikit-image samples,
+        see :mod:`napari_mobilesam.engines.calibration`).
 
     Examples
     --------
@@ -83,6 +94,8 @@ class SegAnyPredictor(ImageEncoding):
         precision: str = "float32",
         embedding_store: EmbeddingStore | None = None,
         embedding_cache: EmbeddingCache | None = None,
+        engine: str = "torch",
+        calibration: Sequence[np.ndarray] | None = None,
     ) -> None:
         super().__init__(
             model,
@@ -91,6 +104,8 @@ class SegAnyPredictor(ImageEncoding):
             precision=precision,
             embedding_store=embedding_store,
             embedding_cache=embedding_cache,
+            engine=engine,
+            calibration=calibration,
         )
         if batch_size < 1:
             raise InvalidValueError("cache_size and batch_size must be at least 1")
