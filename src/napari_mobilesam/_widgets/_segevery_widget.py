@@ -349,9 +349,13 @@ class SegEveryWidget(Container):
         return job
 
     def _close_job(self) -> None:
-        """napari (or the widget) is closing: cancel the run quietly."""
-        if self.job is not None:
-            self.job.close()
+        """napari (or the widget) is closing: cancel the run quietly.
+
+        A widget never docked is destroyed by the garbage collector, which may have
+        cleared its attributes first: then there is no run to cancel."""
+        job = self.__dict__.get("job")
+        if job is not None:
+            job.close()
 
     def cancel(self) -> None:
         """Cancel the running job, if any."""
