@@ -178,8 +178,9 @@ def sam_loss(
     regions: torch.Tensor | None = None,
 ) -> tuple[torch.Tensor, torch.Tensor]:
     """The loss of (N, C, hl, wl) logits and (N, C) predicted IoU against (N, hl, wl)
-    masks: binary cross-entropy + dice inside each prompt's region, plus the squared error
-    of the predicted IoU against the real one (over the whole frame). With C > 1
+    masks: binary cross-entropy + dice inside each prompt's region, binary cross-entropy
+    over the whole frame (pixels far from every region stay background), plus the squared
+    error of the predicted IoU against the real one (over the whole frame). With C > 1
     (multimask) only the best output of each prompt counts, as in SAM.
 
     SAM counts focal + dice over the whole frame; with objects of about 1 % of the frame,
@@ -205,6 +206,7 @@ def sam_loss(
         both = (binary * target).flatten(2).sum(-1)
         union = ((binary + target) > 0).float().flatten(2).sum(-1)
         true_iou = both / union.clamp(min=1)
-    total = bce + dice + (iou_pred - true_iou) ** 2
+    frame = ce.flatten(2).mean(-1)  # the pixels outside every region must stay background
+    total = bce + dice + frame + (iou_pred - true_iou) ** 2
     best = total.argmin(dim=1)
     return total[torch.arange(len(best)), best].mean(), best
