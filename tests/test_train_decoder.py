@@ -16,12 +16,11 @@ from napari_mobilesam.evaluation.overlap import mask_ious
 from napari_mobilesam.evaluation.synthetic import synthetic_nuclei
 from napari_mobilesam.model.image_encoder import TinyViT
 from napari_mobilesam.training.annotations import annotated_image
-from napari_mobilesam.training.decoder import train_decoder
+from napari_mobilesam.training.decoder import DEFAULT_LEARNING_RATE, train_decoder
 from napari_mobilesam.weights.registry import WeightsError
 
-#: Settings that fine-tune within a CPU minute or two on 6 images of 256 x 256.
+#: Epochs of the package's default recipe: a CPU minute or two each on 6 images of 256².
 EPOCHS = 2
-LEARNING_RATE = 3e-4
 
 
 def _items(seeds) -> list:
@@ -35,24 +34,6 @@ def _items(seeds) -> list:
 def data():
     """6 training and 2 held-out images."""
     return _items(range(6)), _items(range(100, 102))
-
-
-@pytest.fixture(scope="module")
-def encoder(tmp_path_factory):
-    """The seed-0 MobileSAM weights with the encoder's last LayerNorm scaled by 0.1.
-
-    The seed-0 encoder's embeddings have a standard deviation of 1, about ten times a
-    trained encoder's (assumed), and drown the prompts' positional signal: MobileSAMv2's
-    real box decoder then gives empty masks (box mIoU 0.000, and still 0.000 after 3 epochs
-    of fine-tuning). At this scale it gives masks in the boxes, as on real embeddings. The
-    prompt encoder and mask decoder are the seed-0 ones.
-    """
-    state = torch.load(PARITY_CHECKPOINT, weights_only=True)
-    for name in ("image_encoder.neck.3.weight", "image_encoder.neck.3.bias"):
-        state[name] = state[name] * 0.1
-    path = tmp_path_factory.mktemp("encoder") / "mobile_sam_seed0_scaled.pt"
-    torch.save(state, path)
-    return path
 
 
 @pytest.fixture(scope="module")
@@ -116,7 +97,7 @@ def _report(name, result):
 
 
 def test_box_decoder_fine_tuning_raises_box_iou_and_loads_as_segevery_decoder(
-    data, encoder, store, tmp_path, encoder_calls
+    data, store, tmp_path, encoder_calls
 ):
     from napari_mobilesam.segany.predictor import SegAnyPredictor
     from napari_mobilesam.segevery.box_decoders import load_box_decoder
@@ -129,9 +110,8 @@ def test_box_decoder_fine_tuning_raises_box_iou_and_loads_as_segevery_decoder(
         validation,
         output,
         base=REAL_PROMPT_GUIDED,
-        image_encoder=encoder,
+        image_encoder=PARITY_CHECKPOINT,
         epochs=EPOCHS,
-        learning_rate=LEARNING_RATE,
         device="cpu",
         store=store,
     )
@@ -143,19 +123,21 @@ def test_box_decoder_fine_tuning_raises_box_iou_and_loads_as_segevery_decoder(
     saved = torch.load(output, weights_only=True)
     assert set(saved) == {"PromtEncoder", "MaskDecoder"}
     loaded = load_box_decoder(str(output)).decoder
-    predictor = SegAnyPredictor(build_mobile_sam(encoder), "cpu")
+    predictor = SegAnyPredictor(build_mobile_sam(PARITY_CHECKPOINT), "cpu")
     assert _box_miou(predictor, validation, loaded) == pytest.approx(after, abs=1e-3)
 
     sidecar = json.loads(result.sidecar.read_text())
     assert sidecar["kind"] == "prompt_guided"
+    assert sidecar["settings"]["learning_rate"] == DEFAULT_LEARNING_RATE
     assert [entry["epoch"] for entry in sidecar["history"]] == list(range(EPOCHS + 1))
     assert sidecar["best"]["epoch"] == result.best.epoch
     assert [item["name"] for item in sidecar["trained_on"]] == [item.name for item in train]
-    assert after - before >= 0.2  # the issue's target, on the scaled encoder's embeddings
+    # The issue's target, from the raw seed-0 encoder's embeddings.
+    assert after - before >= 0.2, f"held-out box mIoU {before:.3f} -> {after:.3f}"
 
 
 def test_segany_fine_tuning_keeps_the_best_and_loads_as_mobile_sam(
-    data, encoder, store, tmp_path, monkeypatch
+    data, store, tmp_path, monkeypatch
 ):
     from napari_mobilesam.segany.predictor import SegAnyPredictor
     from napari_mobilesam.weights.build import build_mobile_sam
@@ -163,29 +145,29 @@ def test_segany_fine_tuning_keeps_the_best_and_loads_as_mobile_sam(
     train, validation = data
     output = tmp_path / "nuclei_sam.pt"
     result = train_decoder(
-        train,
+        train[:2],  # an epoch of this decoder costs about 7 of the box decoder's
         validation,
         output,
-        base=encoder,
-        epochs=EPOCHS,
-        learning_rate=LEARNING_RATE,
+        base=PARITY_CHECKPOINT,
+        epochs=1,
         device="cpu",
         store=store,
     )
-    before, after = _report("mobile_sam.pt prompt encoder + mask decoder", result)
-    assert after >= before
+    _, after = _report("mobile_sam.pt prompt encoder + mask decoder", result)
+    assert result.best.score >= result.history[0].score  # box and point mIoU, averaged
 
     # Loads strictly through build_mobile_sam and NAPARI_MOBILESAM_WEIGHTS; the image
     # encoder is the base's, unchanged.
     monkeypatch.setenv("NAPARI_MOBILESAM_WEIGHTS", str(output))
     for model in (build_mobile_sam(output), build_mobile_sam()):
-        base = torch.load(encoder, weights_only=True)
+        base = torch.load(PARITY_CHECKPOINT, weights_only=True)
         for name, tensor in model.image_encoder.state_dict().items():
             assert torch.equal(tensor, base[f"image_encoder.{name}"]), name
     predictor = SegAnyPredictor(build_mobile_sam(output), "cpu")
     assert _box_miou(predictor, validation) == pytest.approx(after, abs=1e-3)
-    # No gain is asserted: from the seed-0 decoder it does not learn box prompts in a few
-    # CPU minutes yet (0.005 -> 0.005; README, "The mask decoders"), the open part of the issue.
+    # No gain is asserted: from the random seed-0 decoder it does not learn box prompts in
+    # a few CPU minutes (0.005 -> 0.005 kept, every trial's epochs 0.000; README, "The mask
+    # decoders"). What is asserted above: the best so far is what was saved.
     assert json.loads(result.sidecar.read_text())["kind"] == "mobile_sam"
 
 
@@ -197,17 +179,14 @@ def test_each_image_is_encoded_once_stop_keeps_the_best_and_resume_continues(
     settings = dict(
         base=REAL_PROMPT_GUIDED,
         image_encoder=PARITY_CHECKPOINT,
-        learning_rate=1e-4,
         device="cpu",
         store=tmp_path / "store.zarr",
     )
-    batches = []
+    reports = []
 
     def stop_in_epoch_two() -> bool:
-        batches.append(1)
-        return len(batches) > len(train)  # the first batch of epoch 2
+        return any(report.epoch == 1 for report in reports)  # at epoch 2's first batch
 
-    reports = []
     result = train_decoder(
         train,
         validation,

@@ -29,6 +29,7 @@ from napari_mobilesam.training.decoder_files import (
     save_decoder,
     sidecar_path,
 )
+from napari_mobilesam.training.decoder_prompts import MARGIN
 from napari_mobilesam.training.decoder_run import RunRecord, encoder_predictor
 from napari_mobilesam.training.decoder_steps import DecoderSteps
 from napari_mobilesam.training.reports import (
@@ -38,11 +39,15 @@ from napari_mobilesam.training.reports import (
     TrainingResult,
 )
 
-__all__ = ["DEFAULT_EPOCHS", "DEFAULT_LEARNING_RATE", "train_decoder"]
+__all__ = ["DEFAULT_EPOCHS", "DEFAULT_LEARNING_RATE", "WARMUP_STEPS", "train_decoder"]
 
 DEFAULT_EPOCHS = 20
-DEFAULT_LEARNING_RATE = 1e-4
+#: AdamW's learning rate after the warm-up (measured: README, "The mask decoders").
+DEFAULT_LEARNING_RATE = 3e-4
+#: Steps over which the learning rate rises linearly from ``lr / WARMUP_STEPS`` to ``lr``.
+WARMUP_STEPS = 20
 WEIGHT_DECAY = 0.01
+#: Objects of one image decoded together in a step.
 PROMPTS_PER_IMAGE = 8
 
 
@@ -88,10 +93,12 @@ def train_decoder(
         base (default: the package's usual weights lookup). A ``mobile_sam.pt`` base uses
         its own encoder.
     epochs : int, optional
-        Passes over the training images (default :data:`DEFAULT_EPOCHS`); with ``resume``,
-        the total including the epochs already done.
+        Passes over every object of the training images (default
+        :data:`DEFAULT_EPOCHS`); with ``resume``, the total including the epochs already
+        done.
     learning_rate : float, optional
-        AdamW's learning rate (default :data:`DEFAULT_LEARNING_RATE`).
+        AdamW's learning rate (default :data:`DEFAULT_LEARNING_RATE`), reached after a
+        linear warm-up of :data:`WARMUP_STEPS` steps.
     device : str, optional
         Where to train ("cpu", "cuda", ...); None picks as the predictor does.
     resume : bool
@@ -161,7 +168,10 @@ def train_decoder(
         settings={
             "epochs": epochs,
             "learning_rate": learning_rate,
+            "warmup_steps": WARMUP_STEPS,
             "weight_decay": WEIGHT_DECAY,
+            "loss": "cross-entropy + dice inside each box grown by half its size + "
+            f"{MARGIN:g} px, + MSE of the predicted IoU",
             "seed": seed,
             "prompts_per_image": PROMPTS_PER_IMAGE,
             "device": str(run_device),
@@ -233,6 +243,16 @@ def _score(kind: str, metrics: dict[str, float]) -> float:
     return metrics["val/box_mIoU"]
 
 
+def _warm_up(optimizer: torch.optim.Optimizer, learning_rate: float) -> None:
+    """Set the learning rate of the next step: rising linearly over the first
+    :data:`WARMUP_STEPS` steps (counted in the optimizer's state, so a resumed run goes on
+    where it stopped), then ``learning_rate``."""
+    state = next(iter(optimizer.state.values()), None)
+    done = int(state["step"]) if state else 0
+    for group in optimizer.param_groups:
+        group["lr"] = learning_rate * min(1.0, (done + 1) / WARMUP_STEPS)
+
+
 def _before_training(
     steps: DecoderSteps,
     optimizer: torch.optim.Optimizer,
@@ -272,14 +292,17 @@ def _epochs(
         start = time.perf_counter()
         steps.decoder.train()
         losses = []
-        for index in torch.randperm(len(train_samples), generator=steps.generator).tolist():
+        for index, rows in steps.batches(train_samples):
             if should_stop is not None and should_stop():
                 stopped = True
                 break
             sample = train_samples[index]
-            loss = steps.loss(sample, load_embedding(store, sample).to(device))
+            loss = steps.loss(sample, load_embedding(store, sample).to(device), rows)
+            if loss is None:
+                continue
             optimizer.zero_grad(set_to_none=True)
             loss.backward()
+            _warm_up(optimizer, record.settings["learning_rate"])
             optimizer.step()
             losses.append(float(loss.detach()))
         if stopped:

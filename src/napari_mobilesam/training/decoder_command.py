@@ -60,7 +60,7 @@ def add_command(commands: Any) -> None:
     parser.add_argument("-o", "--output", required=True, metavar="FILE", help="the result")
     run_group = parser.add_argument_group("training")
     run_group.add_argument("--epochs", type=int, metavar="N", help="passes (default 20)")
-    run_group.add_argument("--lr", type=float, metavar="RATE", help="learning rate (1e-4)")
+    run_group.add_argument("--lr", type=float, metavar="RATE", help="learning rate (3e-4)")
     run_group.add_argument("--device", metavar="DEVICE", help="cpu, cuda, mps (default: best)")
     run_group.add_argument("--seed", type=int, default=0, help="random seed (default 0)")
     run_group.add_argument("--store", metavar="ZARR", help="embedding store to use/fill")

@@ -1,4 +1,4 @@
-"""Prompts of decoder fine-tuning, sampled as users and SegEvery give them, and SAM's losses.
+"""Prompts of decoder fine-tuning, sampled as users and SegEvery give them, and the loss.
 
 - Boxes of true objects with random jitter on each edge, as a detector draws them (SAM:
   noise of 10 % of the box side, at most 20 pixels, in the 1024 frame).
@@ -6,6 +6,8 @@
 - SAM's iterative correction: a point in the error region of the previous prediction,
   positive where the object was missed, negative where too much was taken, with the
   previous low-resolution logits as mask input.
+- The loss: cross-entropy and dice inside a region around each object (its box grown by
+  half its size plus ``MARGIN``), plus the squared error of the predicted IoU.
 
 All coordinates are in the model's 1024 frame; masks are in the low-resolution frame,
 cropped to the unpadded part (``(N, hl, wl)``, see
@@ -22,16 +24,17 @@ from scipy import ndimage
 from napari_mobilesam.imaging.model_frame import LOW_RES_SIDE, MODEL_SIDE
 
 __all__ = [
-    "FOCAL_WEIGHT",
+    "MARGIN",
     "correction_points",
     "interior_points",
     "jittered_boxes",
+    "loss_regions",
     "sam_loss",
     "sample_points",
 ]
 
-#: SAM's loss: focal and dice on masks, 20:1, plus the MSE of the predicted IoU.
-FOCAL_WEIGHT = 20.0
+#: Model-frame pixels added around a box grown by half its size: the mask loss's region.
+MARGIN = 8.0
 _FACTOR = MODEL_SIDE // LOW_RES_SIDE
 
 
@@ -80,8 +83,8 @@ def sample_points(
 ) -> tuple[torch.Tensor, torch.Tensor]:
     """Positive points inside each object and negative ones around it.
 
-    Negative points are drawn from the object's box grown by half its size, outside the
-    object (anywhere outside it when that is empty).
+    Negative points are drawn around the object, where its loss is counted
+    (:func:`loss_regions`), outside it (anywhere outside it when that is empty).
 
     Parameters
     ----------
@@ -98,16 +101,7 @@ def sample_points(
     coords = [_to_model_frame(_pick(flat, n_positive, generator), wl, generator)]
     labels = [torch.ones((n, n_positive), dtype=torch.int64)]
     if n_negative:
-        ys = torch.arange(hl).view(1, hl, 1) * _FACTOR
-        xs = torch.arange(wl).view(1, 1, wl) * _FACTOR
-        grow = (boxes[:, 2:] - boxes[:, :2]) / 2
-        lo, hi = boxes[:, :2] - grow, boxes[:, 2:] + grow
-        near = (
-            (xs >= lo[:, 0, None, None])
-            & (xs < hi[:, 0, None, None])
-            & (ys >= lo[:, 1, None, None])
-            & (ys < hi[:, 1, None, None])
-        )
+        near = loss_regions(boxes, (hl, wl)) > 0
         around = (near.flatten(1) & (flat == 0)).float()
         around = torch.where(around.sum(1, keepdim=True) > 0, around, 1 - flat)
         coords.append(_to_model_frame(_pick(around, n_negative, generator), wl, generator))
@@ -151,12 +145,48 @@ def interior_points(labels: np.ndarray, ids: np.ndarray) -> np.ndarray:
     return points
 
 
+def loss_regions(boxes: torch.Tensor, shape: tuple[int, int]) -> torch.Tensor:
+    """Where the mask loss is counted: each box grown by half its size plus ``MARGIN``.
+
+    Parameters
+    ----------
+    boxes : (N, 4) model-frame boxes of the objects (x0, y0, x1, y1)
+    shape : (hl, wl) the unpadded low-resolution frame
+
+    Returns
+    -------
+    (N, hl, wl) float32 tensor of 0 and 1 (a low-res pixel counts when its centre is inside).
+    """
+    hl, wl = shape
+    grow = (boxes[:, 2:] - boxes[:, :2]) / 2 + MARGIN
+    lo, hi = (boxes[:, :2] - grow) / _FACTOR, (boxes[:, 2:] + grow) / _FACTOR
+    ys = torch.arange(hl).view(1, hl, 1) + 0.5
+    xs = torch.arange(wl).view(1, 1, wl) + 0.5
+    inside = (
+        (xs >= lo[:, 0, None, None])
+        & (xs < hi[:, 0, None, None])
+        & (ys >= lo[:, 1, None, None])
+        & (ys < hi[:, 1, None, None])
+    )
+    return inside.float()
+
+
 def sam_loss(
-    logits: torch.Tensor, iou_pred: torch.Tensor, targets: torch.Tensor
+    logits: torch.Tensor,
+    iou_pred: torch.Tensor,
+    targets: torch.Tensor,
+    regions: torch.Tensor | None = None,
 ) -> tuple[torch.Tensor, torch.Tensor]:
-    """SAM's loss of (N, C, hl, wl) logits and (N, C) predicted IoU against (N, hl, wl)
-    masks: 20 focal + 1 dice + MSE(predicted IoU, IoU). With C > 1 (multimask) only the
-    best output of each prompt counts, as in SAM.
+    """The loss of (N, C, hl, wl) logits and (N, C) predicted IoU against (N, hl, wl)
+    masks: binary cross-entropy + dice inside each prompt's region, binary cross-entropy
+    over the whole frame (pixels far from every region stay background), plus the squared
+    error of the predicted IoU against the real one (over the whole frame). With C > 1
+    (multimask) only the best output of each prompt counts, as in SAM.
+
+    SAM counts focal + dice over the whole frame; with objects of about 1 % of the frame,
+    that drives a decoder to empty masks (README, "The mask decoders"). ``regions`` (from
+    :func:`loss_regions`) keeps the object and a ring of background around it, where the
+    edge is decided; None counts the whole frame.
 
     Returns
     -------
@@ -164,19 +194,19 @@ def sam_loss(
     chosen : (N,) int64 index of the output the loss counted
     """
     target = targets[:, None].expand_as(logits)
-    prob = logits.sigmoid()
+    region = torch.ones_like(logits) if regions is None else regions[:, None].expand_as(logits)
     ce = F.binary_cross_entropy_with_logits(logits, target, reduction="none")
-    p_t = prob * target + (1 - prob) * (1 - target)
-    alpha_t = 0.25 * target + 0.75 * (1 - target)
-    focal = (alpha_t * ce * (1 - p_t) ** 2).flatten(2).mean(-1)
+    area = region.flatten(2).sum(-1).clamp(min=1)
+    bce = (ce * region).flatten(2).sum(-1) / area
+    prob = logits.sigmoid() * region
     inter = (prob * target).flatten(2).sum(-1)
     dice = 1 - (2 * inter + 1) / (prob.flatten(2).sum(-1) + target.flatten(2).sum(-1) + 1)
-    mask_loss = FOCAL_WEIGHT * focal + dice  # (N, C)
     with torch.no_grad():
         binary = (logits > 0).float()
         both = (binary * target).flatten(2).sum(-1)
         union = ((binary + target) > 0).float().flatten(2).sum(-1)
         true_iou = both / union.clamp(min=1)
-    total = mask_loss + (iou_pred - true_iou) ** 2
+    frame = ce.flatten(2).mean(-1)  # the pixels outside every region must stay background
+    total = bce + dice + frame + (iou_pred - true_iou) ** 2
     best = total.argmin(dim=1)
     return total[torch.arange(len(best)), best].mean(), best

@@ -1,12 +1,14 @@
 """One training step of a mask decoder on one stored embedding, and its validation.
 
-A step decodes, against one image embedding, up to ``prompts_per_image`` objects of the
-image at once (one batch): jittered boxes; for SegAny's decoder also point prompts and a
-correction round (see :mod:`~napari_mobilesam.training.decoder_prompts`). The decoder is
+An epoch steps over every object of every training image, in batches of up to
+``prompts_per_image`` objects of one image decoded at once against its embedding: jittered
+boxes; for SegAny's decoder also point prompts and a correction round (see
+:mod:`~napari_mobilesam.training.decoder_prompts`). The decoder is
 :class:`~napari_mobilesam.model.batched_decoder.BatchedMaskDecoder`, the function the
 predictor decodes with, here with gradients. What a step holds: the (1, 256, 64, 64)
-embedding, the batch's activations (about 40 MiB per prompt) and the decoder with its
-optimizer state (about 16 MiB x 3).
+embedding, the batch's activations and gradients and the decoder with its optimizer state
+(about 16 MiB x 3): measured 644 MiB above the memory at the start of training for 8 box
+prompts (``benchmarks/train_decoder.py``).
 """
 
 from __future__ import annotations
@@ -26,6 +28,7 @@ from napari_mobilesam.training.decoder_prompts import (
     correction_points,
     interior_points,
     jittered_boxes,
+    loss_regions,
     sam_loss,
     sample_points,
 )
@@ -74,34 +77,61 @@ class DecoderSteps:
             self.decoder.mask_decoder, embedding, pe.get_dense_pe(), pe.no_mask_embed.weight
         )
 
-    def _objects(self, sample: DecoderSample) -> tuple[np.ndarray, np.ndarray]:
-        """Rows of the sample's objects for this step, and their ids."""
-        rows = torch.randperm(len(sample.ids), generator=self.generator).numpy()
-        rows = np.sort(rows[: self.prompts_per_image])
-        return rows, sample.ids[rows]
+    def batches(self, samples: list[DecoderSample]) -> list[tuple[int, np.ndarray]]:
+        """One epoch: every object of every sample once, in batches of up to
+        ``prompts_per_image`` objects of one sample, in random order.
 
-    def loss(self, sample: DecoderSample, embedding: torch.Tensor) -> torch.Tensor:
-        """The loss of one step on ``sample`` (a scalar with gradients)."""
-        rows, ids = self._objects(sample)
-        targets = low_res_targets(sample, ids)
+        Returns
+        -------
+        list of (sample index, rows of that sample's objects)
+        """
+        batches = []
+        for index, sample in enumerate(samples):
+            order = torch.randperm(len(sample.ids), generator=self.generator).numpy()
+            for start in range(0, len(order), self.prompts_per_image):
+                batches.append((index, np.sort(order[start : start + self.prompts_per_image])))
+        shuffled = torch.randperm(len(batches), generator=self.generator).tolist()
+        return [batches[i] for i in shuffled]
+
+    def loss(
+        self, sample: DecoderSample, embedding: torch.Tensor, rows: np.ndarray
+    ) -> torch.Tensor | None:
+        """The loss of one step on objects ``rows`` of ``sample`` (a scalar with
+        gradients), or None when none of them shows in the low-resolution frame."""
+        targets = low_res_targets(sample, sample.ids[rows])
         visible = targets.flatten(1).amax(1) > 0  # objects too small for the low-res frame
         rows, targets = rows[visible.numpy()], targets[visible]
         if not len(rows):
-            return torch.zeros((), requires_grad=True)
-        hl, wl = targets.shape[-2:]
+            return None
         boxes = torch.as_tensor(scale_boxes(sample.boxes[rows], sample.shape), dtype=torch.float32)
+        regions = loss_regions(boxes, targets.shape[-2:])
         batched = self._batched(embedding)
-        pe = self.decoder.prompt_encoder
         jittered = jittered_boxes(boxes, sample.input_size, self.generator)
-        sparse, _ = pe(None, jittered.to(embedding.device), None)
+        sparse, _ = self.decoder.prompt_encoder(None, jittered.to(self._device), None)
         low, iou = batched.decode(sparse, None, multimask_output=False)
-        box_loss, _ = sam_loss(low[..., :hl, :wl], iou, targets.to(embedding.device))
+        box_loss = self._loss(low, iou, targets, regions)[0]
         if self.kind != MOBILE_SAM:
             return box_loss
-        return (box_loss + self._point_losses(batched, boxes, targets)) / 3
+        return (box_loss + self._point_losses(batched, boxes, targets, regions)) / 3
+
+    def _loss(
+        self,
+        low: torch.Tensor,
+        iou: torch.Tensor,
+        targets: torch.Tensor,
+        regions: torch.Tensor,
+    ) -> tuple[torch.Tensor, torch.Tensor]:
+        """:func:`sam_loss` of (N, C, 256, 256) logits on the unpadded part."""
+        hl, wl = targets.shape[-2:]
+        device = low.device
+        return sam_loss(low[..., :hl, :wl], iou, targets.to(device), regions.to(device))
 
     def _point_losses(
-        self, batched: BatchedMaskDecoder, boxes: torch.Tensor, targets: torch.Tensor
+        self,
+        batched: BatchedMaskDecoder,
+        boxes: torch.Tensor,
+        targets: torch.Tensor,
+        regions: torch.Tensor,
     ) -> torch.Tensor:
         """Point prompts, then one correction round: the sum of their two losses.
 
@@ -110,14 +140,13 @@ class DecoderSteps:
         hl, wl = targets.shape[-2:]
         pe = self.decoder.prompt_encoder
         device = self._device
-        on_device = targets.to(device)
         n_positive = int(torch.randint(1, 4, (1,), generator=self.generator))
         n_negative = int(torch.randint(0, 2, (1,), generator=self.generator))
         coords, labels = sample_points(targets, boxes, n_positive, n_negative, self.generator)
         multimask = n_positive + n_negative == 1  # an ambiguous single click
         sparse, _ = pe((coords.to(device), labels.to(device)), None, None)
         low, iou = batched.decode(sparse, None, multimask_output=multimask)
-        point_loss, chosen = sam_loss(low[..., :hl, :wl], iou, on_device)
+        point_loss, chosen = self._loss(low, iou, targets, regions)
 
         previous = low[torch.arange(len(chosen)), chosen].detach()  # (N, 256, 256)
         extra, extra_labels = correction_points(
@@ -127,8 +156,7 @@ class DecoderSteps:
         labels = torch.cat([labels, extra_labels], dim=1).to(device)
         sparse, dense = pe((coords, labels), None, previous[:, None])
         low, iou = batched.decode(sparse, dense, multimask_output=False)
-        correction_loss, _ = sam_loss(low[..., :hl, :wl], iou, on_device)
-        return point_loss + correction_loss
+        return point_loss + self._loss(low, iou, targets, regions)[0]
 
     @torch.no_grad()
     def validate(self, samples: list[DecoderSample], store: EmbeddingStore) -> dict[str, float]:
