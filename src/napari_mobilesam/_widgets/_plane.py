@@ -12,6 +12,7 @@ level 0, which napari uses for every level) into them.
 
 from __future__ import annotations
 
+import itertools
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
@@ -330,3 +331,23 @@ def plane_is_tiled(viewer: napari.Viewer, layer: Image | None, level: int = 0) -
     except PlaneError:  # 3-D display: the last two axes
         size = spatial_shape(layer, level)[-2:]
     return needs_tiling(tuple(size))
+
+
+def planes_to_segment(
+    viewer: napari.Viewer, image: Image, all_planes: bool, level: int = 0
+) -> list[Plane]:
+    """The plane on screen, or every plane of the stack along the same displayed axes.
+
+    For a multiscale image the planes are planes of resolution level ``level``.
+    """
+    shown = displayed_plane(viewer, image, level if image.multiscale else None)
+    if not all_planes:
+        return [shown]
+    stack_axes = [axis for axis, index in enumerate(shown.fixed) if index is not None]
+    planes = []
+    for position in itertools.product(*(range(shown.shape[axis]) for axis in stack_axes)):
+        fixed = list(shown.fixed)
+        for axis, index in zip(stack_axes, position, strict=True):
+            fixed[axis] = index
+        planes.append(Plane(shape=shown.shape, fixed=tuple(fixed)))
+    return planes

@@ -24,7 +24,6 @@ score...).
 
 from __future__ import annotations
 
-import itertools
 import threading
 from collections.abc import Callable, Generator
 from dataclasses import dataclass, replace
@@ -45,15 +44,17 @@ from napari_mobilesam._widgets._model import (
 )
 from napari_mobilesam._widgets._plane import (
     Plane,
-    displayed_plane,
     labels_for,
     layer_in_viewer,
     level_data,
     model_contrast_limits,
+    planes_to_segment,
     spatial_shape,
     unproxied,
 )
 from napari_mobilesam._widgets._segevery_features import (
+    add_tracks_layer,
+    decoder_note,
     layer_features,
     link_features,
     outcome_message,
@@ -94,26 +95,6 @@ class SegEveryOutcome:
     features: pd.DataFrame | None = None
     #: The full text behind a short ``message`` (an error's explanation), or "".
     details: str = ""
-
-
-def planes_to_segment(
-    viewer: napari.Viewer, image: Image, all_planes: bool, level: int = 0
-) -> list[Plane]:
-    """The plane on screen, or every plane of the stack along the same displayed axes.
-
-    For a multiscale image the planes are planes of resolution level ``level``.
-    """
-    shown = displayed_plane(viewer, image, level if image.multiscale else None)
-    if not all_planes:
-        return [shown]
-    stack_axes = [axis for axis, index in enumerate(shown.fixed) if index is not None]
-    planes = []
-    for position in itertools.product(*(range(shown.shape[axis]) for axis in stack_axes)):
-        fixed = list(shown.fixed)
-        for axis, index in zip(stack_axes, position, strict=True):
-            fixed[axis] = index
-        planes.append(Plane(shape=shown.shape, fixed=tuple(fixed)))
-    return planes
 
 
 class SegEveryJob:
@@ -286,12 +267,8 @@ class SegEveryJob:
                 return cancelled
             kind = "3-D objects" if settings.link == "z" else "tracks"
             linked = f" linked into {len(features)} {kind} along axis {self._link_axis}"
-        decoder_note = box_decoder.message if box_decoder is not None else ""
-        if box_decoder is not None and settings.decoder == "auto" and not decoder_note:
-            decoder_note = f"Decoder: {DECODER_LABELS.get(box_decoder.name, box_decoder.name)}."
-        message = outcome_message(
-            self.image.name, found, notes, decoder_note, self._skipped, linked
-        )
+        note = decoder_note(box_decoder, settings.decoder, DECODER_LABELS)
+        message = outcome_message(self.image.name, found, notes, note, self._skipped, linked)
         if any(self._tiles) and found:
             message += f" {self.tiles_encoded} tile embeddings were computed."
         if self._non_finite:
@@ -396,20 +373,10 @@ class SegEveryJob:
             self._finish(SegEveryOutcome("cancelled", "napari was closed; nothing was added."))
 
     def _add_tracks(self, outcome: SegEveryOutcome, layer: Any) -> None:
-        """Tracks (T along the first axis of a T, Y, X stack) also go to a Tracks layer,
-        divisions in its graph."""
-        if self.settings.link != "t" or self._link_axis != 0 or outcome.labels.ndim != 3:
-            return
-        from napari_mobilesam.stacks.track_files import tracks_layer_data
-
-        data, graph = tracks_layer_data(outcome.labels, outcome.features)
-        if len(data):
-            self.tracks_layer = self.viewer.add_tracks(
-                data,
-                graph=graph,
-                name=f"{self.image.name} tracks",
-                scale=layer.scale,
-                translate=layer.translate,
+        if self.settings.link == "t" and self._link_axis == 0:
+            name = f"{self.image.name} tracks"
+            self.tracks_layer = add_tracks_layer(
+                self.viewer, outcome.labels, outcome.features, layer, name
             )
 
     def _on_errored(self, exc: Exception) -> None:

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import itertools
 from collections.abc import Callable, Sequence
+from typing import Any
 
 import numpy as np
 import pandas as pd
@@ -142,3 +143,34 @@ def plane_phase(tiles: int, grid: bool, done: int, total: int) -> tuple[str, str
     start = 0 if grid else tiles
     done, total = done - start, max(total - start, done - start, 1)
     return "decoding", f"decoding, tile {done} of {total}", done, total
+
+
+def decoder_note(box_decoder: Any, decoder: str, labels: dict[str, str]) -> str:
+    """What a run says about its box decoder: the fallback's note, or which one "auto"
+    chose (by its name in the widget, ``labels``)."""
+    if box_decoder is None:
+        return ""
+    if box_decoder.message or decoder != "auto":
+        return box_decoder.message
+    return f"Decoder: {labels.get(box_decoder.name, box_decoder.name)}."
+
+
+def add_tracks_layer(
+    viewer: Any, labels: np.ndarray, features: pd.DataFrame, layer: Any, name: str
+) -> Any:
+    """A Tracks layer ``name`` of linked T, Y, X ``labels`` (centroids, divisions in its
+    graph), aligned with the Labels ``layer``; None when there is nothing to track."""
+    if labels.ndim != 3:
+        return None
+    from napari_mobilesam.stacks.track_files import tracks_layer_data
+
+    data, graph = tracks_layer_data(labels, features)
+    if not len(data):
+        return None
+    return viewer.add_tracks(
+        data,
+        graph=graph,
+        name=name,
+        scale=layer.scale,
+        translate=layer.translate,
+    )
