@@ -253,3 +253,19 @@ def test_the_command_line_embeds_with_the_engine_asked_for(random_weights, tmp_p
     assert np.abs(stored["openvino"] - stored["torch"]).max() <= 1e-4
     with pytest.raises(InvalidValueError, match="engine must be one of"):
         BatchSettings(engine="fast")
+
+
+def test_a_store_of_int8_embeddings_never_serves_a_float32_predictor(engines, tmp_path):
+    from napari_mobilesam.segany.embedding_store import EmbeddingStore
+
+    image = synthetic_nuclei((256, 256), seed=3)[0]
+    int8 = EmbeddingStore(tmp_path / "int8.zarr")
+    assert int8.add(engines["openvino-int8"], image) == 1
+    assert int8.load_into(engines["torch"], image) is False, "int8 embeddings served to torch"
+    with pytest.raises(InvalidValueError, match="other model weights"):
+        int8.add(engines["torch"], image)
+    assert int8.load_into(engines["openvino-int8"], image) is True
+
+    float32 = EmbeddingStore(tmp_path / "float32.zarr")
+    float32.add(engines["openvino"], image)
+    assert float32.load_into(engines["torch"], image) is True, "float32 engines share a store"

@@ -39,8 +39,14 @@ __all__ = ["EmbeddingStore", "encoder_fingerprint", "model_inputs", "tiled_model
 
 
 def encoder_fingerprint(predictor: Any) -> str:
-    """A short hash of the predictor's image encoder weights (computed once per model)."""
-    return weights_fingerprint(predictor.model.image_encoder)
+    """A short hash of the predictor's image encoder weights (computed once per model),
+    with "-int8" when its engine quantises the encoder: int8 embeddings differ from
+    float32 ones by more than a store may mix (float32 engines agree within 1e-5)."""
+    fingerprint = weights_fingerprint(predictor.model.image_encoder)
+    if getattr(predictor, "engine", "torch") == "torch":
+        return fingerprint
+    quantised = predictor.prepare_engine().endswith("int8")
+    return f"{fingerprint}-int8" if quantised else fingerprint
 
 
 def model_inputs(
