@@ -163,6 +163,8 @@ def test_the_core_environment_has_no_napari_and_runs_info(core_env: Path):
     assert info.returncode == 0, info.stderr
     assert f"napari-mobilesam {napari_mobilesam.__version__}" in info.stdout
     assert str(core_env) in _run(core_env, "python", "-c", "import sys; print(sys.prefix)").stdout
+    widgets = _run(core_env, "python", "-c", "import napari_mobilesam._widgets")
+    assert widgets.returncode != 0 and 'install "napari-mobilesam[napari]"' in widgets.stderr
 
 
 def test_the_core_environment_segments_everything(core_env: Path, tmp_path: Path):
