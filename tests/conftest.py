@@ -238,3 +238,9 @@ def conversions_and_hashes(monkeypatch) -> dict[str, int]:
     monkeypatch.setattr(prepared_input, "to_rgb_uint8", counting_to_rgb_uint8)
     monkeypatch.setattr(hashlib, "blake2b", counting_blake2b)
     return counts
+
+
+@pytest.fixture(scope="session")
+def yolo_file(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A one-class YOLOv8n detector with random weights, built from ultralytics' yaml."""
+    return build_yolo_checkpoint(tmp_path_factory.mktemp("yolo"), "yolov8n.yaml")

@@ -5,25 +5,18 @@ they agree with the labels, not what the masks look like."""
 
 from __future__ import annotations
 
-from pathlib import Path
-
 import numpy as np
 import pandas as pd
 import pytest
 import tifffile
 
-from conftest import RANDOM_WEIGHTS, build_yolo_checkpoint
+from conftest import RANDOM_WEIGHTS
 from napari_mobilesam._widgets import SegEveryWidget
 from napari_mobilesam.batch.cli import main as cli_main
 from napari_mobilesam.evaluation.synthetic_stacks import moving_cells
 
 pytestmark = pytest.mark.usefixtures("random_weights")
 TIMEOUT_MS = 300_000
-
-
-@pytest.fixture(scope="module")
-def yolo_file(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    return build_yolo_checkpoint(tmp_path_factory.mktemp("yolo"), "yolov8n.yaml")
 
 
 @pytest.fixture

@@ -14,7 +14,6 @@ import pytest
 import skimage.data
 from napari.utils.notifications import NotificationSeverity
 
-from conftest import build_yolo_checkpoint
 from napari_mobilesam._commands import segment_everything_in_active_layer
 from napari_mobilesam._widgets import SegEveryWidget
 from napari_mobilesam._widgets._segevery_features import FEATURE_COLUMNS
@@ -22,12 +21,6 @@ from napari_mobilesam._widgets._segevery_features import FEATURE_COLUMNS
 pytestmark = pytest.mark.usefixtures("random_weights")
 
 TIMEOUT_MS = 300_000
-
-
-@pytest.fixture(scope="module")
-def yolo_file(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    """A one-class YOLOv8n detector with random weights, built from ultralytics' yaml."""
-    return build_yolo_checkpoint(tmp_path_factory.mktemp("yolo"), "yolov8n.yaml")
 
 
 @pytest.fixture

@@ -16,7 +16,6 @@ import pytest
 import skimage.draw
 import skimage.measure
 
-from conftest import build_yolo_checkpoint
 from napari_mobilesam._widgets import SegEveryWidget
 from napari_mobilesam._widgets._plane import PlaneArray
 from napari_mobilesam._widgets._segevery import SegEveryJob
@@ -26,12 +25,6 @@ from napari_mobilesam.segevery import pipeline as segevery
 pytestmark = pytest.mark.usefixtures("random_weights")
 
 TIMEOUT_MS = 600_000
-
-
-@pytest.fixture(scope="module")
-def yolo_file(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    """A one-class YOLOv8n detector with random weights, built from ultralytics' yaml."""
-    return build_yolo_checkpoint(tmp_path_factory.mktemp("yolo"), "yolov8n.yaml")
 
 
 def ellipses(side: int, count: int, seed: int = 0) -> np.ndarray:

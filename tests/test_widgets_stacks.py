@@ -7,14 +7,11 @@ tests check where masks go, what is kept and what is undone, not what they look 
 
 from __future__ import annotations
 
-from pathlib import Path
-
 import numpy as np
 import pytest
 from napari.utils.notifications import NotificationSeverity
 from qtpy.QtCore import QPoint, Qt
 
-from conftest import build_yolo_checkpoint
 from napari_mobilesam._widgets import SegAnyWidget, SegEveryWidget, _propagate
 
 pytestmark = pytest.mark.usefixtures("random_weights")
@@ -199,12 +196,6 @@ def test_axis_choice_for_a_time_lapse_of_volumes(make_napari_viewer, qtbot, volu
 
 
 # ---------------------------------------------------------------------- SegEvery linking
-@pytest.fixture(scope="module")
-def yolo_file(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    """A one-class YOLOv8n detector with random weights, built from ultralytics' yaml."""
-    return build_yolo_checkpoint(tmp_path_factory.mktemp("yolo"), "yolov8n.yaml")
-
-
 def test_segevery_all_slices_links_objects_across_slices(
     make_napari_viewer, qtbot, volume, yolo_file
 ):
