@@ -15,7 +15,7 @@ import torch
 
 from napari_mobilesam.weights.fetch import cache_dir
 
-__all__ = ["engine_dir", "engine_path", "library_tag", "weights_fingerprint"]
+__all__ = ["engine_dir", "engine_path", "hash_weights", "library_tag", "weights_fingerprint"]
 
 _FINGERPRINTS: dict[int, str] = {}
 
@@ -39,12 +39,17 @@ def weights_fingerprint(module: torch.nn.Module) -> str:
     16
     """
     if id(module) not in _FINGERPRINTS:
-        digest = hashlib.blake2b(digest_size=8)
-        for name, tensor in sorted(module.state_dict().items()):
-            digest.update(name.encode())
-            digest.update(tensor.detach().float().cpu().numpy().tobytes())
-        _FINGERPRINTS[id(module)] = digest.hexdigest()
+        _FINGERPRINTS[id(module)] = hash_weights(module)
     return _FINGERPRINTS[id(module)]
+
+
+def hash_weights(module: torch.nn.Module) -> str:
+    """16 hexadecimal digits of ``module``'s current weights (computed on every call)."""
+    digest = hashlib.blake2b(digest_size=8)
+    for name, tensor in sorted(module.state_dict().items()):
+        digest.update(name.encode())
+        digest.update(tensor.detach().float().cpu().numpy().tobytes())
+    return digest.hexdigest()
 
 
 def engine_dir(fingerprint: str) -> Path:

@@ -5,6 +5,9 @@
 - int8: masks decoded from the same box prompts on the int8 and the float32 embeddings
   agree at IoU >= :data:`INT8_MIN_IOU` for every object.
 
+The mask decoders are gated the same way on the low-resolution logits (float32) and masks
+(int8) of box and point prompts (:mod:`napari_mobilesam.engines.decoder_choice`).
+
 Both run on images the calibration set holds rotated by a quarter turn (inputs int8 was
 not calibrated on), with the model's own prompt encoder and mask decoder.
 """
@@ -24,6 +27,7 @@ __all__ = [
     "box_prompts",
     "embedding_gap",
     "gate_images",
+    "logit_mask_ious",
     "mask_ious",
 ]
 
@@ -34,7 +38,7 @@ Encoder = Callable[[torch.Tensor], torch.Tensor]
 
 
 def embedding_gap(reference: torch.Tensor, other: torch.Tensor) -> float:
-    """Largest absolute difference between two embeddings."""
+    """Largest absolute difference between two embeddings (or two sets of logits)."""
     return float((reference.detach().float() - other.detach().float()).abs().max())
 
 
@@ -50,7 +54,7 @@ def box_prompts(side: int = 1024, per_row: int = 5) -> np.ndarray:
     return np.asarray(boxes, dtype=np.float32)
 
 
-def _low_res_masks(model: torch.nn.Module, embedding: torch.Tensor, boxes: np.ndarray):
+def _low_res_logits(model: torch.nn.Module, embedding: torch.Tensor, boxes: np.ndarray):
     pe = model.prompt_encoder
     with torch.inference_mode():
         decoder = BatchedMaskDecoder(
@@ -58,7 +62,7 @@ def _low_res_masks(model: torch.nn.Module, embedding: torch.Tensor, boxes: np.nd
         )
         sparse, _ = pe(None, torch.as_tensor(boxes), None)
         low_res, _ = decoder.decode(sparse, None, multimask_output=False)
-    return (low_res[:, 0] > model.mask_threshold).cpu().numpy()
+    return low_res[:, 0]
 
 
 def mask_ious(
@@ -77,10 +81,20 @@ def mask_ious(
     -------
     (N,) float array; a box whose masks are both empty counts as 1.
     """
-    a = _low_res_masks(model, reference.float(), boxes)
-    b = _low_res_masks(model, other.float(), boxes)
-    inter = (a & b).sum(axis=(1, 2))
-    union = (a | b).sum(axis=(1, 2))
+    a = _low_res_logits(model, reference.float(), boxes)
+    b = _low_res_logits(model, other.float(), boxes)
+    return logit_mask_ious(a, b, model.mask_threshold)
+
+
+def logit_mask_ious(
+    reference: torch.Tensor, other: torch.Tensor, threshold: float = 0.0
+) -> np.ndarray:
+    """Per-mask IoU of two (N, ..., H, W) logit tensors thresholded at ``threshold``
+    (masks flattened over everything after N); both empty counts as 1."""
+    a = (reference.detach().float() > threshold).flatten(1).cpu().numpy()
+    b = (other.detach().float() > threshold).flatten(1).cpu().numpy()
+    inter = (a & b).sum(axis=1)
+    union = (a | b).sum(axis=1)
     return np.where(union > 0, inter / np.maximum(union, 1), 1.0)
 
 

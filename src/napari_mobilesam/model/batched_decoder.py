@@ -134,7 +134,9 @@ class BatchedMaskDecoder:
         The model's decoder; its weights are used, not copied.
     image_embedding : (1, 256, 64, 64) tensor
     image_pe : (1, 256, 64, 64) tensor, ``prompt_encoder.get_dense_pe()``
-    no_mask_embedding : (1, 256) tensor, ``prompt_encoder.no_mask_embed.weight``
+    no_mask_embedding : (1, 256) tensor or None
+        ``prompt_encoder.no_mask_embed.weight``; None when ``image_embedding`` already
+        holds it (or a mask prompt's dense embedding).
     """
 
     def __init__(
@@ -142,7 +144,7 @@ class BatchedMaskDecoder:
         decoder: MaskDecoder,
         image_embedding: torch.Tensor,
         image_pe: torch.Tensor,
-        no_mask_embedding: torch.Tensor,
+        no_mask_embedding: torch.Tensor | None,
     ) -> None:
         self.decoder = decoder
         self.transformer = decoder.transformer
@@ -150,7 +152,10 @@ class BatchedMaskDecoder:
         self.key_pe = image_pe.flatten(2).transpose(1, 2)
         self.grid = image_embedding.shape[-2:]
         self._upscaling = self._upscaling_weights()
-        self.cache = self._first_block_inputs(self.embedding + no_mask_embedding.view(1, 1, -1))
+        keys = self.embedding
+        if no_mask_embedding is not None:
+            keys = keys + no_mask_embedding.view(1, 1, -1)
+        self.cache = self._first_block_inputs(keys)
 
     def _first_block_inputs(self, keys: torch.Tensor) -> ImageDecoderCache:
         block = self.transformer.layers[0]
@@ -213,31 +218,53 @@ class BatchedMaskDecoder:
         low_res_logits : (B, C, 256, 256), C = 3 or 1.
         iou_pred : (B, C)
         """
-        dec = self.decoder
-        b = sparse.shape[0]
-        output_tokens = torch.cat([dec.iou_token.weight, dec.mask_tokens.weight], dim=0)
-        tokens = torch.cat([output_tokens.unsqueeze(0).expand(b, -1, -1), sparse], dim=1)
         if dense is None:
             cache = self.cache
         else:
             cache = self._first_block_inputs(self.embedding + dense.flatten(2).transpose(1, 2))
-        queries, keys = self._transformer(tokens, cache)
+        mask_ids = range(1, self.decoder.num_mask_tokens) if multimask_output else range(1)
+        masks, iou = self._decode(sparse, cache, mask_ids, UPSCALE_CHUNK)
+        return masks, (iou[:, 1:] if multimask_output else iou[:, :1])
 
-        mask_ids = range(1, dec.num_mask_tokens) if multimask_output else range(1)
+    def decode_all(self, sparse: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """All four masks of B prompt sets, upscaled in one step (no Python loop over
+        the batch, so the function traces into one graph for any B; see
+        :class:`napari_mobilesam.model.decoder_network.DecoderNetwork`).
+
+        Returns
+        -------
+        low_res_logits : (B, 4, 256, 256); mask 0 is the single-mask output.
+        iou_pred : (B, 4)
+        """
+        return self._decode(sparse, self.cache, range(self.decoder.num_mask_tokens), None)
+
+    def _decode(
+        self,
+        sparse: torch.Tensor,
+        cache: ImageDecoderCache,
+        mask_ids: range,
+        chunk: int | None,
+    ) -> tuple[torch.Tensor, torch.Tensor]:
+        """Masks ``mask_ids`` (B, M, 256, 256) and all IoU predictions (B, 4); the
+        upscaling runs ``chunk`` prompts at a time (None: all at once)."""
+        dec = self.decoder
+        b = sparse.shape[0]
+        output_tokens = torch.cat([dec.iou_token.weight, dec.mask_tokens.weight], dim=0)
+        tokens = torch.cat([output_tokens.unsqueeze(0).expand(b, -1, -1), sparse], dim=1)
+        queries, keys = self._transformer(tokens, cache)
         hyper = torch.stack(
             [dec.output_hypernetworks_mlps[i](queries[:, 1 + i]) for i in mask_ids], dim=1
         )
-        masks = torch.cat(
-            [
-                self._upscale_and_project(
-                    keys[i : i + UPSCALE_CHUNK], hyper[i : i + UPSCALE_CHUNK]
-                )
-                for i in range(0, b, UPSCALE_CHUNK)
-            ]
-        )
-        iou = dec.iou_prediction_head(queries[:, 0])
-        iou = iou[:, 1:] if multimask_output else iou[:, :1]
-        return masks, iou
+        if chunk is None:
+            masks = self._upscale_and_project(keys, hyper)
+        else:
+            masks = torch.cat(
+                [
+                    self._upscale_and_project(keys[i : i + chunk], hyper[i : i + chunk])
+                    for i in range(0, b, chunk)
+                ]
+            )
+        return masks, dec.iou_prediction_head(queries[:, 0])
 
     def _transformer(
         self, tokens: torch.Tensor, cache: ImageDecoderCache

@@ -14,6 +14,8 @@ from typing import TYPE_CHECKING
 import numpy as np
 import torch
 
+from napari_mobilesam._progress import ProgressCallback
+from napari_mobilesam.engines.decoder_choice import DecoderFactory, mask_decoder_engine
 from napari_mobilesam.errors import InvalidTypeError, InvalidValueError
 from napari_mobilesam.imaging.model_frame import LOW_RES_SIDE, scale_boxes, scale_coords
 from napari_mobilesam.imaging.upsampling import MaskUpsampler
@@ -63,12 +65,13 @@ class SegAnyPredictor(ImageEncoding):
         of one model, device and precision that share it never encode an image (or tile)
         that another has encoded (the napari widgets share one).
     engine : {"torch", "auto", "openvino", "openvino-int8"}
-        What runs the image encoder on a CPU. "torch" (default) is the reference.
+        What runs the image encoder and the mask decoders (the model's own, and any
+        other given to :meth:`decode_boxes`) on a CPU. "torch" (default) is the reference.
         "openvino" (float32, embeddings within 1e-4 of torch) and "openvino-int8" need
         ``pip install "napari-mobilesam[cpu]"``; they are converted once per weights file
         (on the first image, or by :meth:`prepare_engine`) and kept in the cache folder.
-        "auto" takes the fastest of them that passed its checks against torch on this
-        machine (measured once, remembered), else torch. See
+        "auto" takes, per network, the fastest of them that passed its checks against
+        torch on this machine (measured once, remembered), else torch. See
         :mod:`napari_mobilesam.engines`.
     calibration : sequence of images, optional
         Images to calibrate int8 on (default: a documented set of scikit-image samples,
@@ -113,6 +116,8 @@ class SegAnyPredictor(ImageEncoding):
         self._decoder: BatchedMaskDecoder | None = None
         # Other prompt decoders (MobileSAMv2's box decoder) on the current embedding.
         self._other_decoders: dict[int, tuple[PromptDecoder, BatchedMaskDecoder]] = {}
+        # The engine of each decoder (the model's, or a PromptDecoder), resolved once.
+        self._decoder_engines: dict[int, tuple[torch.nn.Module, str, DecoderFactory]] = {}
         self._upsampler: MaskUpsampler | None = None
 
     def _activate(self, state: _ImageState) -> None:
@@ -136,14 +141,39 @@ class SegAnyPredictor(ImageEncoding):
     def _batched_decoder(
         self, decoder: MobileSAM | PromptDecoder, state: _ImageState
     ) -> BatchedMaskDecoder:
-        pe = decoder.prompt_encoder
+        """``decoder`` on the current embedding, in the engine chosen for it."""
+        make = self._decoder_engine(decoder, None)[1]
         with self._inference():
-            return BatchedMaskDecoder(
-                decoder.mask_decoder,
-                state.embedding,
-                pe.get_dense_pe(),
-                pe.no_mask_embed.weight,
+            return make(state.embedding)
+
+    def _decoder_engine(
+        self, decoder: MobileSAM | PromptDecoder, progress: ProgressCallback | None
+    ) -> tuple[str, DecoderFactory]:
+        entry = self._decoder_engines.get(id(decoder))
+        if entry is None:
+            name, make = mask_decoder_engine(
+                decoder, self.model, self.engine, calibration=self._calibration, progress=progress
             )
+            entry = self._decoder_engines[id(decoder)] = (decoder, name, make)
+        return entry[1], entry[2]
+
+    def prepare_engine(self, progress: ProgressCallback | None = None) -> str:
+        """Load (converting once per weights file) the engines of the image encoder and of
+        the model's own mask decoder; return the encoder's name (see :attr:`engines`)."""
+        name = super().prepare_engine(progress)
+        self._decoder_engine(self.model, progress)
+        return name
+
+    @property
+    def engines(self) -> dict[str, str]:
+        """The engine of each network resolved so far: ``"image_encoder"`` and
+        ``"mask_decoder"`` (the model's own), and ``"decoder:<source>"`` for another
+        decoder used (e.g. ``"decoder:prompt_guided"``)."""
+        names = {"image_encoder": self._encoder[0]} if self._encoder is not None else {}
+        for decoder, name, _ in self._decoder_engines.values():
+            key = "mask_decoder" if decoder is self.model else f"decoder:{decoder.source}"
+            names[key] = name
+        return names
 
     def reset_image(self) -> None:
         """Forget the current image (the cache keeps its embedding)."""
