@@ -244,3 +244,18 @@ def conversions_and_hashes(monkeypatch) -> dict[str, int]:
 def yolo_file(tmp_path_factory: pytest.TempPathFactory) -> Path:
     """A one-class YOLOv8n detector with random weights, built from ultralytics' yaml."""
     return build_yolo_checkpoint(tmp_path_factory.mktemp("yolo"), "yolov8n.yaml")
+
+
+@pytest.fixture(scope="session")
+def engine_cache(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """One engine cache for the session (tests/test_engines*.py point the cache there), so
+    each weights file is converted once."""
+    return tmp_path_factory.mktemp("engine_cache")
+
+
+@pytest.fixture(scope="session")
+def own_calibration() -> list[np.ndarray]:
+    """A small user calibration set: two synthetic fluorescence fields (keeps NNCF short)."""
+    from napari_mobilesam.evaluation.synthetic import synthetic_nuclei
+
+    return [synthetic_nuclei((512, 512), seed=seed)[0] for seed in (1, 2)]

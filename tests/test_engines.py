@@ -28,21 +28,9 @@ from napari_mobilesam.weights.fetch import CACHE_ENV
 CASES = ("point", "points3", "box", "box_points")
 
 
-@pytest.fixture(scope="session")
-def engine_cache(tmp_path_factory):
-    """One engine cache for the session, so each weights file is converted once."""
-    return tmp_path_factory.mktemp("engine_cache")
-
-
 @pytest.fixture(autouse=True)
 def _use_engine_cache(engine_cache, monkeypatch, offline_registry):
     monkeypatch.setenv(CACHE_ENV, str(engine_cache))
-
-
-@pytest.fixture(scope="session")
-def own_calibration():
-    """A small user calibration set: two synthetic fluorescence fields (keeps NNCF short)."""
-    return [synthetic_nuclei((512, 512), seed=seed)[0] for seed in (1, 2)]
 
 
 @pytest.fixture

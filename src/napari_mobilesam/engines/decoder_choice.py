@@ -3,7 +3,8 @@
 The same rules as the image encoder's (:mod:`napari_mobilesam.engines.choice`), per
 network: "auto" converts both OpenVINO variants of the decoder once per decoder weights
 file, gates them against torch on the embeddings of the two gate images (float32: low-res
-logits within :data:`~napari_mobilesam.engines.gates.FLOAT32_TOLERANCE`; int8: every box
+logits within :data:`~napari_mobilesam.engines.gates.FLOAT32_TOLERANCE`, relative where
+``|logit| > 1``, see :func:`~napari_mobilesam.engines.gates.logit_gap`; int8: every box
 and point mask at IoU >= :data:`~napari_mobilesam.engines.gates.INT8_MIN_IOU` against
 float32, prompt by prompt), times torch and each variant that passed on 16 box prompts and
 keeps the fastest, torch unless one is faster. The record is kept as
@@ -94,7 +95,8 @@ def measure_decoder_engines(
     -------
     dict
         ``choice``, ``seconds`` (median per engine, :data:`TIMED_PROMPTS` boxes),
-        ``passed`` (per OpenVINO variant), ``float32_max_abs_diff`` (low-res logits and
+        ``passed`` (per OpenVINO variant), ``float32_max_abs_diff`` (of low-res logits,
+        relative above 1, see :func:`~napari_mobilesam.engines.gates.logit_gap`, and of
         IoU predictions), ``int8_min_iou``, ``threads``; read from its JSON file when it
         was measured before with the same thread count.
     """
@@ -156,7 +158,7 @@ def _gate_record(decoder, networks: dict, embeddings: list[torch.Tensor]) -> dic
                 for multimask in (False, True):
                     logits, iou = reference.decode(sparse, None, multimask)
                     fp32_logits, fp32_iou = fp32.decode(sparse, None, multimask)
-                    gap = max(gap, gates.embedding_gap(logits.cpu(), fp32_logits))
+                    gap = max(gap, gates.logit_gap(logits.cpu(), fp32_logits))
                     gap = max(gap, gates.embedding_gap(iou.cpu(), fp32_iou))
                     int8_logits = int8.decode(sparse, None, multimask)[0]
                     ious = gates.logit_mask_ious(
