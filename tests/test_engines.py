@@ -18,7 +18,7 @@ import torch
 
 from conftest import PARITY_IMAGES, V2, require_shared
 from napari_mobilesam import SegAnyPredictor
-from napari_mobilesam.engines import choice, gates, openvino_engine
+from napari_mobilesam.engines import choice, decoder_choice, gates, openvino_engine
 from napari_mobilesam.engines.cache import engine_dir, weights_fingerprint
 from napari_mobilesam.engines.choice import choose_engine
 from napari_mobilesam.errors import InvalidValueError
@@ -53,6 +53,15 @@ def _prompt(parity_cases, image: str, case: str) -> dict:
     return kwargs
 
 
+def _int8_encoder_alone(engines, image: np.ndarray) -> SegAnyPredictor:
+    """The int8 engine's embedding of ``image`` decoded by the float32 engine's decoder:
+    the int8 encoder alone (the int8 decoder is tested in test_engines_decoder.py)."""
+    engines["openvino-int8"].set_image(image)
+    predictor = SegAnyPredictor(engines["openvino"].model, device="cpu", engine="openvino")
+    predictor.set_embedding(engines["openvino-int8"].get_image_embedding(), image.shape[:2])
+    return predictor
+
+
 def _iou(a: np.ndarray, b: np.ndarray) -> float:
     union = np.logical_or(a, b).sum()
     return 1.0 if union == 0 else float(np.logical_and(a, b).sum() / union)
@@ -80,16 +89,17 @@ def test_int8_masks_stay_close_to_float32_and_the_gate_measures_them(engines, pa
     here catches a broken int8 model (e.g. calibrated on wrongly preprocessed images)."""
     for predictor in engines.values():
         predictor.set_image(parity_cases[f"{image}/image"])
+    int8_encoder = _int8_encoder_alone(engines, parity_cases[f"{image}/image"])
     ious, equal = [], []
     for case in CASES:
         kwargs = _prompt(parity_cases, image, case)
         fp32 = engines["openvino"].predict(**kwargs)[0]
-        int8 = engines["openvino-int8"].predict(**kwargs)[0]
+        int8 = int8_encoder.predict(**kwargs)[0]
         ious += [_iou(a, b) for a, b in zip(fp32, int8, strict=True)]
         equal.append((fp32 == int8).mean())
     boxes = parity_cases[f"{image}/boxes_batch/in_boxes"]
     fp32 = engines["openvino"].predict_boxes(boxes)[0]
-    int8 = engines["openvino-int8"].predict_boxes(boxes)[0]
+    int8 = int8_encoder.predict_boxes(boxes)[0]
     ious += [_iou(a, b) for a, b in zip(fp32, int8, strict=True)]
     assert np.median(ious) >= 0.95 and min(ious) >= 0.85, sorted(ious)[:5]
     assert min(equal) >= 0.98
@@ -116,9 +126,13 @@ def test_segevery_boxes_with_the_int8_encoder_stay_close_to_float32(
         image, boxes = data[f"{name}/image"], data[f"{name}/boxes"]
     decoder = load_box_decoder(seed0_prompt_guided).decoder
     masks = {}
-    for engine in ("openvino", "openvino-int8"):
-        engines[engine].set_image(image)
-        logits = [low for _, low, _ in engines[engine].decode_boxes(boxes, decoder=decoder)]
+    engines["openvino"].set_image(image)
+    predictors = {
+        "openvino": engines["openvino"],
+        "openvino-int8": _int8_encoder_alone(engines, image),
+    }
+    for engine, predictor in predictors.items():
+        logits = [low for _, low, _ in predictor.decode_boxes(boxes, decoder=decoder)]
         masks[engine] = torch.cat(logits)[:, 0].numpy() > 0
     ious = [_iou(a, b) for a, b in zip(masks["openvino"], masks["openvino-int8"], strict=True)]
     assert len(ious) == len(boxes) > 20
@@ -201,6 +215,7 @@ def test_auto_measures_once_and_remembers(
         return {"torch": 0.6, "openvino": 0.4, "openvino-int8": 0.2}
 
     monkeypatch.setattr(choice, "time_encoders", injected)
+    monkeypatch.setattr(decoder_choice, "time_encoders", lambda calls, x, rounds: {})
     monkeypatch.setattr(choice.gates, "INT8_MIN_IOU", min_iou)  # int8 fails / passes
     folder = engine_dir(weights_fingerprint(mobile_sam.image_encoder))
     for path in folder.glob("choice-*.json"):

@@ -6,9 +6,9 @@ file, gates them against torch on the embeddings of the two gate images (float32
 logits within :data:`~napari_mobilesam.engines.gates.FLOAT32_TOLERANCE`, relative where
 ``|logit| > 1``, see :func:`~napari_mobilesam.engines.gates.logit_gap`; int8: every box
 and point mask at IoU >= :data:`~napari_mobilesam.engines.gates.INT8_MIN_IOU` against
-float32, prompt by prompt), times torch and each variant that passed on 16 box prompts and
-keeps the fastest, torch unless one is faster. The record is kept as
-``choice-mask_decoder-*.json`` beside the decoder's converted files.
+float32, prompt by prompt; boxes with one mask, points with three), times torch and each
+variant that passed on 16 box prompts and keeps the fastest, torch unless one is faster.
+The record is kept as ``choice-mask_decoder-*.json`` beside the decoder's converted files.
 """
 
 from __future__ import annotations
@@ -154,17 +154,15 @@ def _gate_record(decoder, networks: dict, embeddings: list[torch.Tensor]) -> dic
             fp32, int8 = (
                 networks[name].on_image(embedding, pe.no_mask_embed.weight) for name in _PRECISIONS
             )
-            for sparse in _prompt_sets(decoder):
-                for multimask in (False, True):
-                    logits, iou = reference.decode(sparse, None, multimask)
-                    fp32_logits, fp32_iou = fp32.decode(sparse, None, multimask)
-                    gap = max(gap, gates.logit_gap(logits.cpu(), fp32_logits))
-                    gap = max(gap, gates.embedding_gap(iou.cpu(), fp32_iou))
-                    int8_logits = int8.decode(sparse, None, multimask)[0]
-                    ious = gates.logit_mask_ious(
-                        fp32_logits.flatten(0, 1), int8_logits.flatten(0, 1)
-                    )
-                    min_iou = min(min_iou, float(ious.min()))
+            # Boxes as SegEvery decodes them (one mask), points as a click (three).
+            for sparse, multimask in zip(_prompt_sets(decoder), (False, True), strict=True):
+                logits, iou = reference.decode(sparse, None, multimask)
+                fp32_logits, fp32_iou = fp32.decode(sparse, None, multimask)
+                gap = max(gap, gates.logit_gap(logits.cpu(), fp32_logits))
+                gap = max(gap, gates.embedding_gap(iou.cpu(), fp32_iou))
+                int8_logits = int8.decode(sparse, None, multimask)[0]
+                ious = gates.logit_mask_ious(fp32_logits.flatten(0, 1), int8_logits.flatten(0, 1))
+                min_iou = min(min_iou, float(ious.min()))
     passed = gap <= gates.FLOAT32_TOLERANCE
     return {
         "float32_max_abs_diff": gap,
