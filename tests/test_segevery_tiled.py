@@ -359,18 +359,18 @@ def test_the_predictor_takes_a_model_input_as_it_is(predictor, conversions_and_h
 
 
 def test_boxes_decoded_with_another_decoder_build_only_its_batched_decoder(predictor, monkeypatch):
+    from napari_mobilesam.engines import decoder_choice
     from napari_mobilesam.model.prompt_decoder import PromptDecoder
-    from napari_mobilesam.segany import predictor as predictor_module
 
     built = []
-    batched = predictor_module.BatchedMaskDecoder
+    batched = decoder_choice.BatchedMaskDecoder
 
     class CountingBatchedDecoder(batched):
         def __init__(self, mask_decoder, *args, **kwargs) -> None:
             built.append(mask_decoder)
             super().__init__(mask_decoder, *args, **kwargs)
 
-    monkeypatch.setattr(predictor_module, "BatchedMaskDecoder", CountingBatchedDecoder)
+    monkeypatch.setattr(decoder_choice, "BatchedMaskDecoder", CountingBatchedDecoder)
     image, _ = ellipses_on_noise((96, 128), 3, seed=11)
     prompt_guided = PromptDecoder()
 
