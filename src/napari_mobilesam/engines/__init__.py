@@ -1,5 +1,6 @@
-"""CPU inference engines: MobileSAM's image encoder in OpenVINO (float32 and int8),
-converted once per weights file, checked against torch, and chosen by measurement."""
+"""CPU inference engines: MobileSAM's image encoder and mask decoders in OpenVINO (float32
+and int8), converted once per weights file, checked against torch, and chosen by
+measurement, per network."""
 
 import lazy_loader as lazy
 
@@ -9,6 +10,8 @@ __getattr__, __dir__, __all__ = lazy.attach(
         "names": ["ENGINES"],
         "choice": ["check_engine", "choose_engine", "image_encoder", "measure_engines"],
         "cache": ["engine_dir", "engine_path", "weights_fingerprint"],
+        "decoder_choice": ["mask_decoder_engine", "measure_decoder_engines"],
+        "openvino_decoder": ["OpenVINODecoder", "decoder_fingerprint"],
         "calibration": ["CALIBRATION_IMAGES", "calibration_images", "encoder_input"],
         "openvino_engine": [
             "CPU_INSTALL",
