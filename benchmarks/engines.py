@@ -138,7 +138,8 @@ def table(stats: dict[str, dict], header: str) -> str:
         "| --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: |",
     ]
     for name, s in stats.items():
-        engines = " / ".join(s["engines"].get(k, "?") for k in ("image_encoder", "mask_decoder"))
+        decoders = [k for k in s["engines"] if k.startswith("decoder:")] or ["mask_decoder"]
+        engines = " / ".join(s["engines"].get(k, "?") for k in ("image_encoder", decoders[0]))
         lines.append(
             f"| {name} ({engines}) | {_ms_and_ratio(stats, name, 'encoder')} | "
             f"{_ms_and_ratio(stats, name, 'decoder')} | "
