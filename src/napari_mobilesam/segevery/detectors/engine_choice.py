@@ -175,7 +175,15 @@ def _gate_record(detectors: dict[str, YoloDetector], images: list[np.ndarray]) -
         ):
             threshold = _gate_threshold(ref_scores)
             results.append(
-                boxes_agree(ref_boxes, ref_scores, other_boxes, other_scores, threshold, tolerance)
+                boxes_agree(
+                    ref_boxes,
+                    ref_scores,
+                    other_boxes,
+                    other_scores,
+                    threshold,
+                    tolerance,
+                    min_iou=MIN_BOX_IOU,
+                )
             )
         boxes[name] = {
             "compared": sum(r["compared"] for r in results),

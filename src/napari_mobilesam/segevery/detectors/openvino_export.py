@@ -18,6 +18,7 @@ reader, which would probe the internet, is skipped during the export).
 from __future__ import annotations
 
 import contextlib
+import logging
 import shutil
 import tempfile
 from collections.abc import Iterator, Sequence
@@ -134,7 +135,7 @@ def _export(
         options = {"format": "openvino", "imgsz": imgsz, "dynamic": True, "device": "cpu"}
         if precision == "int8":
             options.update(quantize=8, data=str(_calibration_dataset(work, calibration)))
-        with quiet_ultralytics(), _no_font_download():
+        with quiet_ultralytics(), _offline_and_quiet():
             exported = Path(model.export(**options))
         folder.mkdir()
         shutil.move(str(exported), folder / _EXPORT_FOLDER)
@@ -155,14 +156,19 @@ def _calibration_dataset(work: Path, images: Sequence[np.ndarray] | None) -> Pat
 
 
 @contextlib.contextmanager
-def _no_font_download() -> Iterator[None]:
+def _offline_and_quiet() -> Iterator[None]:
     """ultralytics' dataset reader looks for a plotting font and downloads it when missing
-    (a network probe even offline); the export plots nothing, so the check is skipped."""
+    (a network probe even offline); the export plots nothing, so the check is skipped.
+    NNCF's log lines (one per layer left unquantized) are held back too."""
     from ultralytics.data import utils as data_utils
 
     check_font = data_utils.check_font
+    logger = logging.getLogger("nncf")
+    level = logger.level
     data_utils.check_font = lambda *args, **kwargs: None
+    logger.setLevel(logging.WARNING)
     try:
         yield
     finally:
         data_utils.check_font = check_font
+        logger.setLevel(level)
