@@ -227,7 +227,8 @@ def boxes_agree(
     Returns
     -------
     dict
-        ``compared`` (reference boxes above the threshold), ``min_iou`` and
+        ``compared`` (reference boxes above the threshold), ``matched`` (pairs),
+        ``min_iou`` and
         ``max_score_diff`` of the matched pairs, ``unmatched`` (boxes of either side,
         clear of the threshold, without a partner).
 
@@ -257,6 +258,7 @@ def boxes_agree(
     diffs = np.abs(ref_scores[rows] - scores[cols])
     return {
         "compared": len(ref_boxes),
+        "matched": len(rows),
         "min_iou": float(ious[rows, cols].min()) if len(rows) else 1.0,
         "max_score_diff": float(diffs.max()) if len(rows) else 0.0,
         "unmatched": int(unmatched),
