@@ -20,7 +20,7 @@ Usage::
     python benchmarks/engines_detector.py                  # YOLOv8x-seg, 5 rounds
     python benchmarks/engines_detector.py --yaml yolov8n-seg.yaml --rounds 3
     python benchmarks/engines_detector.py --v2 coffee      # boxes that depend on the image
-    python benchmarks/engines_detector.py --detector ObjectAwareModel.pt
+    python benchmarks/engines_detector.py --detector nuclei.pt --seed 1000  # a trained one
 """
 
 from __future__ import annotations
@@ -91,6 +91,7 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--rounds", type=int, default=5)
     parser.add_argument("--imgsz", type=int, default=1024)
     parser.add_argument("--v2", choices=("coffee", "cell"), help="the v2 fixture and image")
+    parser.add_argument("--seed", type=int, default=0, help="of the synthetic image")
     args = parser.parse_args(argv)
 
     import torch
@@ -107,7 +108,7 @@ def main(argv: list[str] | None = None) -> None:
             image = data[f"{args.v2}/image"]
     else:
         path = args.detector or random_detector(scratch, args.yaml)
-        image = to_rgb_uint8(synthetic_nuclei((args.imgsz, args.imgsz), seed=0)[0])
+        image = to_rgb_uint8(synthetic_nuclei((args.imgsz, args.imgsz), seed=args.seed)[0])
     detectors, converted = {}, {}
     for engine in ENGINES:
         start = time.perf_counter()
