@@ -94,6 +94,12 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--imgsz", type=int, default=1024)
     parser.add_argument("--v2", choices=("coffee", "cell"), help="the v2 fixture and image")
     parser.add_argument("--seed", type=int, default=0, help="of the synthetic image")
+    parser.add_argument(
+        "--conf",
+        type=float,
+        default=0.25,
+        help="detection threshold (a low one times NMS over thousands of random boxes)",
+    )
     args = parser.parse_args(argv)
 
     import torch
@@ -118,7 +124,7 @@ def main(argv: list[str] | None = None) -> None:
         start = time.perf_counter()
         with PeakRSS() as peak:
             detectors[engine] = load_detector(
-                path, conf=0.01, imgsz=args.imgsz, device="cpu", engine=engine
+                path, conf=args.conf, imgsz=args.imgsz, device="cpu", engine=engine
             )
             converted[engine] = time.perf_counter() - start
             detectors[engine](image)
@@ -138,7 +144,7 @@ def main(argv: list[str] | None = None) -> None:
     torch_seconds = results["torch"][0]
     print(
         f"detector {path.name}, image {image.shape[:2]} at imgsz {args.imgsz}, "
-        f"{torch.get_num_threads()} torch threads, "
+        f"conf {args.conf}, {torch.get_num_threads()} torch threads, "
         f"{os.cpu_count()} CPUs, load {os.getloadavg()[0]:.2f}, {args.rounds} rounds"
     )
     print(
