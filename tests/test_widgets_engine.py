@@ -70,7 +70,7 @@ def test_choosing_the_engine_changes_what_the_predictor_and_the_detector_run_wit
 
 
 def test_without_the_cpu_extra_only_torch_can_be_chosen(make_napari_viewer, monkeypatch):
-    monkeypatch.setattr(_engine, "openvino_available", lambda: False)
+    monkeypatch.setattr(_engine, "_openvino_available", lambda: False)
     widget = SegEveryWidget(make_napari_viewer())
     combo = widget._engine.combo
     model = combo.native.model()

@@ -21,7 +21,6 @@ from napari_mobilesam._widgets._model import ENGINE, new_predictor
 from napari_mobilesam._widgets._status import StatusLine
 from napari_mobilesam._widgets._workers import stoppable_worker
 from napari_mobilesam.engines.names import ENGINES
-from napari_mobilesam.engines.openvino_engine import CPU_INSTALL, openvino_available
 
 __all__ = ["ENGINE_LABELS", "EngineField", "first_use"]
 
@@ -66,7 +65,7 @@ class EngineField:
             value=value,
             tooltip=ENGINE_TOOLTIP,
         )
-        if not openvino_available():
+        if not _openvino_available():
             _only_torch(self.combo)
         self.combo.changed.connect(self._on_change)
         ENGINE.changed.connect(self._sync)
@@ -131,10 +130,18 @@ def _prepare(name: str, progress: Any) -> str:
     return predictor.prepare_engine(progress=progress)
 
 
+def _openvino_available() -> bool:
+    from napari_mobilesam.engines.openvino_engine import openvino_available
+
+    return openvino_available()
+
+
 def _only_torch(combo: ComboBox) -> None:
     """Grey out every engine but torch (openvino and nncf are not installed)."""
     model = combo.native.model()
     for row in range(combo.native.count()):
         if combo.native.itemData(row) != "torch":
             model.item(row).setEnabled(False)
+    from napari_mobilesam.engines.openvino_engine import CPU_INSTALL
+
     combo.tooltip = f"{ENGINE_TOOLTIP} The OpenVINO engines need: {CPU_INSTALL}"

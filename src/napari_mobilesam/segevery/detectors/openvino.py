@@ -15,7 +15,6 @@ import functools
 from pathlib import Path
 from typing import Any
 
-from napari_mobilesam.engines.openvino_engine import _COMPILE_CONFIG
 from napari_mobilesam.segevery.detectors.base import InvalidDetectorError
 from napari_mobilesam.segevery.detectors.onnx import OnnxExport
 
@@ -46,6 +45,8 @@ def read_openvino_export(folder: str | Path) -> OnnxExport:
 def compile_in_float32(backend: Any, folder: str | Path) -> None:
     """Compile ultralytics' OpenVINO ``backend`` of the export ``folder`` again, for the
     CPU in float32 (and so every recompile it makes later for a new input shape)."""
+    from napari_mobilesam.engines.openvino_engine import _COMPILE_CONFIG
+
     core = backend.ov.Core()
     backend.compile_model = functools.partial(
         core.compile_model, device_name="CPU", config=_COMPILE_CONFIG
