@@ -136,7 +136,7 @@ def main(argv: list[str] | None = None) -> None:
         ("openvino-int8", "openvino", engine_choice.INT8_SCORE_TOLERANCE),
     ):
         ref_boxes, ref_scores = results[reference][2]
-        threshold = engine_choice._gate_threshold(ref_scores)
+        threshold = engine_choice.gate_threshold(ref_scores)
         matched[name] = engine_choice.boxes_agree(
             ref_boxes, ref_scores, *results[name][2], threshold, tolerance
         )

@@ -50,6 +50,7 @@ __all__ = [
     "MIN_BOX_IOU",
     "boxes_agree",
     "detector_for_engine",
+    "gate_threshold",
     "measure_detector_engines",
 ]
 
@@ -173,7 +174,7 @@ def _gate_record(detectors: dict[str, YoloDetector], images: list[np.ndarray]) -
         for (ref_boxes, ref_scores), (other_boxes, other_scores) in zip(
             found[reference], found[name], strict=True
         ):
-            threshold = _gate_threshold(ref_scores)
+            threshold = gate_threshold(ref_scores)
             results.append(
                 boxes_agree(
                     ref_boxes,
@@ -200,9 +201,15 @@ def _held(result: dict) -> bool:
     return result["compared"] > 0 and result["unmatched"] == 0
 
 
-def _gate_threshold(scores: np.ndarray) -> float:
+def gate_threshold(scores: np.ndarray) -> float:
     """The confidence threshold of one gate image: at most 0.25, low enough for
-    :data:`GATE_BOXES` boxes of the reference when it has them."""
+    :data:`GATE_BOXES` boxes of the reference when it has them.
+
+    Examples
+    --------
+    >>> gate_threshold(np.linspace(0.9, 0.05, 40))
+    0.25
+    """
     ranked = np.sort(scores)[::-1]
     if len(ranked) >= GATE_BOXES:
         return float(max(_LOWEST_GATE_CONF, min(0.25, ranked[GATE_BOXES - 1])))
