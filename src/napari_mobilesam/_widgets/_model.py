@@ -12,6 +12,8 @@ import threading
 from pathlib import Path
 from typing import TYPE_CHECKING
 
+from psygnal import Signal
+
 from napari_mobilesam._torch_guard import prepare_torch_import
 
 if TYPE_CHECKING:
@@ -21,8 +23,39 @@ if TYPE_CHECKING:
 
 #: A store of precomputed embeddings (``napari-mobilesam embed``) for the widgets.
 EMBEDDINGS_ENV = "NAPARI_MOBILESAM_EMBEDDINGS"
-#: What runs the image encoder in the widgets ("torch", "auto", "openvino", "openvino-int8").
+#: What runs the networks in the widgets ("torch", "auto", "openvino", "openvino-int8"):
+#: the default of the widgets' Engine setting (:data:`ENGINE`).
 ENGINE_ENV = "NAPARI_MOBILESAM_ENGINE"
+
+
+class EngineSetting:
+    """The engine the widgets run the networks with: one value for the session, shared
+    by every widget (they share one model); ``NAPARI_MOBILESAM_ENGINE`` (else "torch")
+    until a widget's Engine field sets it. ``changed`` is emitted with the new name."""
+
+    changed = Signal(str)
+
+    def __init__(self) -> None:
+        self._value: str | None = None
+
+    @property
+    def value(self) -> str:
+        if self._value is not None:
+            return self._value
+        return os.environ.get(ENGINE_ENV, "").strip() or "torch"
+
+    def set(self, name: str) -> None:
+        if name != self.value:
+            self._value = name
+            self.changed.emit(name)
+
+    def reset(self) -> None:
+        """Back to the environment's default (a new session; tests)."""
+        self._value = None
+
+
+#: The widgets' engine setting.
+ENGINE = EngineSetting()
 
 _models: dict[Path, MobileSAM] = {}
 _models_lock = threading.Lock()
@@ -83,9 +116,10 @@ def new_predictor() -> SegAnyPredictor:
 
     With ``NAPARI_MOBILESAM_EMBEDDINGS`` set to a store made by ``napari-mobilesam embed``,
     images (and tiles) found there are not encoded: the first click on them is instant.
-    ``NAPARI_MOBILESAM_ENGINE`` names the engine of the image encoder (default "torch"; see
-    :class:`~napari_mobilesam.segany.predictor.SegAnyPredictor`); an OpenVINO engine is
-    converted on the first image, in the widget's worker thread.
+    The engine is the widgets' Engine setting (:data:`ENGINE`, default
+    ``NAPARI_MOBILESAM_ENGINE``, else "torch"; see
+    :class:`~napari_mobilesam.segany.predictor.SegAnyPredictor`); SegEvery's detector
+    follows the predictor's. An OpenVINO engine is converted on first use, in a thread.
     """
     model = shared_model()
     from napari_mobilesam.segany.embedding_cache import EmbeddingCache
@@ -94,7 +128,7 @@ def new_predictor() -> SegAnyPredictor:
 
     store_path = os.environ.get(EMBEDDINGS_ENV, "").strip()
     store = EmbeddingStore(Path(store_path).expanduser()) if store_path else None
-    engine = os.environ.get(ENGINE_ENV, "").strip() or "torch"
+    engine = ENGINE.value
     with _models_lock:
         cache = _caches.setdefault(id(model), EmbeddingCache(SHARED_CACHE_SIZE))
     return SegAnyPredictor(model, embedding_store=store, embedding_cache=cache, engine=engine)

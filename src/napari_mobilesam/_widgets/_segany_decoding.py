@@ -19,6 +19,7 @@ from napari.layers import Image
 from napari_mobilesam._torch_guard import prepare_torch_import
 from napari_mobilesam._widgets._errors import expected_errors
 from napari_mobilesam._widgets._model import (
+    ENGINE,
     new_predictor,
 )
 from napari_mobilesam._widgets._plane import Plane
@@ -141,6 +142,7 @@ class PreviewEngine:
     def __init__(self) -> None:
         self._lock = threading.Lock()
         self._predictor: SegAnyPredictor | None = None
+        self._predictor_engine = ""
         self._image_key: tuple | None = None
         self._image_note = ""  # NaN pixels of the plane, said in the status line
         self._tiled: TiledSegAnyPredictor | None = None
@@ -170,8 +172,9 @@ class PreviewEngine:
                 return None
             prepare_torch_import()
             try:
-                if self._predictor is None:
-                    self._predictor = new_predictor()
+                if self._predictor is None or self._predictor_engine != ENGINE.value:
+                    self._predictor, self._predictor_engine = new_predictor(), ENGINE.value
+                    self._image_key = self._tiled_key = None
                 if request.tiling is not None:
                     return self._run_tiled(request, is_current)
                 if self._image_key != request.image_key:

@@ -15,6 +15,7 @@ from magicgui.widgets import (
 )
 from napari.layers import Image, Labels, Points, Shapes
 
+from napari_mobilesam._widgets._engine import EngineField
 from napari_mobilesam._widgets._plane import (
     level_count,
     plane_is_tiled,
@@ -139,6 +140,7 @@ class SegAnyWidget(Container):
         )
         self._cancel_propagation = PushButton(text="Cancel", enabled=False)
         self._status = StatusLine()
+        self._engine = EngineField(self._status)
 
     def _widget_list(self) -> list:
         """The widgets, top to bottom."""
@@ -153,6 +155,7 @@ class SegAnyWidget(Container):
             self._level,
             self._tile_size,
             self._halo,
+            self._engine.combo,
             Container(widgets=[self._accept, self._clear], layout="horizontal", labels=False),
             self._stack_axis,
             Container(

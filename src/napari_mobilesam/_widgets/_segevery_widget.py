@@ -17,6 +17,7 @@ from magicgui.widgets import (
 from napari.layers import Image
 from napari.utils.notifications import show_error, show_info
 
+from napari_mobilesam._widgets._engine import EngineField, first_use
 from napari_mobilesam._widgets._plane import (
     PlaneError,
     plane_is_tiled,
@@ -81,6 +82,7 @@ class SegEveryWidget(Container):
         self._run = PushButton(text="Run")
         self._cancel = PushButton(text="Cancel", enabled=False)
         self._status = StatusLine()
+        self._engine = EngineField(self._status)
         super().__init__(
             widgets=[
                 self._image,
@@ -102,6 +104,7 @@ class SegEveryWidget(Container):
                 self._search_radius,
                 self._max_gap,
                 self._neck_ratio,
+                self._engine.combo,
                 Container(widgets=[self._run, self._cancel], layout="horizontal", labels=False),
             ]
         )
@@ -343,7 +346,7 @@ class SegEveryWidget(Container):
         self._run.enabled = False
         self._cancel.enabled = True
         planes = len(job.planes)
-        self._status.value = f"Running on {planes} plane(s) of {image.name!r}..."
+        self._status.value = f"Running on {planes} plane(s) of {image.name!r}...{first_use()}"
         self._status.show_progress("starting", 0, 0)
         job.start()
         return job

@@ -87,8 +87,9 @@ def _add_model_options(parser: argparse.ArgumentParser) -> None:
         "--engine",
         choices=ENGINES,
         default="torch",
-        help="what runs the image encoder on a CPU: torch (default), openvino (float32), "
-        "openvino-int8, or auto (the fastest that passed its checks on this machine); "
+        help="what runs the image encoder and the YOLO detector on a CPU: torch (default), "
+        "openvino (float32), openvino-int8, or auto (per network, the fastest that passed "
+        "its checks on this machine); "
         'the OpenVINO ones need pip install "napari-mobilesam[cpu]"',
     )
 

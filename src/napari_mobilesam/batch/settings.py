@@ -5,7 +5,6 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from napari_mobilesam.curation.features import check_ranges
-from napari_mobilesam.engines.names import ENGINES
 from napari_mobilesam.errors import InvalidValueError
 from napari_mobilesam.segevery.options import SegEveryOptions
 from napari_mobilesam.stacks.link_options import LinkOptions
@@ -47,8 +46,10 @@ class BatchSettings(SegEveryOptions):
         ``solidity``, ``eccentricity``, ``mean_intensity``, ``score``. Applied to each
         plane before it is written and tabled.
     engine : {"torch", "auto", "openvino", "openvino-int8"}
-        What runs the image encoder on a CPU (see
-        :class:`~napari_mobilesam.segany.predictor.SegAnyPredictor`).
+        What runs the image encoder and the YOLO detector on a CPU (see
+        :class:`~napari_mobilesam.segany.predictor.SegAnyPredictor` and
+        :func:`~napari_mobilesam.segevery.discovery.load_detector`); "auto" chooses per
+        network.
     """
 
     link: str = "auto"
@@ -65,8 +66,6 @@ class BatchSettings(SegEveryOptions):
     def __post_init__(self) -> None:
         super().__post_init__()
         check_ranges(self.ranges)
-        if self.engine not in ENGINES:
-            raise InvalidValueError(f"engine must be one of {ENGINES}, got {self.engine!r}")
         check_link_mode(self.link, ("auto", *LINK_MODES))
         self.link_options()  # checked when made
 

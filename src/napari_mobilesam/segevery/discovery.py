@@ -15,12 +15,13 @@ from __future__ import annotations
 
 import os
 import sys
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
+from napari_mobilesam._progress import ProgressCallback
 from napari_mobilesam.errors import InvalidTypeError
 from napari_mobilesam.segevery.boxes import (
     MAX_DETECTIONS,
@@ -68,6 +69,9 @@ def load_detector(
     imgsz: int | None = None,
     device: str | None = None,
     max_det: int = MAX_DETECTIONS,
+    engine: str = "torch",
+    calibration: Sequence[np.ndarray] | None = None,
+    progress: ProgressCallback | None = None,
 ) -> Detector:
     """Turn a detector name, checkpoint path or callable into a :class:`Detector`.
 
@@ -108,6 +112,20 @@ def load_detector(
     max_det : int
         The most boxes a YOLO model returns per image (ultralytics' and MobileSAMv2's
         default: 300).
+    engine : {"torch", "auto", "openvino", "openvino-int8"}
+        What runs a YOLO ``.pt`` detector (the names of
+        :class:`~napari_mobilesam.segany.predictor.SegAnyPredictor`'s ``engine``).
+        "openvino" and "openvino-int8" run its OpenVINO export on the CPU (``pip install
+        "napari-mobilesam[cpu]"``), exported once per weights file with ultralytics into
+        the cache folder; "auto" takes the fastest engine that passed its checks against
+        torch on this machine (measured once, remembered), and torch on a GPU. See
+        :mod:`napari_mobilesam.segevery.detectors.engine_choice`. ONNX exports run in
+        ONNX Runtime and callables as they are, whatever the engine.
+    calibration : sequence of images, optional
+        Images to calibrate the int8 export on (default: the encoder's calibration set,
+        :mod:`napari_mobilesam.engines.calibration`).
+    progress : callable, optional
+        ``progress(done, total)`` while an OpenVINO export is made or measured.
 
     Returns
     -------
@@ -166,11 +184,42 @@ def load_detector(
             f"YOLO .pt checkpoint or .onnx export, or a callable; received "
             f"{type(detector).__name__}."
         )
+    engine = _checked_engine(engine, device)
+    if engine != "torch" and path.suffix.lower() == ".pt":
+        from napari_mobilesam.segevery.detectors.engine_choice import detector_for_engine
+
+        return detector_for_engine(
+            path,
+            engine,
+            conf=conf,
+            iou=iou,
+            imgsz=DEFAULT_IMGSZ if imgsz is None else imgsz,
+            max_det=max_det,
+            calibration=calibration,
+            progress=progress,
+        )
     from napari_mobilesam.segevery.detectors.yolo import load_yolo_detector
 
     return load_yolo_detector(
         path, conf=conf, iou=iou, imgsz=imgsz, max_det=max_det, device=device
     )
+
+
+def _checked_engine(engine: str, device: str | None) -> str:
+    """``engine`` checked for the detector's device: "auto" is torch on a GPU or without
+    openvino; an OpenVINO name runs on the CPU (the device None means the CPU then)."""
+    if engine == "torch":
+        return engine
+    import torch
+
+    from napari_mobilesam.engines.choice import check_engine
+    from napari_mobilesam.model.device import default_device
+
+    if device is None:
+        where = default_device() if engine == "auto" else torch.device("cpu")
+    else:
+        where = torch.device(device)
+    return check_engine(engine, where)
 
 
 def discover_objects(
@@ -182,6 +231,7 @@ def discover_objects(
     max_objects: int = MAX_DETECTIONS,
     imgsz: int | None = None,
     device: str | None = None,
+    engine: str = "torch",
 ) -> tuple[np.ndarray, np.ndarray]:
     """Propose one box per object in an RGB image, MobileSAMv2 style.
 
@@ -211,6 +261,8 @@ def discover_objects(
         fixed-size ONNX export.
     device : str, optional
         Device of a YOLO detector loaded here; None: CUDA, then MPS, then CPU.
+    engine : {"torch", "auto", "openvino", "openvino-int8"}
+        What runs a YOLO ``.pt`` detector loaded here; see :func:`load_detector`.
 
     Returns
     -------
@@ -251,6 +303,7 @@ def discover_objects(
         imgsz=imgsz,
         device=device,
         max_det=max(MAX_DETECTIONS, int(max_objects)),
+        engine=engine,
     )
     boxes, scores = detect(image)
     boxes, valid = clean_boxes(boxes, image.shape)

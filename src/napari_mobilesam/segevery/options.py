@@ -16,7 +16,8 @@ from typing import Any
 
 import numpy as np
 
-from napari_mobilesam.errors import UserInputError
+from napari_mobilesam.engines.names import ENGINES
+from napari_mobilesam.errors import InvalidValueError
 from napari_mobilesam.imaging.tiling import DEFAULT_HALO, DEFAULT_TILE_SHAPE, TileGrid
 from napari_mobilesam.segevery.boxes import MAX_DETECTIONS, check_fraction, check_positive_int
 from napari_mobilesam.segevery.detectors.base import CheckedDetector
@@ -24,7 +25,7 @@ from napari_mobilesam.segevery.detectors.base import CheckedDetector
 __all__ = ["InvalidOptionError", "LazyDetector", "SegEveryOptions"]
 
 
-class InvalidOptionError(UserInputError, ValueError, TypeError):
+class InvalidOptionError(InvalidValueError, TypeError):
     """A SegEvery setting of the wrong type or out of range; the message names it."""
 
 
@@ -59,6 +60,11 @@ class SegEveryOptions:
         Tile size and the margin read on each side of a tile.
     level : int, optional
         The level of a multiscale image to segment (None or 0: full resolution).
+    engine : {"torch", "auto", "openvino", "openvino-int8"}, optional
+        What runs a YOLO ``.pt`` detector (see
+        :func:`napari_mobilesam.segevery.discovery.load_detector`). None (default):
+        the predictor's ``engine``, so one setting chooses for every network ("auto"
+        then chooses per network).
     """
 
     detector: str | os.PathLike[str] | Callable[[np.ndarray], Any] = "auto"
@@ -72,6 +78,7 @@ class SegEveryOptions:
     tile_shape: int | Sequence[int] = DEFAULT_TILE_SHAPE
     halo: int | Sequence[int] = DEFAULT_HALO
     level: int | None = None
+    engine: str | None = None
 
     def __post_init__(self) -> None:
         with _as_option_error():
@@ -94,11 +101,19 @@ class SegEveryOptions:
             )
         with _as_option_error():
             TileGrid((1, 1), tile_shape=self.tile_shape, halo=self.halo)
+        if self.engine is not None and self.engine not in ENGINES:
+            raise InvalidOptionError(f"engine must be one of {ENGINES}, got {self.engine!r}")
 
     @property
     def grid(self) -> bool:
         """Whether objects are prompted by SAM's grid of points instead of a detector."""
         return isinstance(self.detector, str) and self.detector == "grid"
+
+    def detector_engine(self, predictor: Any = None) -> str:
+        """The engine of the detector: ``engine``, else the predictor's (torch without)."""
+        if self.engine is not None:
+            return self.engine
+        return str(getattr(predictor, "engine", "torch"))
 
     @property
     def max_det(self) -> int:
@@ -121,12 +136,17 @@ class LazyDetector(CheckedDetector):
         Its ``detector``, ``conf``, ``iou`` and ``max_objects``.
     device : str, optional
         Torch device of a YOLO detector (None: the best available).
+    engine : str, optional
+        What runs a YOLO detector (None: ``options.detector_engine()``).
     """
 
-    def __init__(self, options: SegEveryOptions, device: str | None = None) -> None:
+    def __init__(
+        self, options: SegEveryOptions, device: str | None = None, engine: str | None = None
+    ) -> None:
         super().__init__(options.detector)
         self.options = options
         self.device = device
+        self.engine = options.detector_engine() if engine is None else engine
         self._detector: Callable[[np.ndarray], Any] | None = None
         self._error: BaseException | None = None
 
@@ -146,7 +166,12 @@ class LazyDetector(CheckedDetector):
             o = self.options
             try:
                 self._detector = load_detector(
-                    o.detector, conf=o.conf, iou=o.iou, device=self.device, max_det=o.max_det
+                    o.detector,
+                    conf=o.conf,
+                    iou=o.iou,
+                    device=self.device,
+                    max_det=o.max_det,
+                    engine=self.engine,
                 )
             except Exception as error:
                 self._error = error

@@ -193,13 +193,17 @@ def _box_decoder(decoder: Any) -> BoxDecoder:
     return decoder if isinstance(decoder, BoxDecoder) else load_box_decoder(decoder)
 
 
-def _detector(options: SegEveryOptions) -> Any:
+def _detector(options: SegEveryOptions, predictor: SegAnyPredictor) -> Any:
     """The detector of ``options`` for the tiles: loaded here, or on first use (a
     :class:`~napari_mobilesam.segevery.options.LazyDetector`, once per run)."""
     from napari_mobilesam.segevery.discovery import load_detector
 
     return load_detector(
-        options.detector, conf=options.conf, iou=options.iou, max_det=options.max_det
+        options.detector,
+        conf=options.conf,
+        iou=options.iou,
+        max_det=options.max_det,
+        engine=options.detector_engine(predictor),
     )
 
 
@@ -212,7 +216,7 @@ def _segment_whole(image: Any, predictor: SegAnyPredictor | None, c: _Call) -> S
     predictor = predictor if predictor is not None else default_predictor()
     box_decoder = c.box_decoder
     start = time.perf_counter()
-    prompt_boxes = _whole_image_prompts(rgb, c)
+    prompt_boxes = _whole_image_prompts(rgb, c, o.detector_engine(predictor))
     timings["discovery"] = time.perf_counter() - start
 
     if not c.grid and len(prompt_boxes) == 0:
@@ -256,7 +260,7 @@ def _segment_whole(image: Any, predictor: SegAnyPredictor | None, c: _Call) -> S
     )
 
 
-def _whole_image_prompts(rgb: np.ndarray, c: _Call) -> np.ndarray:
+def _whole_image_prompts(rgb: np.ndarray, c: _Call, engine: str) -> np.ndarray:
     """The boxes to decode: the given ones, or the detector's (none for the grid)."""
     o = c.options
     if c.boxes is not None:
@@ -267,7 +271,7 @@ def _whole_image_prompts(rgb: np.ndarray, c: _Call) -> np.ndarray:
     from napari_mobilesam.segevery.discovery import discover_objects
 
     prompt_boxes, _ = discover_objects(
-        rgb, o.detector, conf=o.conf, iou=o.iou, max_objects=o.max_objects
+        rgb, o.detector, conf=o.conf, iou=o.iou, max_objects=o.max_objects, engine=engine
     )
     return _unique_rows(prompt_boxes)
 
@@ -310,7 +314,7 @@ def _segment_tiled(
         if c.boxes is not None:
             prompt_boxes, _ = clean_boxes(c.boxes, tiles.shape)
         else:
-            prompt_boxes, _ = run.discover(_detector(o), o.max_objects, o.iou)
+            prompt_boxes, _ = run.discover(_detector(o, predictor), o.max_objects, o.iou)
         run.decode(_unique_rows(prompt_boxes), canvas)
     kept_boxes, kept_scores, areas = canvas.finish()
     message = join_notes(

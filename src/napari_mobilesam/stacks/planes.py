@@ -187,7 +187,7 @@ class PlaneRun:
             box_decoder = load_box_decoder(options.decoder)
         self.options = replace(
             options,
-            detector=detector if detector is not None else _once(options),
+            detector=detector if detector is not None else _once(options, predictor),
             decoder=box_decoder if box_decoder is not None else options.decoder,
             level=None,
         )
@@ -221,11 +221,12 @@ class PlaneRun:
             yield plane
 
 
-def _once(options: SegEveryOptions) -> Any:
-    """The detector for every plane: loaded once, on first use (nothing for the grid)."""
+def _once(options: SegEveryOptions, predictor: Any) -> Any:
+    """The detector for every plane: loaded once, on first use (nothing for the grid), run
+    by the engine of ``options`` or else of the predictor."""
     if options.grid or isinstance(options.detector, LazyDetector):
         return options.detector
-    return LazyDetector(options)
+    return LazyDetector(options, engine=options.detector_engine(predictor))
 
 
 def _segment_plane(

@@ -37,11 +37,12 @@ from napari_mobilesam.segevery.detectors.base import (
 )
 from napari_mobilesam.segevery.detectors.letterbox import frame_boxes_to_image
 from napari_mobilesam.segevery.detectors.onnx import ONNX_SUFFIX, OnnxExport, read_onnx_export
+from napari_mobilesam.segevery.detectors.openvino import compile_in_float32, read_openvino_export
 
 if TYPE_CHECKING:
     from ultralytics import YOLO
 
-__all__ = ["SUPPORTED_TASKS", "YoloDetector", "load_yolo_detector"]
+__all__ = ["SUPPORTED_TASKS", "YoloDetector", "boxes_only_model", "load_yolo_detector"]
 
 
 SUPPORTED_TASKS = ("detect", "segment")
@@ -69,6 +70,9 @@ class YoloDetector:
         The checkpoint (``.pt``) or ONNX export (``.onnx``) file.
     conf, iou, imgsz, max_det, device
         See :func:`napari_mobilesam.segevery.discovery.load_detector`.
+    engine : str
+        What runs the network: "torch", or the OpenVINO variant ("openvino",
+        "openvino-int8") whose export ``model`` was loaded from.
 
     Attributes
     ----------
@@ -88,6 +92,7 @@ class YoloDetector:
         imgsz: int,
         max_det: int,
         device: str,
+        engine: str = "torch",
     ) -> None:
         self.model = model
         self.path = path
@@ -97,13 +102,14 @@ class YoloDetector:
         self.imgsz = imgsz
         self.max_det = max_det
         self.device = device
+        self.engine = engine
         self._lock = _model_lock(model)
 
     def __repr__(self) -> str:
         return (
             f"YoloDetector({str(self.path)!r}, task={self.task!r}, conf={self.conf}, "
             f"iou={self.iou}, imgsz={self.imgsz}, max_det={self.max_det}, "
-            f"device={self.device!r})"
+            f"device={self.device!r}, engine={self.engine!r})"
         )
 
     def __call__(self, image: np.ndarray, /) -> tuple[np.ndarray, np.ndarray]:
@@ -148,8 +154,10 @@ def load_yolo_detector(
     imgsz: int | None,
     max_det: int,
     device: str | None,
+    engine: str = "torch",
 ) -> YoloDetector:
-    """Load an ultralytics YOLO ``.pt`` or ``.onnx`` file (once per file version and device).
+    """Load an ultralytics YOLO ``.pt`` or ``.onnx`` file, or an OpenVINO export folder made
+    for ``engine`` (once per file version and device).
 
     See :func:`napari_mobilesam.segevery.discovery.load_detector` for the parameters and errors.
     """
@@ -175,6 +183,7 @@ def load_yolo_detector(
         imgsz=int(imgsz),
         max_det=int(max_det),
         device=resolved_device,
+        engine=engine,
     )
 
 
@@ -187,7 +196,12 @@ def _load_yolo(
     Returns the model and, for an ONNX export, what its file says about it.
     """
     del signature, device  # cache keys only: a rewritten file or another device reloads
-    export = read_onnx_export(path) if path.lower().endswith(ONNX_SUFFIX) else None
+    if Path(path).is_dir():
+        export = read_openvino_export(path)
+    elif path.lower().endswith(ONNX_SUFFIX):
+        export = read_onnx_export(path)
+    else:
+        export = None
     yolo = yolo_class()
     try:
         with quiet_ultralytics():
@@ -207,9 +221,18 @@ def _load_yolo(
             "models propose object boxes (classification, pose and oriented-box models do "
             "not fit)."
         )
-    if export is None:  # an ONNX graph is run as exported
+    if export is None:  # an exported graph is run as exported
         _detect_boxes_only(model)
     return model, export
+
+
+def boxes_only_model(path: Path) -> YOLO:
+    """A new ultralytics model of the ``.pt`` file ``path``, its segmentation heads run as
+    detection heads (to export: the exported graph is then the one run here)."""
+    with quiet_ultralytics():
+        model = yolo_class()(str(path))
+    _detect_boxes_only(model)
+    return model
 
 
 def _detect_boxes_only(model: YOLO) -> None:
@@ -249,6 +272,11 @@ def _box_predictor_class() -> type:
     from ultralytics.models.yolo.detect import DetectionPredictor
 
     class BoxPredictor(DetectionPredictor):
+        def setup_model(self, model: Any, verbose: bool = True) -> None:
+            super().setup_model(model, verbose)
+            if getattr(self.model, "format", None) == "openvino":
+                compile_in_float32(self.model.backend, model)
+
         def construct_result(self, pred: Any, img: Any, orig_img: Any, img_path: Any) -> Any:
             from ultralytics.engine.results import Results
 
