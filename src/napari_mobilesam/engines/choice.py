@@ -14,6 +14,7 @@ import json
 import statistics
 import time
 from collections.abc import Callable, Mapping, Sequence
+from pathlib import Path
 
 import numpy as np
 import torch
@@ -33,7 +34,16 @@ from napari_mobilesam.engines.openvino_engine import (
 from napari_mobilesam.errors import InvalidValueError
 from napari_mobilesam.imaging.convert import to_rgb_uint8
 
-__all__ = ["ENGINES", "check_engine", "choose_engine", "image_encoder", "measure_engines"]
+__all__ = [
+    "ENGINES",
+    "check_engine",
+    "choice_record_name",
+    "choose_engine",
+    "image_encoder",
+    "measure_engines",
+    "remember_choice",
+    "remembered_choice",
+]
 
 _PRECISIONS = {"openvino": "float32", "openvino-int8": "int8"}
 Encoder = Callable[[torch.Tensor], torch.Tensor]
@@ -88,6 +98,38 @@ def choose_engine(timings: Mapping[str, float], passed: Mapping[str, bool]) -> s
     return best
 
 
+def choice_record_name(network: str, calibrated: bool, *parts: object) -> str:
+    """File name of the remembered "auto" record of one network: which network, default or
+    own calibration images, any ``parts`` that set it apart, and the OpenVINO version."""
+    import openvino
+
+    tag = library_tag("openvino", openvino.__version__)
+    fields = [network, "own" if calibrated else "default", *map(str, parts), tag]
+    return "choice-" + "-".join(field for field in fields if field) + ".json"
+
+
+def remembered_choice(path: Path) -> dict | None:
+    """The record at ``path`` when it was measured with this process's torch thread count
+    (timings depend on it), else None."""
+    if path.is_file():
+        record = json.loads(path.read_text())
+        if record.get("threads") == torch.get_num_threads():
+            return record
+    return None
+
+
+def remember_choice(path: Path, record: dict, seconds: Mapping[str, float]) -> dict:
+    """``record`` (its gate figures, with ``passed``) completed with ``seconds``, the
+    ``choice`` they make and the thread count, written atomically to ``path``."""
+    record["seconds"] = dict(seconds)
+    record["choice"] = choose_engine(record["seconds"], record["passed"])
+    record["threads"] = torch.get_num_threads()
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with atomic_path(path) as partial:
+        partial.write_text(json.dumps(record, indent=1))
+    return record
+
+
 def image_encoder(
     model: torch.nn.Module,
     engine: str,
@@ -110,11 +152,8 @@ def image_encoder(
     )
 
 
-def _choice_path(model: torch.nn.Module, calibrated: bool):
-    import openvino
-
-    tag = library_tag("openvino", openvino.__version__)
-    name = f"choice-{'own' if calibrated else 'default'}-{tag}.json"
+def _choice_path(model: torch.nn.Module, calibrated: bool) -> Path:
+    name = choice_record_name("", calibrated)
     return engine_dir(weights_fingerprint(model.image_encoder)) / name
 
 
@@ -136,11 +175,9 @@ def measure_engines(
         thread count.
     """
     path = _choice_path(model, calibration is not None)
-    threads = torch.get_num_threads()
-    if path.is_file():
-        record = json.loads(path.read_text())
-        if record.get("threads") == threads:
-            return record
+    remembered = remembered_choice(path)
+    if remembered is not None:
+        return remembered
     encoders = {"torch": model.image_encoder}
     for step, name in enumerate(_PRECISIONS, start=1):
         encoders[name] = openvino_encoder(model, _PRECISIONS[name], calibration=calibration)
@@ -150,12 +187,7 @@ def measure_engines(
     images = list(images)
     record = _gate_record(model, encoders, gates.gate_images(images))
     inputs = [encoder_input(model, image)[0] for image in gates.gate_images(images)[:1]]
-    record["seconds"] = time_encoders(encoders, inputs[0], rounds)
-    record["choice"] = choose_engine(record["seconds"], record["passed"])
-    record["threads"] = threads
-    path.parent.mkdir(parents=True, exist_ok=True)
-    with atomic_path(path) as partial:
-        partial.write_text(json.dumps(record, indent=1))
+    record = remember_choice(path, record, time_encoders(encoders, inputs[0], rounds))
     if progress is not None:
         progress(len(_PRECISIONS) + 1, len(_PRECISIONS) + 1)
     return record

@@ -13,18 +13,21 @@ The record is kept as ``choice-mask_decoder-*.json`` beside the decoder's conver
 
 from __future__ import annotations
 
-import json
 from collections.abc import Callable, Sequence
 
 import numpy as np
 import torch
 
-from napari_mobilesam._atomic_files import atomic_path
 from napari_mobilesam._progress import ProgressCallback
 from napari_mobilesam.engines import gates
-from napari_mobilesam.engines.cache import engine_dir, library_tag, weights_fingerprint
+from napari_mobilesam.engines.cache import engine_dir, weights_fingerprint
 from napari_mobilesam.engines.calibration import calibration_images, encoder_input
-from napari_mobilesam.engines.choice import choose_engine, time_encoders
+from napari_mobilesam.engines.choice import (
+    choice_record_name,
+    remember_choice,
+    remembered_choice,
+    time_encoders,
+)
 from napari_mobilesam.engines.openvino_decoder import decoder_fingerprint, openvino_decoder
 from napari_mobilesam.imaging.convert import to_rgb_uint8
 from napari_mobilesam.model.batched_decoder import BatchedMaskDecoder
@@ -74,11 +77,8 @@ def mask_decoder_engine(
 
 
 def _choice_path(decoder: torch.nn.Module, model: torch.nn.Module, calibrated: bool):
-    import openvino
-
-    tag = library_tag("openvino", openvino.__version__)
     encoder = weights_fingerprint(model.image_encoder)[:8]
-    name = f"choice-mask_decoder-{'own' if calibrated else 'default'}-{encoder}-{tag}.json"
+    name = choice_record_name("mask_decoder", calibrated, encoder)
     return engine_dir(decoder_fingerprint(decoder)) / name
 
 
@@ -101,11 +101,9 @@ def measure_decoder_engines(
         was measured before with the same thread count.
     """
     path = _choice_path(decoder, model, calibration is not None)
-    threads = torch.get_num_threads()
-    if path.is_file():
-        record = json.loads(path.read_text())
-        if record.get("threads") == threads:
-            return record
+    remembered = remembered_choice(path)
+    if remembered is not None:
+        return remembered
     networks = {
         name: openvino_decoder(decoder, model, precision, calibration=calibration)
         for name, precision in _PRECISIONS.items()
@@ -123,13 +121,7 @@ def measure_decoder_engines(
             on_image[name] = network.on_image(embeddings[0], pe.no_mask_embed.weight)
         sparse = _prompt_sets(decoder)[0][:TIMED_PROMPTS]
     calls = {name: (lambda s, d=d: d.decode(s)) for name, d in on_image.items()}
-    record["seconds"] = time_encoders(calls, sparse, rounds)
-    record["choice"] = choose_engine(record["seconds"], record["passed"])
-    record["threads"] = threads
-    path.parent.mkdir(parents=True, exist_ok=True)
-    with atomic_path(path) as partial:
-        partial.write_text(json.dumps(record, indent=1))
-    return record
+    return remember_choice(path, record, time_encoders(calls, sparse, rounds))
 
 
 def _prompt_sets(decoder: torch.nn.Module) -> list[torch.Tensor]:

@@ -24,18 +24,21 @@ fails the gate: an unchecked variant is never chosen.
 
 from __future__ import annotations
 
-import json
 from collections.abc import Sequence
 from pathlib import Path
 
 import numpy as np
 
-from napari_mobilesam._atomic_files import atomic_path
 from napari_mobilesam._progress import ProgressCallback
 from napari_mobilesam.engines import gates
-from napari_mobilesam.engines.cache import engine_dir, library_tag
+from napari_mobilesam.engines.cache import engine_dir
 from napari_mobilesam.engines.calibration import calibration_images
-from napari_mobilesam.engines.choice import choose_engine, time_encoders
+from napari_mobilesam.engines.choice import (
+    choice_record_name,
+    remember_choice,
+    remembered_choice,
+    time_encoders,
+)
 from napari_mobilesam.imaging.convert import to_rgb_uint8
 from napari_mobilesam.segevery.detectors.openvino_export import (
     detector_fingerprint,
@@ -94,11 +97,8 @@ def detector_for_engine(
 
 
 def _choice_path(path: Path, imgsz: int, calibrated: bool) -> Path:
-    import openvino
-
-    tag = library_tag("openvino", openvino.__version__)
-    own = "own" if calibrated else "default"
-    return engine_dir(detector_fingerprint(path)) / f"choice-detector-{own}-{imgsz}-{tag}.json"
+    name = choice_record_name("detector", calibrated, imgsz)
+    return engine_dir(detector_fingerprint(path)) / name
 
 
 def measure_detector_engines(
@@ -119,14 +119,10 @@ def measure_detector_engines(
         score difference, boxes left unmatched), ``threads``. Read from the JSON file when
         measured before with the same torch thread count.
     """
-    import torch
-
     record_path = _choice_path(path, imgsz, calibration is not None)
-    threads = torch.get_num_threads()
-    if record_path.is_file():
-        record = json.loads(record_path.read_text())
-        if record.get("threads") == threads:
-            return record
+    remembered = remembered_choice(record_path)
+    if remembered is not None:
+        return remembered
     detectors = {"torch": _gate_detector(path, imgsz)}
     for step, name in enumerate(_PRECISIONS, start=1):
         folder = openvino_detector_folder(
@@ -138,12 +134,7 @@ def measure_detector_engines(
     images = calibration_images() if calibration is None else map(to_rgb_uint8, calibration)
     checked = gates.gate_images(list(images))
     record = _gate_record(detectors, checked)
-    record["seconds"] = time_encoders(detectors, checked[0], rounds)
-    record["choice"] = choose_engine(record["seconds"], record["passed"])
-    record["threads"] = threads
-    record_path.parent.mkdir(parents=True, exist_ok=True)
-    with atomic_path(record_path) as partial:
-        partial.write_text(json.dumps(record, indent=1))
+    record = remember_choice(record_path, record, time_encoders(detectors, checked[0], rounds))
     if progress is not None:
         progress(len(_PRECISIONS) + 1, len(_PRECISIONS) + 1)
     return record
