@@ -12,7 +12,10 @@ validation), the held-out mean IoU of box- and point-prompted masks before train
 starts (after encoding).
 
 Defaults use the test fixtures (random seed-0 MobileSAM weights and MobileSAMv2's real box
-decoder) and the package's default recipe (``--lr`` unset). ``--encoder-scale S`` is an
+decoder) and the package's default recipe (``--lr`` unset). SegAny's decoder starts, as in
+the tests, from the box decoder's weights put into the seed-0 ``mobile_sam.pt``
+(``--segany-start own``: from the seed-0 decoder itself, which learns nothing from the
+seed-0 encoder's embeddings; see ``benchmarks/embedding_probe.py``). ``--encoder-scale S`` is an
 experiment only: it multiplies the encoder's last LayerNorm (``neck.3``) by S. Prints a
 Markdown table.
 
@@ -88,7 +91,15 @@ def _row(kind: str, objects: int, args: argparse.Namespace, work: Path) -> str:
 
     train = _items(objects, args.train, args.side, 0)
     validation = _items(objects, args.val, args.side, 1000)
-    base = args.weights if kind == "mobile_sam" else args.box_decoder
+    base = args.box_decoder
+    name = kind
+    if kind == "mobile_sam":
+        base, name = args.weights, "mobile_sam (its own decoder)"
+        if args.segany_start == "box_decoder":
+            from napari_mobilesam.training.decoder_files import mobile_sam_with_box_decoder
+
+            base = mobile_sam_with_box_decoder(args.weights, args.box_decoder, work / "start.pt")
+            name = "mobile_sam (decoder from the box decoder)"
     at_start = []  # resident memory when epoch 0 is reported (encoding done)
 
     def note_memory(report) -> None:
@@ -112,7 +123,7 @@ def _row(kind: str, objects: int, args: argparse.Namespace, work: Path) -> str:
     seconds = np.mean([report.seconds for report in result.history[1:]])
     per_object = seconds / max(1, sum(item.n_objects for item in train))
     return (
-        f"| {kind} | {objects} | {seconds:.1f} | {1000 * per_object:.0f} | "
+        f"| {name} | {objects} | {seconds:.1f} | {1000 * per_object:.0f} | "
         f"{before['val/box_mIoU']:.3f} → {best['val/box_mIoU']:.3f} | "
         f"{before['val/point_mIoU']:.3f} → {best['val/point_mIoU']:.3f} | "
         f"{result.best.epoch} | {memory.peak / 2**20:,.0f} | "
@@ -134,6 +145,12 @@ def main() -> None:
     parser.add_argument("--lr", type=float, help="default: the package's")
     parser.add_argument("--device", default="cpu")
     parser.add_argument("--only", choices=["prompt_guided", "mobile_sam"])
+    parser.add_argument(
+        "--segany-start",
+        choices=["box_decoder", "own"],
+        default="box_decoder",
+        help="SegAny's decoder starts from the box decoder's weights (default) or its own",
+    )
     parser.add_argument(
         "--encoder-scale", type=float, default=1.0, help="experiment: scale neck.3 by this"
     )

@@ -1,6 +1,7 @@
 """Fine-tuning of the mask decoders (training.decoder): on synthetic nuclei with known
-labels, from the random seed-0 MobileSAM weights and from MobileSAMv2's real box decoder,
-with the embeddings of the random seed-0 image encoder (no downloads)."""
+labels, from MobileSAMv2's real box decoder (alone, and as the prompt encoder and mask
+decoder of the seed-0 mobile_sam.pt), with the embeddings of the random seed-0 image encoder
+(no downloads)."""
 
 from __future__ import annotations
 
@@ -17,10 +18,13 @@ from napari_mobilesam.evaluation.synthetic import synthetic_nuclei
 from napari_mobilesam.model.image_encoder import TinyViT
 from napari_mobilesam.training.annotations import annotated_image
 from napari_mobilesam.training.decoder import DEFAULT_LEARNING_RATE, train_decoder
+from napari_mobilesam.training.decoder_files import mobile_sam_with_box_decoder
 from napari_mobilesam.weights.registry import WeightsError
 
 #: Epochs of the package's default recipe: a CPU minute or two each on 6 images of 256².
 EPOCHS = 2
+#: SegAny's decoder: boxes, points and corrections, about three box-decoder steps each.
+SEGANY_EPOCHS = 3
 
 
 def _items(seeds) -> list:
@@ -136,8 +140,17 @@ def test_box_decoder_fine_tuning_raises_box_iou_and_loads_as_segevery_decoder(
     assert after - before >= 0.2, f"held-out box mIoU {before:.3f} -> {after:.3f}"
 
 
-def test_segany_fine_tuning_keeps_the_best_and_loads_as_mobile_sam(
-    data, store, tmp_path, monkeypatch
+@pytest.fixture(scope="module")
+def segany_base(tmp_path_factory):
+    """The seed-0 mobile_sam.pt with MobileSAMv2's trained decoder as its prompt encoder and
+    mask decoder: the random seed-0 decoder cannot learn from the seed-0 encoder's
+    embeddings, which show nothing of the image (README, "The mask decoders")."""
+    output = tmp_path_factory.mktemp("base") / "mobile_sam_box_decoder.pt"
+    return mobile_sam_with_box_decoder(PARITY_CHECKPOINT, REAL_PROMPT_GUIDED, output)
+
+
+def test_segany_fine_tuning_raises_box_iou_and_loads_as_mobile_sam(
+    data, store, segany_base, tmp_path, monkeypatch
 ):
     from napari_mobilesam.segany.predictor import SegAnyPredictor
     from napari_mobilesam.weights.build import build_mobile_sam
@@ -145,16 +158,16 @@ def test_segany_fine_tuning_keeps_the_best_and_loads_as_mobile_sam(
     train, validation = data
     output = tmp_path / "nuclei_sam.pt"
     result = train_decoder(
-        train[:2],  # an epoch of this decoder costs about 7 of the box decoder's
+        train,
         validation,
         output,
-        base=PARITY_CHECKPOINT,
-        epochs=1,
+        base=segany_base,
+        epochs=SEGANY_EPOCHS,
         device="cpu",
         store=store,
     )
-    _, after = _report("mobile_sam.pt prompt encoder + mask decoder", result)
-    assert result.best.score >= result.history[0].score  # box and point mIoU, averaged
+    before, after = _report("mobile_sam.pt prompt encoder + mask decoder", result)
+    assert after - before >= 0.2, f"held-out box mIoU {before:.3f} -> {after:.3f}"
 
     # Loads strictly through build_mobile_sam and NAPARI_MOBILESAM_WEIGHTS; the image
     # encoder is the base's, unchanged.
@@ -165,9 +178,6 @@ def test_segany_fine_tuning_keeps_the_best_and_loads_as_mobile_sam(
             assert torch.equal(tensor, base[f"image_encoder.{name}"]), name
     predictor = SegAnyPredictor(build_mobile_sam(output), "cpu")
     assert _box_miou(predictor, validation) == pytest.approx(after, abs=1e-3)
-    # No gain is asserted: from the random seed-0 decoder it does not learn box prompts in
-    # a few CPU minutes (0.005 -> 0.005 kept, every trial's epochs 0.000; README, "The mask
-    # decoders"). What is asserted above: the best so far is what was saved.
     assert json.loads(result.sidecar.read_text())["kind"] == "mobile_sam"
 
 

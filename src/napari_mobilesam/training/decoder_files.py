@@ -30,6 +30,7 @@ __all__ = [
     "MOBILE_SAM",
     "BaseWeights",
     "load_base",
+    "mobile_sam_with_box_decoder",
     "save_decoder",
     "sidecar_path",
     "write_json",
@@ -118,6 +119,44 @@ def save_decoder(decoder: PromptDecoder, base: BaseWeights, output: Path) -> Non
     output.parent.mkdir(parents=True, exist_ok=True)
     with atomic_path(output) as tmp:
         torch.save(decoder_file_state(decoder, base), tmp)
+
+
+def mobile_sam_with_box_decoder(
+    mobile_sam: str | os.PathLike[str],
+    box_decoder: str | os.PathLike[str],
+    output: str | os.PathLike[str],
+) -> Path:
+    """Write a ``mobile_sam.pt`` whose prompt encoder and mask decoder are those of a
+    MobileSAMv2 box decoder file, its image encoder unchanged.
+
+    The two decoders have one architecture (the box decoder's weights carry
+    ``mobile_sam.pt``'s names without the ``prompt_encoder.`` / ``mask_decoder.``
+    prefixes), so SegAny's decoder can start its fine-tuning from the box decoder's
+    weights: what the tests and ``benchmarks/train_decoder.py`` do where only random
+    ``mobile_sam.pt`` weights are at hand (a decoder with random weights has to learn from
+    nothing how a prompt's position reaches the mask; README, "The mask decoders").
+
+    Returns
+    -------
+    pathlib.Path
+        ``output``, loadable with :func:`napari_mobilesam.build_mobile_sam`.
+
+    Examples
+    --------
+    >>> mobile_sam_with_box_decoder(  # doctest: +SKIP
+    ...     "mobile_sam.pt", "Prompt_guided_Mask_Decoder.pt", "start.pt"
+    ... )
+    PosixPath('start.pt')
+    """
+    whole, box = load_base(mobile_sam), load_base(box_decoder)
+    if whole.kind != MOBILE_SAM or box.kind != BOX_DECODER:
+        raise InvalidValueError(
+            f"expected a mobile_sam.pt and a box decoder file, got a {whole.kind!r} file "
+            f"({mobile_sam}) and a {box.kind!r} file ({box_decoder})"
+        )
+    output = Path(output)
+    save_decoder(box.decoder, whole, output)
+    return output
 
 
 def sidecar_path(output: Path) -> Path:
