@@ -144,7 +144,7 @@ def test_conversion_happens_once_per_weights_file(engines, mobile_sam, monkeypat
         raise AssertionError("converted again")
 
     monkeypatch.setattr(openvino_engine, "_convert", no_conversion)
-    monkeypatch.setattr(openvino_engine, "_quantized", no_conversion)
+    monkeypatch.setattr(openvino_engine, "quantized_model", no_conversion)
     again = SegAnyPredictor(mobile_sam, device="cpu", engine="openvino")
     again.set_image(np.zeros((64, 64), np.uint8) + np.arange(64, dtype=np.uint8))
     folder = engine_dir(weights_fingerprint(mobile_sam.image_encoder))

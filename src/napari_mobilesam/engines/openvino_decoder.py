@@ -25,11 +25,11 @@ from napari_mobilesam.engines.cache import engine_path, hash_weights, weights_fi
 from napari_mobilesam.engines.calibration import calibration_images, encoder_input
 from napari_mobilesam.engines.openvino_engine import (
     OPENVINO_PRECISIONS,
-    _calibration_key,
-    _compiled,
-    _openvino,
-    _quantized,
-    _save,
+    calibration_key,
+    compiled_model,
+    openvino_module,
+    quantized_model,
+    save_model,
 )
 from napari_mobilesam.errors import InvalidValueError
 from napari_mobilesam.imaging.convert import to_rgb_uint8
@@ -55,7 +55,7 @@ class OpenVINODecoder:
     def __init__(self, path: Path, precision: str) -> None:
         self.path = Path(path)
         self.precision = precision
-        self._compiled = _compiled(str(self.path))
+        self._compiled = compiled_model(str(self.path))
 
     def __call__(self, keys: torch.Tensor, sparse: torch.Tensor) -> tuple[torch.Tensor, ...]:
         request = self._compiled.create_infer_request()
@@ -149,11 +149,11 @@ def openvino_decoder(
         raise InvalidValueError(
             f"precision must be one of {OPENVINO_PRECISIONS}, got {precision!r}"
         )
-    ov = _openvino()
+    ov = openvino_module()
     key = ""
     if precision == "int8":
         encoder = weights_fingerprint(model.image_encoder)[:8]
-        key = f"-{_calibration_key(calibration)}-{encoder}"
+        key = f"-{calibration_key(calibration)}-{encoder}"
     name = f"mask_decoder-{precision}{key}"
     path = engine_path(decoder_fingerprint(decoder), name, "openvino", ov.__version__)
     total = 2 if precision == "float32" else 3
@@ -164,8 +164,8 @@ def openvino_decoder(
             fp32 = openvino_decoder(decoder, model, "float32")
             if progress is not None:
                 progress(1, total)
-            converted = _quantized(fp32, decoder_inputs(decoder, model, calibration))
-        _save(converted, path)
+            converted = quantized_model(fp32, decoder_inputs(decoder, model, calibration))
+        save_model(converted, path)
     if progress is not None:
         progress(total - 1, total)
     network = OpenVINODecoder(path, precision)
@@ -183,7 +183,7 @@ def network_of(decoder: torch.nn.Module) -> DecoderNetwork:
 
 def _convert(decoder: torch.nn.Module):
     """The float32 OpenVINO model of ``decoder``'s network, any number of prompts."""
-    ov = _openvino()
+    ov = openvino_module()
     network = network_of(decoder)
     keys = torch.zeros(1, 256, *network.image_pe.shape[-2:])
     sparse = torch.zeros(2, 2, 256)

@@ -29,18 +29,25 @@ from napari_mobilesam.engines.calibration import calibration_inputs
 from napari_mobilesam.errors import InvalidValueError, UserInputError
 
 __all__ = [
+    "COMPILE_CONFIG",
     "CPU_INSTALL",
     "OPENVINO_PRECISIONS",
     "EngineUnavailableError",
     "OpenVINOEncoder",
+    "calibration_key",
+    "compiled_model",
     "openvino_available",
     "openvino_encoder",
+    "openvino_module",
+    "quantized_model",
+    "save_model",
 ]
 
 #: How to install what the OpenVINO engine needs.
 CPU_INSTALL = 'pip install "napari-mobilesam[cpu]"'
 OPENVINO_PRECISIONS = ("float32", "int8")
-_COMPILE_CONFIG = {"INFERENCE_PRECISION_HINT": "f32", "PERFORMANCE_HINT": "LATENCY"}
+#: How every OpenVINO model here is compiled (the decoders' and the detector's too).
+COMPILE_CONFIG = {"INFERENCE_PRECISION_HINT": "f32", "PERFORMANCE_HINT": "LATENCY"}
 
 
 class EngineUnavailableError(UserInputError, RuntimeError):
@@ -52,7 +59,7 @@ def openvino_available() -> bool:
     return all(importlib.util.find_spec(name) is not None for name in ("openvino", "nncf"))
 
 
-def _openvino():
+def openvino_module():
     """The openvino module, imported on first use with its telemetry switched off."""
     if not openvino_available():
         raise EngineUnavailableError(
@@ -87,7 +94,7 @@ class OpenVINOEncoder:
     def __init__(self, path: Path, precision: str) -> None:
         self.path = Path(path)
         self.precision = precision
-        self._compiled = _compiled(str(self.path))
+        self._compiled = compiled_model(str(self.path))
 
     def __call__(self, x: torch.Tensor) -> torch.Tensor:
         array = np.ascontiguousarray(x.detach().float().cpu().numpy())
@@ -99,10 +106,10 @@ class OpenVINOEncoder:
 
 
 @cache
-def _compiled(path: str):
+def compiled_model(path: str):
     """The model at ``path`` compiled for the CPU in float32, once per process."""
-    ov = _openvino()
-    return ov.Core().compile_model(path, "CPU", _COMPILE_CONFIG)
+    ov = openvino_module()
+    return ov.Core().compile_model(path, "CPU", COMPILE_CONFIG)
 
 
 def openvino_encoder(
@@ -141,9 +148,9 @@ def openvino_encoder(
         raise InvalidValueError(
             f"precision must be one of {OPENVINO_PRECISIONS}, got {precision!r}"
         )
-    ov = _openvino()
+    ov = openvino_module()
     fingerprint = weights_fingerprint(model.image_encoder)
-    key = "" if precision == "float32" else f"-{_calibration_key(calibration)}"
+    key = "" if precision == "float32" else f"-{calibration_key(calibration)}"
     path = engine_path(fingerprint, f"image_encoder-{precision}{key}", "openvino", ov.__version__)
     total = 2 if precision == "float32" else 3
     if not path.is_file():
@@ -153,8 +160,8 @@ def openvino_encoder(
             fp32 = openvino_encoder(model, "float32")
             if progress is not None:
                 progress(1, total)
-            converted = _quantized(fp32, calibration_inputs(model, calibration))
-        _save(converted, path)
+            converted = quantized_model(fp32, calibration_inputs(model, calibration))
+        save_model(converted, path)
     if progress is not None:
         progress(total - 1, total)
     engine = OpenVINOEncoder(path, precision)
@@ -163,7 +170,7 @@ def openvino_encoder(
     return engine
 
 
-def _calibration_key(images: Sequence[np.ndarray] | None) -> str:
+def calibration_key(images: Sequence[np.ndarray] | None) -> str:
     """ "default", or a hash of the user's calibration images."""
     if images is None:
         return "default"
@@ -175,27 +182,27 @@ def _calibration_key(images: Sequence[np.ndarray] | None) -> str:
     return digest.hexdigest()
 
 
-def _save(model, path: Path) -> None:
+def save_model(model, path: Path) -> None:
     """Write the IR's folder under a temporary name, renamed into place when complete."""
     path.parent.parent.mkdir(parents=True, exist_ok=True)
     with atomic_path(path.parent) as folder:
-        _openvino().save_model(model, str(folder / path.name), compress_to_fp16=False)
+        openvino_module().save_model(model, str(folder / path.name), compress_to_fp16=False)
 
 
 def _convert(encoder: torch.nn.Module):
     """The float32 OpenVINO model of the torch ``encoder`` (fixed 1024² input)."""
-    ov = _openvino()
+    ov = openvino_module()
     side = encoder.img_size
     example = torch.zeros(1, 3, side, side)
     with torch.no_grad():
         return ov.convert_model(encoder.cpu().eval(), example_input=example)
 
 
-def _quantized(fp32: OpenVINOEncoder, inputs: list[np.ndarray]):
+def quantized_model(fp32: OpenVINOEncoder, inputs: list[np.ndarray]):
     """NNCF post-training int8 quantization of the float32 model ``fp32``."""
     import nncf
 
-    model = _openvino().Core().read_model(str(fp32.path))
+    model = openvino_module().Core().read_model(str(fp32.path))
     return nncf.quantize(
         model,
         nncf.Dataset(inputs),

@@ -45,11 +45,11 @@ def read_openvino_export(folder: str | Path) -> OnnxExport:
 def compile_in_float32(backend: Any, folder: str | Path) -> None:
     """Compile ultralytics' OpenVINO ``backend`` of the export ``folder`` again, for the
     CPU in float32 (and so every recompile it makes later for a new input shape)."""
-    from napari_mobilesam.engines.openvino_engine import _COMPILE_CONFIG
+    from napari_mobilesam.engines.openvino_engine import COMPILE_CONFIG
 
     core = backend.ov.Core()
     backend.compile_model = functools.partial(
-        core.compile_model, device_name="CPU", config=_COMPILE_CONFIG
+        core.compile_model, device_name="CPU", config=COMPILE_CONFIG
     )
     xml = next(Path(folder).glob("*.xml"))
     backend.ov_compiled_model = backend.compile_model(core.read_model(str(xml)))

@@ -32,8 +32,8 @@ from napari_mobilesam.engines.cache import engine_path, weights_fingerprint
 from napari_mobilesam.engines.calibration import calibration_images
 from napari_mobilesam.engines.openvino_engine import (
     OPENVINO_PRECISIONS,
-    _calibration_key,
-    _openvino,
+    calibration_key,
+    openvino_module,
 )
 from napari_mobilesam.errors import InvalidValueError
 from napari_mobilesam.imaging.convert import to_rgb_uint8
@@ -100,11 +100,11 @@ def openvino_detector_folder(
         raise InvalidValueError(
             f"precision must be one of {OPENVINO_PRECISIONS}, got {precision!r}"
         )
-    ov = _openvino()  # declines OpenVINO's and NNCF's telemetry before ultralytics uses them
+    ov = openvino_module()  # declines OpenVINO's and NNCF's telemetry before ultralytics uses them
     fingerprint = detector_fingerprint(path)
     if progress is not None:
         progress(1, 2)
-    key = "" if precision == "float32" else f"-{imgsz}-{_calibration_key(calibration)}"
+    key = "" if precision == "float32" else f"-{imgsz}-{calibration_key(calibration)}"
     name = f"detector-{precision}{key}"
     variant = engine_path(fingerprint, name, "openvino", ov.__version__).parent
     exported = variant / _EXPORT_FOLDER
